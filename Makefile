@@ -1,0 +1,56 @@
+# The table of contents of the project. `make run` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= out
+
+.PHONY: setup run test unit integration lint format bench build deploy emulator clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
+	touch $@
+
+## The main job on the bundled samples, fully offline (local stack + emulator).
+run: setup
+	$(BIN)/ocr-pipeline run samples --out $(OUT)
+
+## Every test, plus the template linter.
+test: setup
+	$(BIN)/cfn-lint template.yaml
+	$(BIN)/python -m pytest
+
+unit: setup
+	$(BIN)/python -m pytest tests/unit
+
+integration: setup
+	$(BIN)/python -m pytest tests/integration
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy layers/ocr_pipeline/ocr_pipeline devkit/ocr_devkit
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+## The offline DashScope emulator in the foreground.
+emulator: setup
+	$(BIN)/python -m ocr_devkit.emulator
+
+build:
+	sam build
+
+deploy: build
+	sam deploy --guided
+
+clean:
+	rm -rf $(VENV) $(OUT) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,109 @@
+"""What the vendor documents about models and regions, as data the rest of the package reads."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict
+
+from .errors import ConfigurationError
+
+
+class Region(str, Enum):
+    INTL = "intl"  # Singapore
+    US = "us"  # Virginia
+    CN = "cn"  # Beijing
+
+
+class Endpoints(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    native_base: str
+    compatible_base: str
+
+
+REGION_ENDPOINTS: dict[Region, Endpoints] = {
+    Region.INTL: Endpoints(
+        native_base="https://dashscope-intl.aliyuncs.com/api/v1",
+        compatible_base="https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
+    ),
+    Region.US: Endpoints(
+        native_base="https://dashscope-us.aliyuncs.com/api/v1",
+        compatible_base="https://dashscope-us.aliyuncs.com/compatible-mode/v1",
+    ),
+    Region.CN: Endpoints(
+        native_base="https://dashscope.aliyuncs.com/api/v1",
+        compatible_base="https://dashscope.aliyuncs.com/compatible-mode/v1",
+    ),
+}
+
+NATIVE_PATH = "/services/aigc/multimodal-generation/generation"
+COMPATIBLE_PATH = "/chat/completions"
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    # Side of the square of pixels that makes one image token.
+    patch: int
+    max_output_tokens: int
+    supports_builtin_tasks: bool = True
+
+
+_NEW = dict(patch=32, max_output_tokens=8192)
+_OLD = dict(patch=28, max_output_tokens=4096)
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        # The stable name counts 32x32 px per token whatever snapshot a region maps it to.
+        ModelSpec(name="qwen-vl-ocr", patch=32, max_output_tokens=4096),
+        ModelSpec(name="qwen-vl-ocr-latest", **_NEW),
+        ModelSpec(name="qwen-vl-ocr-2025-11-20", **_NEW),
+        ModelSpec(name="qwen-vl-ocr-2025-08-28", **_OLD),
+        ModelSpec(name="qwen-vl-ocr-2025-04-13", **_OLD),
+        ModelSpec(name="qwen-vl-ocr-2024-10-28", supports_builtin_tasks=False, **_OLD),
+    )
+}
+
+ALIASES: dict[str, str] = {
+    "qwen-vl-ocr-1120": "qwen-vl-ocr-2025-11-20",
+    "qwen-vl-ocr-0828": "qwen-vl-ocr-2025-08-28",
+    "qwen-vl-ocr-0413": "qwen-vl-ocr-2025-04-13",
+    "qwen-vl-ocr-1028": "qwen-vl-ocr-2024-10-28",
+}
+
+DEFAULT_MODEL = "qwen-vl-ocr-2025-11-20"
+DEFAULT_REGION = Region.INTL
+
+# Documented defaults of the image item: 3 and 8192 tokens' worth of 32x32 patches.
+DEFAULT_MIN_PIXELS = 32 * 32 * 3
+DEFAULT_MAX_PIXELS = 32 * 32 * 8192
+
+
+def canonical_model_name(name: str) -> str:
+    return ALIASES.get(name, name)
+
+
+def model_spec(name: str, *, patch_if_unknown: int | None = None) -> ModelSpec:
+    """Look a model up by name or alias.
+
+    A self-hosted Qwen-VL behind the compatible endpoint has a name we cannot know;
+    callers that accept such models pass `patch_if_unknown`.
+    """
+    canonical = canonical_model_name(name)
+    spec = MODELS.get(canonical)
+    if spec is not None:
+        return spec
+    if patch_if_unknown is not None:
+        return ModelSpec(name=name, patch=patch_if_unknown, max_output_tokens=8192)
+    known = ", ".join(sorted([*MODELS, *ALIASES]))
+    raise ConfigurationError(f"unknown model {name!r}; known models: {known}", model=name)
+
+
+def endpoints_for(region: Region | str) -> Endpoints:
+    try:
+        return REGION_ENDPOINTS[Region(region)]
+    except ValueError as exc:
+        raise ConfigurationError(f"unknown region {region!r}; use intl, us or cn", region=str(region)) from exc

@@ -1,0 +1,195 @@
+"""Typed errors with stable codes.
+
+Every failure a user can see (in a CLI line, a `document.failed` event or a log)
+carries a `code` that never changes between releases, so that consumers can
+switch on it. `retryable` tells the caller whether trying again can help.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class OcrPipelineError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    code: ClassVar[str] = "internal.error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, **({"details": self.details} if self.details else {})}
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+# --- configuration and requests -------------------------------------------------
+
+
+class ConfigurationError(OcrPipelineError):
+    code = "config.invalid"
+
+
+class InvalidRequest(OcrPipelineError):
+    """The caller asked for something that cannot be sent (bad task options, schema too deep...)."""
+
+    code = "request.invalid"
+
+
+# --- images -------------------------------------------------------------------
+
+
+class ImageError(OcrPipelineError):
+    """The input image cannot be turned into something the model accepts. Never retryable."""
+
+    code = "image.invalid"
+
+
+class ImageUnsupportedFormat(ImageError):
+    code = "image.unsupported_format"
+
+
+class ImageUnreadable(ImageError):
+    """Truncated, corrupt or otherwise undecodable data in a known format."""
+
+    code = "image.unreadable"
+
+
+class ImageTooManyPixels(ImageError):
+    """Refused before decoding: the header announces more pixels than we are willing to allocate."""
+
+    code = "image.too_many_pixels"
+
+
+class ImageTooSmall(ImageError):
+    code = "image.too_small"
+
+
+class ImageAspectRatio(ImageError):
+    code = "image.aspect_ratio"
+
+
+class ImageEncodedTooLarge(ImageError):
+    code = "image.encoded_too_large"
+
+
+class InputTooLarge(ImageError):
+    """The raw input is bigger than we accept, refused before it is read into memory."""
+
+    code = "input.too_large"
+
+
+# --- the OCR service ------------------------------------------------------------
+
+
+class OcrServiceError(OcrPipelineError):
+    code = "ocr.error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        vendor_code: str | None = None,
+        request_id: str | None = None,
+        **details: Any,
+    ) -> None:
+        super().__init__(message, **details)
+        self.status_code = status_code
+        self.vendor_code = vendor_code
+        self.request_id = request_id
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        for name in ("status_code", "vendor_code", "request_id"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+class OcrInvalidParameter(OcrServiceError):
+    """400 InvalidParameter: the request itself is wrong; sending it again gives the same answer."""
+
+    code = "ocr.invalid_parameter"
+
+
+class OcrContentRejected(OcrServiceError):
+    """400 DataInspectionFailed: the vendor's content moderation refused the input."""
+
+    code = "ocr.data_inspection_failed"
+
+
+class OcrAccountError(OcrServiceError):
+    """400 Arrearage and similar: the account cannot be billed. Needs a human, not a retry."""
+
+    code = "ocr.account_error"
+
+
+class OcrUnauthorized(OcrServiceError):
+    """401: wrong or missing API key (often: a key from another region)."""
+
+    code = "ocr.unauthorized"
+
+
+class OcrAccessDenied(OcrServiceError):
+    code = "ocr.access_denied"
+
+
+class OcrModelNotFound(OcrServiceError):
+    code = "ocr.model_not_found"
+
+
+class OcrThrottled(OcrServiceError):
+    code = "ocr.throttled"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class OcrServerError(OcrServiceError):
+    code = "ocr.server_error"
+    retryable = True
+
+
+class OcrTimeout(OcrServiceError):
+    code = "ocr.timeout"
+    retryable = True
+
+
+class OcrConnectionError(OcrServiceError):
+    code = "ocr.connection_error"
+    retryable = True
+
+
+class OcrMalformedResponse(OcrServiceError):
+    """The body is not the documented shape. Usually a truncated or proxied reply, so worth one more try."""
+
+    code = "ocr.malformed_response"
+    retryable = True
+
+
+class OcrRetriesExhausted(OcrServiceError):
+    """Every attempt failed with a retryable error; `last_error` tells which."""
+
+    code = "ocr.retries_exhausted"
+    retryable = True
+
+    def __init__(self, message: str, *, last_error: OcrServiceError, attempts: int) -> None:
+        super().__init__(
+            message,
+            status_code=last_error.status_code,
+            vendor_code=last_error.vendor_code,
+            request_id=last_error.request_id,
+            attempts=attempts,
+            last_code=last_error.code,
+        )
+        self.last_error = last_error
+        self.attempts = attempts
