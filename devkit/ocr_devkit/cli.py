@@ -1,0 +1,175 @@
+"""`ocr-pipeline`: try the OCR core on a file, and run the pipeline on a laptop.
+
+Exit codes: 0 success; 1 a document failed (the error code is printed); 2 bad command
+line; 3 configuration error (missing key, unknown model, bad region).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ocr_pipeline.catalog import DEFAULT_MODEL, Region
+from ocr_pipeline.client import OcrServiceSettings, Protocol, QwenOcrClient
+from ocr_pipeline.errors import ConfigurationError, InvalidRequest, OcrPipelineError
+from ocr_pipeline.pricing import format_money
+from ocr_pipeline.recognition import Recognition, Recognizer
+from ocr_pipeline.tasks import OcrTask, TaskOptions, parse_schema_text
+
+EXIT_OK = 0
+EXIT_DOCUMENT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CONFIGURATION = 3
+
+BACKENDS = ("emulator", "dashscope", "openai")
+EMULATOR_API_KEY = "emulator-local-key"
+
+
+def load_schema(value: str | None) -> dict[str, Any] | None:
+    """--schema takes a JSON file or inline JSON."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_file():
+        return parse_schema_text(path.read_text(encoding="utf-8"))
+    return parse_schema_text(value)
+
+
+def add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", choices=[t.value for t in OcrTask], help="built-in OCR task (default text_recognition)")
+    parser.add_argument("--schema", help="result_schema for key_information_extraction: a JSON file or inline JSON")
+    parser.add_argument("--prompt", help="a free prompt instead of a built-in task")
+    parser.add_argument("--backend", choices=BACKENDS, default="emulator", help="where to send calls (default: emulator)")
+    parser.add_argument("--base-url", help="replace the region's base URL (…/api/v1 or …/compatible-mode/v1)")
+    parser.add_argument("--model", default=None, help=f"model name (default {DEFAULT_MODEL})")
+    parser.add_argument("--region", choices=[r.value for r in Region], default=None, help="intl, us or cn")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def task_options_from(args: argparse.Namespace) -> TaskOptions:
+    task = OcrTask(args.task) if args.task else None
+    schema = load_schema(args.schema)
+    if schema is not None and task is None:
+        task = OcrTask.KEY_INFORMATION_EXTRACTION
+    return TaskOptions.build(task=task, result_schema=schema, prompt=args.prompt)
+
+
+@contextmanager
+def service_settings(args: argparse.Namespace) -> Iterator[OcrServiceSettings]:
+    """Settings for the chosen backend; for the emulator, one runs for the duration of the block."""
+    overrides: dict[str, Any] = {"model": args.model, "region": args.region}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.backend == "emulator":
+        from ocr_devkit.emulator.server import EmulatorServer
+
+        with EmulatorServer() as server:
+            yield OcrServiceSettings.from_env(
+                {},
+                protocol=Protocol.DASHSCOPE,
+                base_url=args.base_url or server.native_base,
+                api_key=EMULATOR_API_KEY,
+                **overrides,
+            )
+        return
+    protocol = Protocol.DASHSCOPE if args.backend == "dashscope" else Protocol.OPENAI
+    extra: dict[str, Any] = {"protocol": protocol, "base_url": args.base_url, **overrides}
+    if protocol is Protocol.OPENAI and args.base_url:
+        # A self-hosted server (vLLM, SGLang) usually runs without a key.
+        extra["require_api_key"] = False
+    yield OcrServiceSettings.from_env(**{k: v for k, v in extra.items() if v is not None})
+
+
+def recognition_json(recognition: Recognition) -> dict[str, Any]:
+    result = recognition.result
+    return {
+        "text": result.text,
+        "words": [w.model_dump() for w in result.words] if result.words is not None else None,
+        "kv": result.kv,
+        "html": result.html,
+        "latex": result.latex,
+        "task": recognition.task.value if recognition.task else None,
+        "model": recognition.model,
+        "region": recognition.region.value,
+        "usage": {
+            "input_tokens": recognition.usage.input_tokens,
+            "output_tokens": recognition.usage.output_tokens,
+            "image_tokens": recognition.usage.image_tokens,
+        },
+        "cost": format_money(recognition.cost.amount) if recognition.cost else None,
+        "currency": recognition.cost.currency if recognition.cost else None,
+        "request_id": recognition.request_id,
+        "image": recognition.image.model_dump(mode="json"),
+        "parse_warnings": result.parse_warnings,
+    }
+
+
+def print_recognition(recognition: Recognition) -> None:
+    result = recognition.result
+    body = result.html or result.latex or (json.dumps(result.kv, ensure_ascii=False, indent=2) if result.kv else None)
+    print(body if body is not None else result.text)
+    usage = recognition.usage
+    cost = (
+        f"{format_money(recognition.cost.amount)} {recognition.cost.currency}" if recognition.cost else "unpriced model"
+    )
+    print(
+        f"\n-- {recognition.task.value if recognition.task else 'prompt'} · {recognition.model} ({recognition.region.value})"
+        f" · tokens in {usage.input_tokens} (image {usage.image_tokens}) out {usage.output_tokens} · cost {cost}",
+        file=sys.stderr,
+    )
+
+
+def command_recognize(args: argparse.Namespace) -> int:
+    path = Path(args.image)
+    if not path.is_file():
+        raise InvalidRequest(f"no such file: {path}")
+    options = task_options_from(args)
+    data = path.read_bytes()
+    with service_settings(args) as settings:
+        recognizer = Recognizer(QwenOcrClient(settings), settings)
+        recognition = recognizer.recognize_bytes(data, options)
+    if args.json:
+        print(json.dumps(recognition_json(recognition), ensure_ascii=False))
+    else:
+        print_recognition(recognition)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ocr-pipeline", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    commands = parser.add_subparsers(dest="command", required=True)
+    recognize = commands.add_parser("recognize", help="recognise one image and print the result")
+    recognize.add_argument("image", help="an image file (BMP, JPEG, PNG, TIFF, WEBP, HEIC, GIF)")
+    add_service_arguments(recognize)
+    recognize.set_defaults(handler=command_recognize)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigurationError as error:
+        print(f"error {error.code}: {error.message}", file=sys.stderr)
+        return EXIT_CONFIGURATION
+    except OcrPipelineError as error:
+        print(f"error {error.code}: {error.message}", file=sys.stderr)
+        return EXIT_DOCUMENT_FAILED
+    except KeyboardInterrupt:
+        print("error interrupted: stopped by the user", file=sys.stderr)
+        return 130
+    except Exception as error:  # a bug of ours: still one line, but say how to see the traceback
+        if os.environ.get("OCR_PIPELINE_DEBUG"):
+            raise
+        print(f"error internal.error: {type(error).__name__}: {error} (set OCR_PIPELINE_DEBUG=1 for details)", file=sys.stderr)
+        return EXIT_DOCUMENT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

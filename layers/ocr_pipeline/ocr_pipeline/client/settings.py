@@ -1,0 +1,77 @@
+"""How to reach the OCR service: one pydantic model, read once per cold start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from ..catalog import COMPATIBLE_PATH, DEFAULT_MODEL, DEFAULT_REGION, NATIVE_PATH, Region, endpoints_for
+from ..errors import ConfigurationError
+
+
+class Protocol(str, Enum):
+    """Which wire format to speak."""
+
+    DASHSCOPE = "dashscope"  # the native API, with built-in OCR tasks
+    OPENAI = "openai"  # the OpenAI-compatible API: DashScope's compatible mode, vLLM, SGLang...
+
+
+class OcrServiceSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    protocol: Protocol = Protocol.DASHSCOPE
+    region: Region = DEFAULT_REGION
+    # Replaces the region's base URL: ".../api/v1" for native, ".../compatible-mode/v1" for compatible.
+    base_url: str | None = None
+    model: str = DEFAULT_MODEL
+    api_key: SecretStr | None = None
+    api_key_secret_arn: str | None = None
+    # A self-hosted server may need no key at all.
+    require_api_key: bool = True
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    # A full page of dense text can take the model tens of seconds to write.
+    read_timeout_s: float = Field(default=120.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+    backoff_base_s: float = Field(default=0.5, ge=0)
+    backoff_max_s: float = Field(default=20.0, ge=0)
+    # Pixels per token side for models we do not know (self-hosted Qwen-VL); Qwen3-VL uses 32.
+    unknown_model_patch: int = Field(default=32, gt=0)
+
+    @model_validator(mode="after")
+    def _base_url_shape(self) -> OcrServiceSettings:
+        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url must be an http(s) URL")
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        if self.base_url:
+            base = self.base_url.rstrip("/")
+        else:
+            endpoints = endpoints_for(self.region)
+            base = endpoints.native_base if self.protocol is Protocol.DASHSCOPE else endpoints.compatible_base
+        return base + (NATIVE_PATH if self.protocol is Protocol.DASHSCOPE else COMPATIBLE_PATH)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> OcrServiceSettings:
+        """Settings from the environment (OCR_* and DASHSCOPE_API_KEY), with explicit overrides winning."""
+        env = os.environ if environ is None else environ
+        fields: dict[str, object] = {
+            "protocol": env.get("OCR_PROTOCOL"),
+            "region": env.get("OCR_REGION"),
+            "base_url": env.get("OCR_BASE_URL"),
+            "model": env.get("OCR_MODEL"),
+            "api_key": env.get("DASHSCOPE_API_KEY"),
+            "api_key_secret_arn": env.get("DASHSCOPE_API_KEY_SECRET_ARN"),
+            "read_timeout_s": env.get("OCR_READ_TIMEOUT_S"),
+            "max_attempts": env.get("OCR_MAX_ATTEMPTS"),
+        }
+        fields.update(overrides)
+        try:
+            return cls.model_validate({k: v for k, v in fields.items() if v not in (None, "")})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ConfigurationError(f"invalid OCR service settings: {problems}") from None

@@ -1,0 +1,198 @@
+"""The two wire formats: request bodies, successful replies and error replies.
+
+Pure functions of dicts, so every shape is testable without a network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from .. import errors
+from ..catalog import ModelSpec
+from ..results import RecognitionResult, parse_model_output
+from ..task_prompts import DEFAULT_PROMPT, TASK_PROMPTS, key_information_prompt
+from ..tasks import OcrTask, TaskOptions
+from ..tokens import PixelBudget, image_tokens
+from ..usage import Usage
+from .settings import Protocol
+
+
+class OcrCall(BaseModel):
+    """One request to the model: an image (data URL or https URL) and what to do with it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    image_url: str
+    options: TaskOptions
+    model: ModelSpec
+    # Size of the image as sent; lets us estimate image tokens when a server does not report them.
+    image_width: int | None = None
+    image_height: int | None = None
+
+    @property
+    def budget(self) -> PixelBudget:
+        return PixelBudget(patch=self.model.patch, min_pixels=self.options.min_pixels, max_pixels=self.options.max_pixels)
+
+
+class WireReply(BaseModel):
+    result: RecognitionResult
+    usage: Usage
+    request_id: str | None = None
+
+
+def prompt_for(options: TaskOptions) -> str:
+    """The text prompt that stands for the options when built-in tasks are unavailable."""
+    task = options.effective_task
+    if task is None:
+        assert options.prompt is not None
+        return options.prompt
+    if task is OcrTask.KEY_INFORMATION_EXTRACTION:
+        return key_information_prompt(options.result_schema)
+    return TASK_PROMPTS.get(task, DEFAULT_PROMPT)
+
+
+def build_body(protocol: Protocol, call: OcrCall) -> dict[str, Any]:
+    if protocol is Protocol.DASHSCOPE:
+        return _native_body(call)
+    return _compatible_body(call)
+
+
+def _native_body(call: OcrCall) -> dict[str, Any]:
+    options = call.options
+    image_item: dict[str, Any] = {
+        "image": call.image_url,
+        "min_pixels": options.min_pixels,
+        "max_pixels": options.max_pixels,
+        "enable_rotate": options.enable_rotate,
+    }
+    content: list[dict[str, Any]] = [image_item]
+    body: dict[str, Any] = {"model": call.model.name, "input": {"messages": [{"role": "user", "content": content}]}}
+    task = options.effective_task
+    if task is None or not call.model.supports_builtin_tasks:
+        # A free prompt, or a snapshot without built-in tasks: the task's documented prompt stands in.
+        content.append({"text": prompt_for(options)})
+        return body
+    ocr_options: dict[str, Any] = {"task": task.value}
+    if options.result_schema is not None:
+        ocr_options["task_config"] = {"result_schema": options.result_schema}
+    body["parameters"] = {"ocr_options": ocr_options}
+    return body
+
+
+def _compatible_body(call: OcrCall) -> dict[str, Any]:
+    options = call.options
+    if options.enable_rotate:
+        raise errors.InvalidRequest("enable_rotate exists only in the native DashScope API; use the dashscope protocol")
+    image_part = {
+        "type": "image_url",
+        "image_url": {"url": call.image_url},
+        "min_pixels": options.min_pixels,
+        "max_pixels": options.max_pixels,
+    }
+    text_part = {"type": "text", "text": prompt_for(options)}
+    return {"model": call.model.name, "messages": [{"role": "user", "content": [image_part, text_part]}]}
+
+
+# --- replies ------------------------------------------------------------------------
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _estimated_image_tokens(call: OcrCall) -> int:
+    if call.image_width is None or call.image_height is None:
+        return 0
+    return image_tokens(call.image_height, call.image_width, call.budget)
+
+
+def parse_reply(protocol: Protocol, body: Any, call: OcrCall) -> WireReply:
+    """Read a 200 reply. Any departure from the documented shape is OcrMalformedResponse."""
+    try:
+        if protocol is Protocol.DASHSCOPE:
+            return _parse_native(body, call)
+        return _parse_compatible(body, call)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        request_id = body.get("request_id") if isinstance(body, dict) else None
+        raise errors.OcrMalformedResponse(
+            f"the reply does not have the documented shape ({type(exc).__name__}: {exc})", request_id=request_id
+        ) from None
+
+
+def _parse_native(body: dict[str, Any], call: OcrCall) -> WireReply:
+    message = body["output"]["choices"][0]["message"]
+    content = message["content"]
+    if isinstance(content, str):
+        content = [{"text": content}]
+    texts = [item["text"] for item in content if isinstance(item, dict) and isinstance(item.get("text"), str)]
+    ocr_result: dict[str, Any] = {}
+    for item in content:
+        if isinstance(item, dict) and isinstance(item.get("ocr_result"), dict):
+            ocr_result.update(item["ocr_result"])
+    usage_body = body["usage"]
+    reported_image = _int(usage_body.get("image_tokens"))
+    if reported_image is None:
+        reported_image = _int((usage_body.get("input_tokens_details") or {}).get("image_tokens"))
+    usage = Usage(
+        input_tokens=int(usage_body["input_tokens"]),
+        output_tokens=int(usage_body["output_tokens"]),
+        image_tokens=reported_image if reported_image is not None else _estimated_image_tokens(call),
+        image_tokens_source="api" if reported_image is not None else "estimate",
+    )
+    result = parse_model_output(call.options.effective_task, "\n".join(texts), ocr_result)
+    return WireReply(result=result, usage=usage, request_id=body.get("request_id"))
+
+
+def _parse_compatible(body: dict[str, Any], call: OcrCall) -> WireReply:
+    content = body["choices"][0]["message"]["content"]
+    if isinstance(content, list):  # some servers answer with content parts
+        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    if not isinstance(content, str):
+        raise TypeError("message content is not text")
+    usage_body = body["usage"]
+    reported_image = _int((usage_body.get("prompt_tokens_details") or {}).get("image_tokens"))
+    usage = Usage(
+        input_tokens=int(usage_body["prompt_tokens"]),
+        output_tokens=int(usage_body["completion_tokens"]),
+        image_tokens=reported_image if reported_image is not None else _estimated_image_tokens(call),
+        image_tokens_source="api" if reported_image is not None else "estimate",
+    )
+    result = parse_model_output(call.options.effective_task, content)
+    return WireReply(result=result, usage=usage, request_id=body.get("request_id") or body.get("id"))
+
+
+_PERMANENT_400: dict[str, type[errors.OcrServiceError]] = {
+    "datainspectionfailed": errors.OcrContentRejected,
+    "data_inspection_failed": errors.OcrContentRejected,
+    "arrearage": errors.OcrAccountError,
+}
+
+
+def error_from_reply(status: int, body: Any, retry_after: float | None = None) -> errors.OcrServiceError:
+    """Map a non-200 reply of either protocol to a typed error."""
+    vendor_code: str | None = None
+    message = ""
+    request_id: str | None = None
+    if isinstance(body, dict):
+        request_id = body.get("request_id")
+        detail = body.get("error") if isinstance(body.get("error"), dict) else body
+        vendor_code = detail.get("code") if isinstance(detail.get("code"), str) else None
+        message = str(detail.get("message") or "")
+    message = message or f"HTTP {status}"
+    kwargs: dict[str, Any] = {"status_code": status, "vendor_code": vendor_code, "request_id": request_id}
+    normalized = (vendor_code or "").lower()
+    if status == 429 or normalized.startswith("throttling") or normalized.startswith("limit_requests"):
+        return errors.OcrThrottled(message, retry_after=retry_after, **kwargs)
+    if status >= 500:
+        return errors.OcrServerError(message, **kwargs)
+    if status == 401:
+        return errors.OcrUnauthorized(message, **kwargs)
+    if status == 403:
+        return errors.OcrAccessDenied(message, **kwargs)
+    if status == 404:
+        return errors.OcrModelNotFound(message, **kwargs)
+    if status == 400 and normalized in _PERMANENT_400:
+        return _PERMANENT_400[normalized](message, **kwargs)
+    return errors.OcrInvalidParameter(message, **kwargs)

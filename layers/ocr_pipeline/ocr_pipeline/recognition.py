@@ -1,0 +1,138 @@
+"""One recognition end to end: prepare the image, call the task, map boxes back, price the usage.
+
+This is the function every entry point (CLI, Lambda handlers) ends in. It does no I/O
+of its own: the OCR service is a port passed in.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol as TypingProtocol
+
+from pydantic import BaseModel
+
+from .catalog import ModelSpec, Region, model_spec
+from .client.http import CallOutcome
+from .client.settings import OcrServiceSettings
+from .client.wire import OcrCall
+from .imaging import CoordinateMapping, PreparationLimits, PreparationStep, PreparedImage, prepare_image
+from .pricing import Cost, PriceNotFound, PriceTable, default_price_table
+from .results import RecognitionResult, Word
+from .tasks import OcrTask, TaskOptions
+from .tokens import PixelBudget
+from .usage import Usage
+
+
+class OcrService(TypingProtocol):
+    """The port to the model: QwenOcrClient in production, a fake in unit tests."""
+
+    def recognize(self, call: OcrCall, *, deadline: float | None = None) -> CallOutcome: ...
+
+
+class ImageSummary(BaseModel):
+    source_format: str
+    original_width: int
+    original_height: int
+    prepared_width: int
+    prepared_height: int
+    prepared_bytes: int
+    mime_type: str
+    scale_x: float
+    scale_y: float
+    steps: list[PreparationStep]
+
+
+class Recognition(BaseModel):
+    task: OcrTask | None
+    model: str
+    region: Region
+    protocol: str
+    result: RecognitionResult
+    usage: Usage
+    cost: Cost | None
+    request_id: str | None
+    attempts: int
+    latency_ms: float
+    image: ImageSummary
+
+
+def budget_for(spec: ModelSpec, options: TaskOptions) -> PixelBudget:
+    return PixelBudget(patch=spec.patch, min_pixels=options.min_pixels, max_pixels=options.max_pixels)
+
+
+def map_words_to_original(words: list[Word], mapping: CoordinateMapping) -> list[Word]:
+    return [
+        Word(
+            text=word.text,
+            location=mapping.to_original_polygon(word.location),
+            rotate_rect=mapping.to_original_rotate_rect(word.rotate_rect),
+        )
+        for word in words
+    ]
+
+
+class Recognizer:
+    def __init__(
+        self,
+        service: OcrService,
+        settings: OcrServiceSettings,
+        *,
+        prices: PriceTable | None = None,
+        limits: PreparationLimits | None = None,
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self.prices = prices or default_price_table()
+        self.limits = limits or PreparationLimits()
+        self.model = model_spec(settings.model, patch_if_unknown=settings.unknown_model_patch)
+
+    def prepare(self, data: bytes, options: TaskOptions) -> PreparedImage:
+        return prepare_image(data, budget_for(self.model, options), self.limits)
+
+    def recognize_bytes(self, data: bytes, options: TaskOptions, *, deadline: float | None = None) -> Recognition:
+        return self.recognize_prepared(self.prepare(data, options), options, deadline=deadline)
+
+    def recognize_prepared(
+        self, image: PreparedImage, options: TaskOptions, *, deadline: float | None = None
+    ) -> Recognition:
+        call = OcrCall(
+            image_url=image.data_url,
+            options=options,
+            model=self.model,
+            image_width=image.width,
+            image_height=image.height,
+        )
+        outcome = self.service.recognize(call, deadline=deadline)
+        result = outcome.reply.result
+        if result.words is not None:
+            result = result.model_copy(update={"words": map_words_to_original(result.words, image.mapping)})
+        return Recognition(
+            task=options.effective_task,
+            model=self.model.name,
+            region=self.settings.region,
+            protocol=self.settings.protocol.value,
+            result=result,
+            usage=outcome.reply.usage,
+            cost=self.price(outcome.reply.usage),
+            request_id=outcome.reply.request_id,
+            attempts=outcome.attempts,
+            latency_ms=outcome.latency_ms,
+            image=ImageSummary(
+                source_format=image.source_format,
+                original_width=image.mapping.original_width,
+                original_height=image.mapping.original_height,
+                prepared_width=image.width,
+                prepared_height=image.height,
+                prepared_bytes=len(image.data),
+                mime_type=image.mime_type,
+                scale_x=image.mapping.scale_x,
+                scale_y=image.mapping.scale_y,
+                steps=image.steps,
+            ),
+        )
+
+    def price(self, usage: Usage) -> Cost | None:
+        """None only for a model the table cannot know (a self-hosted server): never a made-up price."""
+        try:
+            return self.prices.cost(usage, self.model.name, self.settings.region)
+        except PriceNotFound:
+            return None
