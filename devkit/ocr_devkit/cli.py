@@ -42,10 +42,14 @@ def load_schema(value: str | None) -> dict[str, Any] | None:
 
 
 def add_service_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=[t.value for t in OcrTask], help="built-in OCR task (default text_recognition)")
+    parser.add_argument(
+        "--task", choices=[t.value for t in OcrTask], help="built-in OCR task (default text_recognition)"
+    )
     parser.add_argument("--schema", help="result_schema for key_information_extraction: a JSON file or inline JSON")
     parser.add_argument("--prompt", help="a free prompt instead of a built-in task")
-    parser.add_argument("--backend", choices=BACKENDS, default="emulator", help="where to send calls (default: emulator)")
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="emulator", help="where to send calls (default: emulator)"
+    )
     parser.add_argument("--base-url", help="replace the region's base URL (…/api/v1 or …/compatible-mode/v1)")
     parser.add_argument("--model", default=None, help=f"model name (default {DEFAULT_MODEL})")
     parser.add_argument("--region", choices=[r.value for r in Region], default=None, help="intl, us or cn")
@@ -167,7 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # a bug of ours: still one line, but say how to see the traceback
         if os.environ.get("OCR_PIPELINE_DEBUG"):
             raise
-        print(f"error internal.error: {type(error).__name__}: {error} (set OCR_PIPELINE_DEBUG=1 for details)", file=sys.stderr)
+        print(
+            f"error internal.error: {type(error).__name__}: {error} (set OCR_PIPELINE_DEBUG=1 for details)",
+            file=sys.stderr,
+        )
         return EXIT_DOCUMENT_FAILED
 
 

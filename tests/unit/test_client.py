@@ -9,7 +9,6 @@ import json
 
 import httpx
 import pytest
-
 from ocr_pipeline import errors
 from ocr_pipeline.catalog import model_spec
 from ocr_pipeline.client import OcrCall, OcrServiceSettings, Protocol, QwenOcrClient
@@ -22,7 +21,9 @@ IMAGE = "data:image/png;base64,iVBORw0KGgo="
 SCHEMA = {"Invoice Number": "the number printed after 'No.'", "Seller": {"Name": "", "Tax ID": ""}}
 
 NATIVE_OK = {
-    "output": {"choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": [{"text": "hello"}]}}]},
+    "output": {
+        "choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": [{"text": "hello"}]}}]
+    },
     "usage": {"input_tokens": 30, "output_tokens": 2, "total_tokens": 32, "image_tokens": 12},
     "request_id": "req-1",
 }
@@ -98,7 +99,9 @@ def test_native_request_sets_the_builtin_task_and_no_prompt(task):
 
 
 def test_native_extraction_carries_the_result_schema_in_task_config():
-    body = build_body(Protocol.DASHSCOPE, make_call(TaskOptions(task=OcrTask.KEY_INFORMATION_EXTRACTION, result_schema=SCHEMA)))
+    body = build_body(
+        Protocol.DASHSCOPE, make_call(TaskOptions(task=OcrTask.KEY_INFORMATION_EXTRACTION, result_schema=SCHEMA))
+    )
     assert body["parameters"] == {
         "ocr_options": {"task": "key_information_extraction", "task_config": {"result_schema": SCHEMA}}
     }
@@ -139,7 +142,9 @@ def test_compatible_request_sends_each_tasks_documented_prompt(task):
 
 
 def test_compatible_extraction_with_schema_embeds_the_schema_in_the_prompt():
-    body = build_body(Protocol.OPENAI, make_call(TaskOptions(task=OcrTask.KEY_INFORMATION_EXTRACTION, result_schema=SCHEMA)))
+    body = build_body(
+        Protocol.OPENAI, make_call(TaskOptions(task=OcrTask.KEY_INFORMATION_EXTRACTION, result_schema=SCHEMA))
+    )
     prompt = body["messages"][0]["content"][1]["text"]
     assert prompt == key_information_prompt(SCHEMA)
     assert "Invoice Number" in prompt and "Tax ID" in prompt

@@ -1,7 +1,6 @@
 """The documented image-token formula, checked against figures worked out by hand."""
 
 import pytest
-
 from ocr_pipeline.catalog import model_spec
 from ocr_pipeline.tokens import PixelBudget, image_tokens, smart_resize
 

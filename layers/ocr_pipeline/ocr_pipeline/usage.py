@@ -26,9 +26,7 @@ class Usage(BaseModel):
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             image_tokens=self.image_tokens + other.image_tokens,
-            image_tokens_source="api"
-            if self.image_tokens_source == other.image_tokens_source == "api"
-            else "estimate",
+            image_tokens_source="api" if self.image_tokens_source == other.image_tokens_source == "api" else "estimate",
         )
 
 

@@ -146,15 +146,15 @@ class QwenOcrClient:
         ceiling = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (attempt - 1))
         return ceiling * self._jitter()
 
-    def _attempt(
-        self, payload: bytes, headers: dict[str, str], call: OcrCall, deadline: float | None
-    ) -> WireReply:
+    def _attempt(self, payload: bytes, headers: dict[str, str], call: OcrCall, deadline: float | None) -> WireReply:
         timeout = self.http.timeout
         if deadline is not None:
             remaining = deadline - self._clock() - DEADLINE_MARGIN_S
             if remaining <= 0:
                 raise errors.OcrTimeout("no time left before the deadline to call the OCR service")
-            timeout = httpx.Timeout(min(self.settings.read_timeout_s, remaining), connect=self.settings.connect_timeout_s)
+            timeout = httpx.Timeout(
+                min(self.settings.read_timeout_s, remaining), connect=self.settings.connect_timeout_s
+            )
         try:
             response = self.http.post(self.settings.endpoint, content=payload, headers=headers, timeout=timeout)
         except httpx.TimeoutException as exc:

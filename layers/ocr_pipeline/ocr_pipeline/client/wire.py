@@ -33,7 +33,9 @@ class OcrCall(BaseModel):
 
     @property
     def budget(self) -> PixelBudget:
-        return PixelBudget(patch=self.model.patch, min_pixels=self.options.min_pixels, max_pixels=self.options.max_pixels)
+        return PixelBudget(
+            patch=self.model.patch, min_pixels=self.options.min_pixels, max_pixels=self.options.max_pixels
+        )
 
 
 class WireReply(BaseModel):
