@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
 from .errors import ConfigurationError
 
 
-class Region(str, Enum):
+class Region(StrEnum):
     INTL = "intl"  # Singapore
     US = "us"  # Virginia
     CN = "cn"  # Beijing

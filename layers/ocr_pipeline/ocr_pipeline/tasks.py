@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -15,7 +15,7 @@ from .errors import InvalidRequest
 MAX_SCHEMA_DEPTH = 3
 
 
-class OcrTask(str, Enum):
+class OcrTask(StrEnum):
     TEXT_RECOGNITION = "text_recognition"
     ADVANCED_RECOGNITION = "advanced_recognition"
     KEY_INFORMATION_EXTRACTION = "key_information_extraction"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -12,7 +12,7 @@ from ..catalog import COMPATIBLE_PATH, DEFAULT_MODEL, DEFAULT_REGION, NATIVE_PAT
 from ..errors import ConfigurationError
 
 
-class Protocol(str, Enum):
+class Protocol(StrEnum):
     """Which wire format to speak."""
 
     DASHSCOPE = "dashscope"  # the native API, with built-in OCR tasks
