@@ -118,9 +118,7 @@ def _crop(image: np.ndarray, quad: Quad) -> np.ndarray:
     width, height = max(width, 1), max(height, 1)
     target = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
     matrix = cv2.getPerspectiveTransform(points, target)
-    crop = cv2.warpPerspective(
-        image, matrix, (width, height), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_CUBIC
-    )
+    crop = cv2.warpPerspective(image, matrix, (width, height), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_CUBIC)
     if height / width >= 1.5:
         # Vertical text: the reader expects it lying down.
         crop = np.rot90(crop)

@@ -1,0 +1,86 @@
+"""`python -m ocr_devkit.emulator`: run the emulator in the foreground until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from .engine import shared_engine
+from .faults import FaultKind
+from .server import EmulatorServer
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ocr_devkit.emulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port to bind, 0 for any free one (default 8765)")
+    parser.add_argument("--api-key", help="accept only this Bearer key (default: any non-empty key)")
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that fail, 0..1")
+    parser.add_argument(
+        "--fault-kinds",
+        default=",".join(kind.value for kind in FaultKind),
+        help="comma-separated kinds drawn by --fault-rate (default: all of them)",
+    )
+    parser.add_argument("--seed", type=int, help="seed of the random faults, for a reproducible run")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every successful reply")
+    parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds sent with a 429")
+    parser.add_argument("--hang-seconds", type=float, default=30.0, help="how long a hang fault holds the connection")
+    parser.add_argument("--verbose", action="store_true", help="log every request")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        server = EmulatorServer(
+            args.host,
+            args.port,
+            api_key=args.api_key,
+            engine=shared_engine(),
+            fault_rate=args.fault_rate,
+            fault_kinds=[kind.strip() for kind in args.fault_kinds.split(",") if kind.strip()],
+            seed=args.seed,
+            latency_ms=args.latency_ms,
+            retry_after_seconds=args.retry_after,
+            hang_seconds=args.hang_seconds,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print("loading the OCR models...", flush=True)
+    shared_engine().warm_up()
+    try:
+        server.start()
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    print(f"DashScope emulator on {server.base_url}", flush=True)
+    print(f"  native:     {server.native_base}", flush=True)
+    print(f"  compatible: {server.compatible_base}", flush=True)
+    print(f"  control:    {server.base_url}/_emulator/stats", flush=True)
+    try:
+        # Waiting with a timeout keeps the main thread responsive to signals on every platform.
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        print("emulator stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

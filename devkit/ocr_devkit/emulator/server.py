@@ -1,0 +1,469 @@
+"""The offline DashScope emulator: both Qwen-OCR endpoints on loopback, backed by a real OCR engine.
+
+    with EmulatorServer() as server:
+        httpx.post(server.native_base + "/services/aigc/multimodal-generation/generation", ...)
+
+Besides the vendor's endpoints it serves a small control API for tests and the local stack:
+
+    GET    /_emulator/health      {"status": "ok"}
+    GET    /_emulator/stats       requests by endpoint, faults by kind, successes, errors, statuses
+    GET    /_emulator/requests    the last request bodies, images replaced by length and sha256
+    DELETE /_emulator/requests    forget them
+    GET    /_emulator/faults      the fault settings
+    POST   /_emulator/faults      change them: {"script": [...], "fault_rate": .., "kinds": [...],
+                                  "seed": .., "latency_ms": .., "retry_after_seconds": .., "hang_seconds": ..}
+    POST   /_emulator/reset       clear faults, stats and the request log
+
+Faults apply to the vendor endpoints only, as soon as a request's body has been read (before
+authentication), so a scripted fault always hits the next request whatever it contains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Protocol, Self
+from urllib.parse import urlsplit
+
+from ocr_pipeline.catalog import COMPATIBLE_PATH, NATIVE_PATH
+from PIL import Image
+
+from .engine import Line, shared_engine
+from .faults import FaultInjector, FaultKind, Recorder
+from .protocol import (
+    INTERNAL_ERROR,
+    THROTTLED,
+    ApiError,
+    Mode,
+    OcrRequest,
+    answer,
+    compatible_body,
+    compatible_error_body,
+    native_body,
+    native_error_body,
+    new_completion_id,
+    new_request_id,
+    parse_compatible,
+    parse_native,
+)
+
+logger = logging.getLogger(__name__)
+
+NATIVE_ROUTE = "/api/v1" + NATIVE_PATH
+COMPATIBLE_ROUTE = "/compatible-mode/v1" + COMPATIBLE_PATH
+_ROUTES: dict[str, Mode] = {NATIVE_ROUTE: "native", COMPATIBLE_ROUTE: "compatible"}
+# 10 MB of base64 plus the JSON around it; anything bigger is refused before it is read.
+MAX_BODY_BYTES = 11 * 1024 * 1024
+# Recognising the same image again gives the same lines; retries and tests resend images a lot.
+OCR_CACHE_SIZE = 32
+
+
+class Recogniser(Protocol):
+    """What the server needs from an OCR engine (the real one, or a fake in unit tests)."""
+
+    def recognise(self, image: Image.Image, *, correct_rotation: bool = False) -> list[Line]: ...
+
+
+class EmulatorServer:
+    """Both endpoints of the vendor on one loopback port, with fault injection and a request log."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        api_key: str | None = None,
+        engine: Recogniser | None = None,
+        script: Iterable[FaultKind | str] = (),
+        fault_rate: float = 0.0,
+        fault_kinds: Iterable[FaultKind | str] = tuple(FaultKind),
+        seed: int | None = None,
+        latency_ms: float = 0.0,
+        retry_after_seconds: float = 1.0,
+        hang_seconds: float = 30.0,
+        max_logged_requests: int = 200,
+    ) -> None:
+        self.host = host
+        self._requested_port = port
+        # None accepts any Bearer key, as a stand-in for "some valid key".
+        self.api_key = api_key
+        self._engine = engine
+        self.faults = FaultInjector(
+            script=script,
+            fault_rate=fault_rate,
+            kinds=fault_kinds,
+            seed=seed,
+            latency_ms=latency_ms,
+            retry_after_seconds=retry_after_seconds,
+            hang_seconds=hang_seconds,
+        )
+        self.recorder = Recorder(max_logged_requests)
+        self._httpd: _HttpServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._cache: OrderedDict[tuple[str, int, int, bool], list[Line]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> Self:
+        if self._httpd is not None:
+            return self
+        self._stopping.clear()
+        httpd = _HttpServer((self.host, self._requested_port), _Handler)
+        httpd.emulator = self
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="dashscope-emulator", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; hanging and keep-alive connections are cut rather than waited for."""
+        httpd, thread = self._httpd, self._thread
+        if httpd is None:
+            return
+        self._stopping.set()
+        httpd.shutdown()
+        httpd.close_connections()
+        httpd.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+        self._httpd = self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def stopping(self) -> threading.Event:
+        return self._stopping
+
+    # --- addresses ----------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("the emulator is not running; call start() first")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def native_base(self) -> str:
+        return self.base_url + "/api/v1"
+
+    @property
+    def compatible_base(self) -> str:
+        return self.base_url + "/compatible-mode/v1"
+
+    # --- observation ----------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Recogniser:
+        if self._engine is None:
+            self._engine = shared_engine()
+        return self._engine
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """The last requests received, oldest first, images replaced by their length and sha256."""
+        return self.recorder.requests()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self.recorder.stats()
+
+    def reset(self) -> None:
+        """No faults, no latency, empty stats and request log."""
+        self.faults.reset()
+        self.recorder.reset()
+
+    # --- the model --------------------------------------------------------------------------
+
+    def recognise(self, request: OcrRequest) -> list[Line]:
+        """Lines read in the image the model sees: the received image after the vendor's smart_resize."""
+        height, width = request.model_view
+        key = (request.image.sha256, height, width, request.enable_rotate)
+        with self._cache_lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+        image = request.image.image
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.BICUBIC)
+        lines = self.engine.recognise(image, correct_rotation=request.enable_rotate)
+        with self._cache_lock:
+            self._cache[key] = lines
+            while len(self._cache) > OCR_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return lines
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    emulator: EmulatorServer
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def track(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.add(connection)
+
+    def untrack(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.discard(connection)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (timeout, reset) is business as usual for an emulator of a flaky service.
+        logger.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HttpServer
+    protocol_version = "HTTP/1.1"
+    server_version = "DashScopeEmulator/0.1"
+    # Idle keep-alive connections are closed after this long.
+    timeout = 300
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.untrack(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s - %s", self.address_string(), format % args)
+
+    @property
+    def emulator(self) -> EmulatorServer:
+        return self.server.emulator
+
+    # --- routing --------------------------------------------------------------------------
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        mode = _ROUTES.get(path)
+        if mode is not None:
+            self._api(mode, path)
+        elif path == "/_emulator/faults":
+            self._configure_faults()
+        elif path == "/_emulator/reset":
+            self._read_body()
+            self.emulator.reset()
+            self._send_json(200, {"status": "reset"})
+        else:
+            self._not_found(path)
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path in _ROUTES:
+            self._method_not_allowed(_ROUTES[path])
+        elif path == "/_emulator/health":
+            self._send_json(200, {"status": "ok"})
+        elif path == "/_emulator/stats":
+            self._send_json(200, self.emulator.stats)
+        elif path == "/_emulator/requests":
+            self._send_json(200, {"requests": self.emulator.requests})
+        elif path == "/_emulator/faults":
+            self._send_json(200, self.emulator.faults.snapshot())
+        else:
+            self._not_found(path)
+
+    def do_DELETE(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/_emulator/requests":
+            self.emulator.recorder.clear_requests()
+            self._send_json(200, {"requests": []})
+        elif path in _ROUTES:
+            self._method_not_allowed(_ROUTES[path])
+        else:
+            self._not_found(path)
+
+    # --- the vendor's endpoints ---------------------------------------------------------------
+
+    def _api(self, mode: Mode, path: str) -> None:
+        request_id = new_request_id()
+        raw = self._read_body()
+        if raw is None:
+            error = ApiError(400, "InvalidParameter", f"the request body exceeds {MAX_BODY_BYTES} bytes")
+            self._send_error(mode, error, request_id)
+            return
+        try:
+            body: Any = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            body = None
+        logged = body if body is not None else {"unparsed_body": raw[:500].decode("utf-8", "replace")}
+        entry = self.emulator.recorder.received(mode, path, logged, key_suffix=self._key_suffix())
+
+        fault = self.emulator.faults.next_fault()
+        if fault is not None:
+            self._inject(fault, mode, request_id)
+            status = None if fault is FaultKind.HANG else _FAULT_STATUS[fault]
+            self.emulator.recorder.answered(entry, status=status, request_id=request_id, fault=fault)
+            return
+
+        try:
+            self._authenticate()
+            if body is None:
+                raise ApiError(400, "InvalidParameter", "the request body is not valid JSON")
+            request = parse_native(body) if mode == "native" else parse_compatible(body)
+            reply = answer(request, self.emulator.recognise(request))
+        except ApiError as error:
+            self._send_error(mode, error, request_id)
+            self.emulator.recorder.answered(entry, status=error.status, request_id=request_id, error_code=error.code)
+            return
+        except Exception:
+            logger.exception("emulator failed on request %s", request_id)
+            self._send_error(mode, INTERNAL_ERROR, request_id)
+            self.emulator.recorder.answered(entry, status=500, request_id=request_id, error_code=INTERNAL_ERROR.code)
+            return
+
+        if mode == "native":
+            payload = native_body(reply, request_id)
+        else:
+            payload = compatible_body(reply, request.model, new_completion_id())
+        latency = self.emulator.faults.latency_ms
+        if latency > 0:
+            self.emulator.stopping.wait(latency / 1000)
+        self._send_json(200, payload)
+        self.emulator.recorder.answered(entry, status=200, request_id=request_id)
+
+    def _authenticate(self) -> None:
+        header = self.headers.get("Authorization", "")
+        scheme, _, key = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise ApiError(401, "InvalidApiKey", "No API-key provided.")
+        expected = self.emulator.api_key
+        if expected is not None and key.strip() != expected:
+            raise ApiError(401, "InvalidApiKey", "Invalid API-key provided.")
+
+    def _key_suffix(self) -> str | None:
+        _, _, key = self.headers.get("Authorization", "").strip().partition(" ")
+        key = key.strip()
+        return key[-4:] if key else None
+
+    def _inject(self, fault: FaultKind, mode: Mode, request_id: str) -> None:
+        faults = self.emulator.faults
+        if fault is FaultKind.THROTTLE:
+            retry_after = f"{faults.retry_after_seconds:g}"
+            self._send_error(mode, THROTTLED, request_id, headers={"Retry-After": retry_after})
+        elif fault is FaultKind.SERVER_ERROR:
+            self._send_error(mode, INTERNAL_ERROR, request_id)
+        elif fault is FaultKind.MALFORMED:
+            self._send_bytes(200, _truncated_reply(mode, request_id))
+        else:
+            # Hold the connection without a word, as a stuck upstream does, then drop it.
+            self.emulator.stopping.wait(faults.hang_seconds)
+            self.close_connection = True
+
+    # --- the control API -------------------------------------------------------------------------
+
+    def _configure_faults(self) -> None:
+        raw = self._read_body()
+        try:
+            settings = json.loads(raw or b"{}")
+            if not isinstance(settings, dict):
+                raise ValueError("the body must be a JSON object of fault settings")
+            snapshot = self.emulator.faults.configure(**settings)
+        except (ValueError, TypeError) as exc:
+            self._send_json(400, {"error": str(exc)})
+            return
+        self._send_json(200, snapshot)
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or None when it is too big to read (the connection is then closed)."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            return None
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send_error(self, mode: Mode, error: ApiError, request_id: str, headers: dict[str, str] | None = None) -> None:
+        body = native_error_body(error, request_id) if mode == "native" else compatible_error_body(error, request_id)
+        self._send_json(error.status, body, headers)
+
+    def _not_found(self, path: str) -> None:
+        self._read_body()
+        error = ApiError(404, "NotFound", f"no such endpoint: {path}")
+        self._send_json(404, native_error_body(error, new_request_id()))
+
+    def _method_not_allowed(self, mode: Mode) -> None:
+        self._read_body()
+        error = ApiError(405, "MethodNotAllowed", f"{self.command} is not allowed here; use POST")
+        self._send_error(mode, error, new_request_id(), headers={"Allow": "POST"})
+
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._send_bytes(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"), headers)
+
+    def _send_bytes(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response(status, HTTPStatus(status).phrase)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+
+_FAULT_STATUS = {FaultKind.THROTTLE: 429, FaultKind.SERVER_ERROR: 500, FaultKind.MALFORMED: 200}
+
+
+def _truncated_reply(mode: Mode, request_id: str) -> bytes:
+    """The first half of a plausible success body: valid HTTP, invalid JSON, as a cut-off proxy reply gives."""
+    if mode == "native":
+        whole: dict[str, Any] = {
+            "output": {
+                "choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": [{"text": ""}]}}]
+            },
+            "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
+            "request_id": request_id,
+        }
+    else:
+        whole = {
+            "choices": [{"message": {"content": "", "role": "assistant"}, "finish_reason": "stop", "index": 0}],
+            "object": "chat.completion",
+            "id": f"chatcmpl-{request_id}",
+        }
+    encoded = json.dumps(whole).encode("utf-8")
+    return encoded[: len(encoded) // 2]

@@ -1,0 +1,38 @@
+"""Page work from the queue → prepare, recognise, record, and finish the document when it is the last page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ocr_pipeline.pipeline.model import PageWork
+from ocr_pipeline.pipeline.wiring import page_service
+from ocr_pipeline.pipeline.work import PageService
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+# Keep this much of the invocation for storing and publishing after the last OCR call.
+SAFETY_MARGIN_MS = 10_000
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext, service: PageService | None = None) -> dict[str, Any]:
+    service = service or page_service()
+    deadline = service.deadline_from(context.get_remaining_time_in_millis() - SAFETY_MARGIN_MS)
+
+    def record_handler(record: SQSRecord) -> None:
+        work = PageWork.model_validate_json(record.body)
+        logger.append_keys(job_id=work.job.job_id)
+        service.process(work, deadline=deadline)
+        metrics.add_metric(name="PagesProcessed", unit=MetricUnit.Count, value=len(work.pages))
+
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

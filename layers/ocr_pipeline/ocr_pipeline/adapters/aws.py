@@ -1,0 +1,372 @@
+"""boto3 adapters of the pipeline ports. SDK errors become typed errors here and nowhere else.
+
+Clients are injected or built lazily (and cached per process), never at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import cache
+from typing import Any
+
+from ..pipeline.events import ErrorInfo, EventEnvelope
+from ..pipeline.model import JobSpec
+from ..pipeline.ports import (
+    JobState,
+    JobStatus,
+    ObjectInfo,
+    PageRecord,
+    PageStatus,
+    QueueSendError,
+    SourceNotFound,
+    StorageError,
+)
+from ..usage import Usage
+
+SQS_BATCH_LIMIT = 10
+JOB_SK = "JOB"
+# Job records expire a while after the work is over; results live in S3.
+JOB_RETENTION_S = 30 * 24 * 3600
+
+
+@cache
+def aws_client(service: str) -> Any:
+    import boto3
+
+    return boto3.client(service)
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+class S3ObjectStore:
+    def __init__(self, client: Any | None = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = aws_client("s3")
+        return self._client
+
+    def _version(self, version_id: str | None) -> dict[str, str]:
+        return {"VersionId": version_id} if version_id else {}
+
+    def head(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
+        try:
+            response = self.client.head_object(Bucket=bucket, Key=key, **self._version(version_id))
+        except Exception as exc:
+            raise self._typed(exc, bucket, key) from None
+        return ObjectInfo(
+            size=int(response.get("ContentLength", 0)),
+            content_type=response.get("ContentType"),
+            metadata={k.lower(): v for k, v in (response.get("Metadata") or {}).items()},
+            etag=response.get("ETag"),
+            version_id=response.get("VersionId"),
+        )
+
+    def get_bytes(
+        self, bucket: str, key: str, version_id: str | None = None, byte_range: tuple[int, int] | None = None
+    ) -> bytes:
+        extra: dict[str, Any] = self._version(version_id)
+        if byte_range is not None:
+            extra["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
+        try:
+            response = self.client.get_object(Bucket=bucket, Key=key, **extra)
+            return bytes(response["Body"].read())
+        except Exception as exc:
+            raise self._typed(exc, bucket, key) from None
+
+    def put_json(self, bucket: str, key: str, body: str) -> None:
+        try:
+            self.client.put_object(
+                Bucket=bucket, Key=key, Body=body.encode("utf-8"), ContentType="application/json; charset=utf-8"
+            )
+        except Exception as exc:
+            raise self._typed(exc, bucket, key) from None
+
+    def get_text(self, bucket: str, key: str) -> str:
+        return self.get_bytes(bucket, key).decode("utf-8")
+
+    def list_keys(self, bucket: str, prefix: str) -> list[str]:
+        keys: list[str] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                keys.extend(item["Key"] for item in page.get("Contents", []))
+        except Exception as exc:
+            raise self._typed(exc, bucket, prefix) from None
+        return sorted(keys)
+
+    @staticmethod
+    def _typed(exc: Exception, bucket: str, key: str) -> Exception:
+        code = _error_code(exc)
+        if code in ("NoSuchKey", "404", "NotFound", "NoSuchVersion", "NoSuchBucket"):
+            return SourceNotFound(f"s3://{bucket}/{key} does not exist", bucket=bucket, key=key)
+        return StorageError(f"S3 failed on s3://{bucket}/{key}: {code or type(exc).__name__}", bucket=bucket, key=key)
+
+
+class SqsWorkQueue:
+    def __init__(self, queue_url: str, client: Any | None = None) -> None:
+        self.queue_url = queue_url
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = aws_client("sqs")
+        return self._client
+
+    def send_all(self, bodies: list[str]) -> None:
+        failed: list[dict[str, Any]] = []
+        for start in range(0, len(bodies), SQS_BATCH_LIMIT):
+            chunk = bodies[start : start + SQS_BATCH_LIMIT]
+            entries = [{"Id": str(start + i), "MessageBody": body} for i, body in enumerate(chunk)]
+            try:
+                response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            except Exception as exc:
+                failed.extend({"Id": e["Id"], "Code": _error_code(exc) or type(exc).__name__} for e in entries)
+                continue
+            failed.extend(response.get("Failed", []))
+        if failed:
+            raise QueueSendError(f"{len(failed)} of {len(bodies)} messages were not accepted by SQS", failed)
+
+
+class SnsEventBus:
+    def __init__(self, topic_arn: str, client: Any | None = None) -> None:
+        self.topic_arn = topic_arn
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = aws_client("sns")
+        return self._client
+
+    def publish(self, envelope: EventEnvelope) -> None:
+        attributes = {"event_type": {"DataType": "String", "StringValue": envelope.event_type}}
+        tenant = envelope.data.get("tenant")
+        if isinstance(tenant, str) and tenant:
+            attributes["tenant"] = {"DataType": "String", "StringValue": tenant}
+        try:
+            self.client.publish(TopicArn=self.topic_arn, Message=envelope.to_json(), MessageAttributes=attributes)
+        except Exception as exc:
+            raise StorageError(f"SNS publish of {envelope.event_type} failed: {_error_code(exc) or exc}") from None
+
+
+def _page_sk(page: int) -> str:
+    return f"PAGE#{page:06d}"
+
+
+class DynamoJobStore:
+    """Jobs and their page markers in one table: pk = job id, sk = "JOB" or "PAGE#000001"."""
+
+    def __init__(self, table_name: str, client: Any | None = None, clock=time.time) -> None:
+        self.table_name = table_name
+        self._client = client
+        self._clock = clock
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = aws_client("dynamodb")
+        return self._client
+
+    def _key(self, job_id: str, sk: str) -> dict[str, Any]:
+        return {"pk": {"S": job_id}, "sk": {"S": sk}}
+
+    def _conditional(self, call, **kwargs: Any) -> bool:
+        try:
+            call(TableName=self.table_name, **kwargs)
+            return True
+        except Exception as exc:
+            if _error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise StorageError(f"DynamoDB failed: {_error_code(exc) or exc}") from None
+
+    def create_job(self, spec: JobSpec, *, failed_with: ErrorInfo | None = None) -> bool:
+        now = int(self._clock())
+        item: dict[str, Any] = {
+            **self._key(spec.job_id, JOB_SK),
+            "status": {"S": (JobStatus.FAILED if failed_with else JobStatus.RUNNING).value},
+            "spec": {"S": spec.model_dump_json()},
+            "page_count": {"N": str(spec.page_count)},
+            "pages_done": {"N": "0"},
+            "pages_failed": {"N": "0"},
+            "created_at": {"N": str(now)},
+            "expires_at": {"N": str(now + JOB_RETENTION_S)},
+        }
+        if failed_with is not None:
+            item["error"] = {"S": failed_with.model_dump_json()}
+        return self._conditional(self.client.put_item, Item=item, ConditionExpression="attribute_not_exists(pk)")
+
+    def get_job(self, job_id: str) -> JobState | None:
+        try:
+            response = self.client.get_item(
+                TableName=self.table_name, Key=self._key(job_id, JOB_SK), ConsistentRead=True
+            )
+        except Exception as exc:
+            raise StorageError(f"DynamoDB failed: {_error_code(exc) or exc}") from None
+        item = response.get("Item")
+        if not item:
+            return None
+        return JobState(
+            spec=JobSpec.model_validate_json(item["spec"]["S"]),
+            status=JobStatus(item["status"]["S"]),
+            pages_done=int(item["pages_done"]["N"]),
+            pages_failed=int(item["pages_failed"]["N"]),
+            result_uri=item.get("result_uri", {}).get("S"),
+            error=ErrorInfo.model_validate_json(item["error"]["S"]) if "error" in item else None,
+            dispatched=bool(item.get("dispatched", {}).get("BOOL", False)),
+        )
+
+    def mark_dispatched(self, job_id: str) -> None:
+        self._conditional(
+            self.client.update_item,
+            Key=self._key(job_id, JOB_SK),
+            UpdateExpression="SET dispatched = :true",
+            ExpressionAttributeValues={":true": {"BOOL": True}},
+        )
+
+    def record_page(self, job_id: str, record: PageRecord) -> bool:
+        counter = "pages_done" if record.status is PageStatus.DONE else "pages_failed"
+        page_item: dict[str, Any] = {
+            **self._key(job_id, _page_sk(record.page)),
+            "page": {"N": str(record.page)},
+            "status": {"S": record.status.value},
+            "usage_published": {"BOOL": False},
+            "expires_at": {"N": str(int(self._clock()) + JOB_RETENTION_S)},
+        }
+        if record.result_key:
+            page_item["result_key"] = {"S": record.result_key}
+        if record.usage is not None:
+            page_item["usage"] = {"S": record.usage.model_dump_json()}
+        if record.error is not None:
+            page_item["error"] = {"S": record.error.model_dump_json()}
+        try:
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.table_name,
+                            "Item": page_item,
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": self._key(job_id, JOB_SK),
+                            "UpdateExpression": f"ADD {counter} :one",
+                            "ConditionExpression": "attribute_exists(pk)",
+                            "ExpressionAttributeValues": {":one": {"N": "1"}},
+                        }
+                    },
+                ]
+            )
+            return True
+        except Exception as exc:
+            reasons = (getattr(exc, "response", None) or {}).get("CancellationReasons") or []
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                return False
+            raise StorageError(f"DynamoDB transaction failed: {_error_code(exc) or exc}") from None
+
+    @staticmethod
+    def _page_from_item(item: dict[str, Any]) -> PageRecord:
+        return PageRecord(
+            page=int(item["page"]["N"]),
+            status=PageStatus(item["status"]["S"]),
+            result_key=item.get("result_key", {}).get("S"),
+            usage=Usage.model_validate_json(item["usage"]["S"]) if "usage" in item else None,
+            error=ErrorInfo.model_validate_json(item["error"]["S"]) if "error" in item else None,
+            usage_published=bool(item.get("usage_published", {}).get("BOOL", False)),
+        )
+
+    def get_page(self, job_id: str, page: int) -> PageRecord | None:
+        try:
+            response = self.client.get_item(
+                TableName=self.table_name, Key=self._key(job_id, _page_sk(page)), ConsistentRead=True
+            )
+        except Exception as exc:
+            raise StorageError(f"DynamoDB failed: {_error_code(exc) or exc}") from None
+        item = response.get("Item")
+        return self._page_from_item(item) if item else None
+
+    def list_pages(self, job_id: str) -> list[PageRecord]:
+        records: list[PageRecord] = []
+        try:
+            paginator = self.client.get_paginator("query")
+            for page in paginator.paginate(
+                TableName=self.table_name,
+                KeyConditionExpression="pk = :job AND begins_with(sk, :prefix)",
+                ExpressionAttributeValues={":job": {"S": job_id}, ":prefix": {"S": "PAGE#"}},
+                ConsistentRead=True,
+            ):
+                records.extend(self._page_from_item(item) for item in page.get("Items", []))
+        except Exception as exc:
+            raise StorageError(f"DynamoDB failed: {_error_code(exc) or exc}") from None
+        return sorted(records, key=lambda r: r.page)
+
+    def claim_usage_publication(self, job_id: str, page: int, lease_s: float) -> bool:
+        now = self._clock()
+        return self._conditional(
+            self.client.update_item,
+            Key=self._key(job_id, _page_sk(page)),
+            UpdateExpression="SET usage_claim_until = :until",
+            ConditionExpression=(
+                "attribute_exists(pk) AND usage_published = :false AND "
+                "(attribute_not_exists(usage_claim_until) OR usage_claim_until < :now)"
+            ),
+            ExpressionAttributeValues={
+                ":until": {"N": str(now + lease_s)},
+                ":now": {"N": str(now)},
+                ":false": {"BOOL": False},
+            },
+        )
+
+    def mark_usage_published(self, job_id: str, page: int) -> None:
+        self._conditional(
+            self.client.update_item,
+            Key=self._key(job_id, _page_sk(page)),
+            UpdateExpression="SET usage_published = :true",
+            ExpressionAttributeValues={":true": {"BOOL": True}},
+        )
+
+    def claim_finalization(self, job_id: str, lease_s: float) -> bool:
+        now = self._clock()
+        return self._conditional(
+            self.client.update_item,
+            Key=self._key(job_id, JOB_SK),
+            UpdateExpression="SET #status = :finalizing, finalize_until = :until",
+            ConditionExpression="#status = :running OR (#status = :finalizing AND finalize_until < :now)",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":finalizing": {"S": JobStatus.FINALIZING.value},
+                ":running": {"S": JobStatus.RUNNING.value},
+                ":until": {"N": str(now + lease_s)},
+                ":now": {"N": str(now)},
+            },
+        )
+
+    def finish_job(
+        self, job_id: str, status: JobStatus, *, result_uri: str | None = None, error: ErrorInfo | None = None
+    ) -> None:
+        names = {"#status": "status"}
+        values: dict[str, Any] = {":status": {"S": status.value}}
+        sets = ["#status = :status"]
+        if result_uri:
+            sets.append("result_uri = :uri")
+            values[":uri"] = {"S": result_uri}
+        if error is not None:
+            sets.append("#error = :error")
+            names["#error"] = "error"
+            values[":error"] = {"S": error.model_dump_json()}
+        self._conditional(
+            self.client.update_item,
+            Key=self._key(job_id, JOB_SK),
+            UpdateExpression="SET " + ", ".join(sets),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )

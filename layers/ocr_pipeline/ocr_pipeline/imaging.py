@@ -1,0 +1,799 @@
+"""Turn untrusted image bytes into exactly what Qwen-OCR accepts, and map its coordinates back.
+
+Pure domain code: bytes in, a `PreparedImage` out, no I/O. The order of the work matters:
+
+1. refuse what we can from the bytes and the header alone (size, format, pixel count,
+   aspect ratio), so hostile input costs no decoding;
+2. decode, big JPEGs at a reduced DCT scale that is still at least the target size;
+3. bring every pixel mode to L, LA, RGB or RGBA;
+4. resize in the stored orientation, then apply the EXIF orientation, so the rotation
+   touches the small image rather than the full decode;
+5. flatten transparency, pad extreme strips, and encode as PNG (JPEG only as a size fallback).
+
+Every step taken is recorded as a `PreparationStep`, so a user can see why the model got
+the image it got.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from typing import Literal, cast
+
+from PIL import ExifTags, Image, ImageChops, ImageFile, ImageStat
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import (
+    ImageAspectRatio,
+    ImageEncodedTooLarge,
+    ImageTooManyPixels,
+    ImageTooSmall,
+    ImageUnreadable,
+    ImageUnsupportedFormat,
+    InputTooLarge,
+    InvalidRequest,
+    OcrPipelineError,
+)
+from .tokens import PixelBudget, smart_resize
+
+MimeType = Literal["image/png", "image/jpeg"]
+_Box = tuple[float, float, float, float]
+
+# Level 3 of Pillow's zlib-ng: on a 2496x3520 text page it is as fast as level 1 and 5 % smaller;
+# on an 8 MP photo it is 19 % smaller than level 1 for +35 % time, while the default 6 takes
+# 2.5x as long for another 6 %. Documents are what we mostly send, so the cheap end wins.
+PNG_COMPRESS_LEVEL = 3
+JPEG_FALLBACK_QUALITIES = (90, 85, 75, 60)
+
+# A big downscale first reduces by an integer factor with a box filter, then finishes with
+# Lanczos from at least 3x the target: indistinguishable from a full Lanczos, several times faster.
+_REDUCING_GAP = 3.0
+
+# libjpeg can decode at 1/2, 1/4 or 1/8 scale; no other format we accept has a lossless draft.
+# (pillow_heif's draft swaps in an embedded thumbnail, which is more compressed: not for OCR.)
+_DRAFTABLE_FORMATS = frozenset({"JPEG", "MPO"})
+
+_LIGHT_CONTENT_THRESHOLD = 127.5
+_DARK_BACKGROUND = 0
+_LIGHT_BACKGROUND = 255
+
+# The same table as ImageOps.exif_transpose, which we do not call: it copies the full image
+# even when there is nothing to do, and we rotate after downscaling anyway.
+_ORIENTATIONS: dict[int, tuple[Image.Transpose, str]] = {
+    2: (Image.Transpose.FLIP_LEFT_RIGHT, "mirrored left-right"),
+    3: (Image.Transpose.ROTATE_180, "rotated 180°"),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM, "mirrored top-bottom"),
+    5: (Image.Transpose.TRANSPOSE, "transposed"),
+    6: (Image.Transpose.ROTATE_270, "rotated 90° clockwise"),
+    7: (Image.Transpose.TRANSVERSE, "transversed"),
+    8: (Image.Transpose.ROTATE_90, "rotated 90° counter-clockwise"),
+}
+_ORIENTATIONS_SWAPPING_AXES = frozenset({5, 6, 7, 8})
+
+# Major brands of HEIF/HEIC files, as pillow_heif's own opener accepts them. AVIF ("avif",
+# "avis") shares the container but is not a format the vendor lists, so it is not here.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
+
+# 16-bit samples to 8 bits over the full 16-bit range (v / 257, rounded), not clipped at 255.
+_SIXTEEN_TO_EIGHT_BIT = [(v + 128) // 257 for v in range(65536)]
+
+
+# --- public models ----------------------------------------------------------------
+
+
+class PreparationStep(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    # One of: select_frame, draft, convert_mode, exif_ignored, resize, exif_transpose,
+    # flatten_alpha, pad, reencode.
+    action: str
+    detail: str
+
+
+class CoordinateMapping(BaseModel):
+    """Maps coordinates in the prepared image back to the upright original.
+
+    "Original" means the source image after its EXIF orientation is applied, i.e. as a
+    person sees it. Padding only ever extends the right or bottom edge, so no offset is
+    needed; `scale_x`/`scale_y` are those of the image content (prepared/original). When the
+    image was padded, `prepared_width / original_width` is larger than `scale_x`, and points
+    inside the padding map to beyond the original edge.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    original_width: int
+    original_height: int
+    prepared_width: int
+    prepared_height: int
+    scale_x: float
+    scale_y: float
+
+    def to_original_point(self, x: float, y: float) -> tuple[float, float]:
+        return x / self.scale_x, y / self.scale_y
+
+    def to_original_polygon(self, points: Sequence[float]) -> list[float]:
+        """Map a flat [x1, y1, x2, y2, ...] list (the vendor's `location` has 8 numbers)."""
+        if len(points) % 2:
+            raise ValueError(f"a polygon needs an even number of coordinates, got {len(points)}")
+        out: list[float] = []
+        for i in range(0, len(points), 2):
+            out.extend(self.to_original_point(points[i], points[i + 1]))
+        return out
+
+    def to_original_rotate_rect(self, rect: Sequence[float]) -> list[float]:
+        """Map the vendor's `rotate_rect` [cx, cy, width, height, angle in degrees].
+
+        The centre maps exactly. Under a non-uniform scale a rotated rectangle becomes a
+        parallelogram, which this shape cannot express; we approximate it by the rectangle
+        whose width and height are the mapped lengths of its two axes, and whose angle is that
+        of the mapped width axis. Our prepared images keep the aspect ratio up to the rounding
+        to whole patches, so scale_x and scale_y differ by a percent or two at most and the
+        approximation error is of that order. The formulas hold whichever way the angle turns,
+        and keep it within [-90, 90].
+        """
+        if len(rect) != 5:
+            raise ValueError(f"a rotate_rect has 5 numbers [cx, cy, w, h, angle], got {len(rect)}")
+        cx, cy, width, height, angle = rect
+        ox, oy = self.to_original_point(cx, cy)
+        theta = math.radians(angle)
+        cos, sin = math.cos(theta), math.sin(theta)
+        width_axis = (cos / self.scale_x, sin / self.scale_y)
+        height_axis = (-sin / self.scale_x, cos / self.scale_y)
+        return [
+            ox,
+            oy,
+            width * math.hypot(*width_axis),
+            height * math.hypot(*height_axis),
+            math.degrees(math.atan2(width_axis[1], width_axis[0])),
+        ]
+
+
+class PreparedImage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    data: bytes = Field(repr=False)
+    mime_type: MimeType
+    width: int
+    height: int
+    source_format: str
+    mapping: CoordinateMapping
+    steps: list[PreparationStep]
+
+    @property
+    def data_url(self) -> str:
+        return f"data:{self.mime_type};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+    def base64_length(self) -> int:
+        """Length of the base64 payload alone, without the `data:...;base64,` prefix."""
+        return _base64_length(len(self.data))
+
+
+class PreparationLimits(BaseModel):
+    """What we refuse, and how far we go to make an image acceptable."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_input_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    # Checked against the header before anything is decoded. Pillow's own hard limit
+    # (2 x Image.MAX_IMAGE_PIXELS, about 179 MP) still applies above this.
+    max_decoded_pixels: int = Field(default=100_000_000, gt=0)
+    # The vendor limits the base64 string to 10 MB; we count the whole data URL against it.
+    max_encoded_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_output_pixels: int = Field(default=15_680_000, gt=0)
+    max_aspect_ratio: float = Field(default=200.0, ge=1.0)
+    # The vendor wants both sides > 10 px.
+    min_side: int = Field(default=11, ge=1)
+    # Padding may at most multiply the short side by this; the bound keeps the search short.
+    max_pad_factor: float = Field(default=2.0, ge=1.0, le=16.0)
+
+
+DEFAULT_LIMITS = PreparationLimits()
+
+
+class ImageInfo(BaseModel):
+    """What the header says, before any decoding. Sizes are as stored, before EXIF orientation
+    (token counts do not depend on it: smart_resize is symmetric in height and width)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    format: str
+    width: int
+    height: int
+    frame_count: int
+    mode: str
+
+
+# --- public functions -------------------------------------------------------------
+
+
+def probe_image(data: bytes, limits: PreparationLimits = DEFAULT_LIMITS) -> ImageInfo:
+    """Read the header only. Raises the same errors as `prepare_image` for what a header can tell."""
+    _check_input_size(data, limits)
+    source_format = _sniff_format(data)
+    with _untrusted_pixels(source_format), _open(data, source_format) as image:
+        _check_pixels(image.size, limits)
+        return ImageInfo(
+            format=image.format or source_format,
+            width=image.width,
+            height=image.height,
+            # n_frames walks the frame headers (GIF, TIFF) without decoding pixel data.
+            frame_count=getattr(image, "n_frames", 1),
+            mode=image.mode,
+        )
+
+
+def prepare_image(
+    data: bytes,
+    budget: PixelBudget,
+    limits: PreparationLimits = DEFAULT_LIMITS,
+    *,
+    frame: int = 0,
+) -> PreparedImage:
+    """Prepare one image (one frame of a multi-frame TIFF/GIF/WEBP, the first by default).
+
+    The result is exactly `smart_resize` of the (padded) upright image, so the model's own
+    resize is a no-op and the coordinates it returns are in our prepared image.
+    """
+    _check_input_size(data, limits)
+    source_format = _sniff_format(data)
+    steps: list[PreparationStep] = []
+    with _untrusted_pixels(source_format), _open(data, source_format) as source:
+        # Checked before a seek as well, because seeking in a GIF decodes the earlier frames.
+        _check_pixels(source.size, limits)
+        _select_frame(source, frame, steps)
+        _check_pixels(source.size, limits)
+        plan = _plan_geometry(source.width, source.height, budget, limits)
+
+        box = _draft(source, plan.content, steps)
+        source.load()
+        orientation = _read_orientation(source, steps)
+        reported_format = source.format or source_format
+
+        # From here on each step replaces `image` and closes the one before, so at most two
+        # full-size copies (the decode and one conversion of it) are alive at any time.
+        image: Image.Image = source
+        image = _replace(image, _normalise_mode(image, steps))
+        image = _replace(image, _resize(image, plan.content, box, steps))
+        if orientation in _ORIENTATIONS:
+            method, description = _ORIENTATIONS[orientation]
+            image = _replace(image, image.transpose(method))
+            steps.append(
+                PreparationStep(action="exif_transpose", detail=f"EXIF orientation {orientation}: {description}")
+            )
+        plan = plan.transposed() if orientation in _ORIENTATIONS_SWAPPING_AXES else plan
+
+        background: int | None = None
+        if image.mode in ("LA", "RGBA"):
+            flattened, background = _flatten_alpha(image, steps)
+            image = _replace(image, flattened)
+        image = _replace(image, _pad(image, plan.canvas, background, steps))
+        if image.mode == "RGB" and _is_grey(image):
+            image = _replace(image, image.convert("L"))
+            steps.append(PreparationStep(action="convert_mode", detail="RGB -> L: every pixel is grey"))
+
+        encoded, mime_type = _encode(image, limits, steps)
+        width, height = image.size
+        image.close()
+
+    upright_width, upright_height = plan.source
+    return PreparedImage(
+        data=encoded,
+        mime_type=mime_type,
+        width=width,
+        height=height,
+        source_format=reported_format,
+        mapping=CoordinateMapping(
+            original_width=upright_width,
+            original_height=upright_height,
+            prepared_width=width,
+            prepared_height=height,
+            scale_x=plan.content[0] / upright_width,
+            scale_y=plan.content[1] / upright_height,
+        ),
+        steps=steps,
+    )
+
+
+# --- refusing early -----------------------------------------------------------------
+
+
+def _check_input_size(data: bytes, limits: PreparationLimits) -> None:
+    if len(data) > limits.max_input_bytes:
+        raise InputTooLarge(
+            f"input is {len(data)} bytes, more than the {limits.max_input_bytes} we accept",
+            size=len(data),
+            limit=limits.max_input_bytes,
+        )
+
+
+def _sniff_format(data: bytes) -> str:
+    """Name the format from its magic bytes, before Pillow sees anything.
+
+    Knowing the format up front lets Pillow try only that one decoder, and separates "not a
+    format we accept" (unsupported) from "claims to be PNG but is broken" (unreadable).
+    """
+    head = data[:16]
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if head.startswith(b"BM"):
+        return "BMP"
+    if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        return "TIFF"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return "HEIF"
+    raise ImageUnsupportedFormat(
+        "not an image format we accept (BMP, JPEG, PNG, TIFF, WEBP, GIF, HEIF/HEIC)",
+        magic=data[:12].hex(),
+    )
+
+
+def _open(data: bytes, source_format: str) -> ImageFile.ImageFile:
+    if source_format == "HEIF":
+        _register_heif_opener()
+    return Image.open(io.BytesIO(data), formats=[source_format])
+
+
+@cache
+def _register_heif_opener() -> None:
+    # Imported here so the layer does not load libheif for the common formats.
+    try:
+        import pillow_heif
+    except ImportError as exc:
+        raise ImageUnsupportedFormat("HEIF/HEIC support (pillow_heif) is not installed") from exc
+    pillow_heif.register_heif_opener()
+
+
+def _check_pixels(size: tuple[int, int], limits: PreparationLimits) -> None:
+    pixels = size[0] * size[1]
+    if pixels > limits.max_decoded_pixels:
+        raise ImageTooManyPixels(
+            f"the header announces {size[0]}x{size[1]} = {pixels} pixels, more than the "
+            f"{limits.max_decoded_pixels} we decode",
+            width=size[0],
+            height=size[1],
+            limit=limits.max_decoded_pixels,
+        )
+
+
+@contextmanager
+def _untrusted_pixels(source_format: str) -> Iterator[None]:
+    """Turn whatever decoding hostile bytes raises into one of our typed errors.
+
+    Decoders fed crafted data raise OSError, SyntaxError, ValueError, struct.error, EOFError,
+    IndexError, RuntimeError (libheif), MemoryError and more, from the header parse, the
+    pixel decode, or later steps working on the decoded values. The caller must only ever
+    see an ImageError (or an InvalidRequest for a bad frame index), so everything else
+    becomes ImageUnreadable with its type kept in the details and in the exception chain.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit is the one that applies; Pillow warns from about 89 MP.
+            # (catch_warnings is process-wide; Lambda runs one invocation per process.)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    except OcrPipelineError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooManyPixels(f"Pillow refused the image as a decompression bomb: {exc}") from exc
+    except MemoryError as exc:
+        raise ImageTooManyPixels(f"not enough memory to decode this {source_format} image") from exc
+    except Exception as exc:
+        raise ImageUnreadable(
+            f"cannot decode this {source_format} image: {exc}",
+            format=source_format,
+            cause=type(exc).__name__,
+        ) from exc
+
+
+def _select_frame(image: ImageFile.ImageFile, frame: int, steps: list[PreparationStep]) -> None:
+    if frame < 0:
+        raise InvalidRequest(f"frame must be >= 0, got {frame}", frame=frame)
+    if frame > 0:
+        try:
+            image.seek(frame)
+        except EOFError as exc:
+            raise InvalidRequest(f"the image has no frame {frame}", frame=frame) from exc
+        steps.append(PreparationStep(action="select_frame", detail=f"frame {frame} of a {image.format}"))
+    elif getattr(image, "is_animated", False):
+        steps.append(PreparationStep(action="select_frame", detail=f"first frame of a multi-frame {image.format}"))
+
+
+# --- geometry ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Sizes as (width, height), in the stored orientation until `transposed()`."""
+
+    source: tuple[int, int]
+    # What the decoded image is resized to; the padding then extends it to `canvas`.
+    content: tuple[int, int]
+    canvas: tuple[int, int]
+
+    def transposed(self) -> _Plan:
+        return _Plan(
+            source=(self.source[1], self.source[0]),
+            content=(self.content[1], self.content[0]),
+            canvas=(self.canvas[1], self.canvas[0]),
+        )
+
+
+def _plan_geometry(width: int, height: int, budget: PixelBudget, limits: PreparationLimits) -> _Plan:
+    """Decide the output size from the header alone, so impossible images cost no decoding.
+
+    Precedence: an empty image is too small; then the aspect ratio, because nothing we do
+    can fix a strip that padding cannot bring within the limit, while a small side is
+    normally fixed by smart_resize's upscale (it never returns a side below one patch, so
+    with the vendor's 28 or 32 px patches ImageTooSmall only fires for custom budgets).
+    A 1x5000 strip is therefore an aspect-ratio error, not a too-small one.
+
+    Padding goes on the short side and must make both the padded source and the
+    smart_resize of it fit the ratio: rounding to whole patches can push a 200:1 image
+    (80x16000 becomes 64x16000) past the limit, and the vendor checks what we send.
+    The search is over whole pixels of padding and ends at the first size that fits.
+    """
+    if width < 1 or height < 1:
+        raise ImageTooSmall(f"the image is {width}x{height}: it has no pixels", width=width, height=height)
+    effective = _effective_budget(budget, limits)
+    short, long = min(width, height), max(width, height)
+    width_is_short = width <= height
+    first = max(short, math.ceil(long / limits.max_aspect_ratio))
+    last = math.floor(short * limits.max_pad_factor)
+    for padded_short in range(first, last + 1):
+        padded = (padded_short, long) if width_is_short else (long, padded_short)
+        target_height, target_width = smart_resize(padded[1], padded[0], effective)
+        if max(target_width, target_height) / min(target_width, target_height) <= limits.max_aspect_ratio:
+            break
+    else:
+        raise ImageAspectRatio(
+            f"the aspect ratio {long / short:.0f}:1 is over {limits.max_aspect_ratio:g}:1 and padding the short "
+            f"side by up to {limits.max_pad_factor:g}x does not fix it",
+            width=width,
+            height=height,
+            limit=limits.max_aspect_ratio,
+        )
+    if min(target_width, target_height) < limits.min_side:
+        raise ImageTooSmall(
+            f"the image would be {target_width}x{target_height}; both sides must be at least {limits.min_side} px",
+            width=width,
+            height=height,
+        )
+    if padded_short == short:
+        content = (target_width, target_height)
+    else:
+        # The long side fills the canvas; the short side keeps the content's share of it.
+        target_short = target_width if width_is_short else target_height
+        content_short = max(1, round(target_short * short / padded_short))
+        content = (content_short, target_height) if width_is_short else (target_width, content_short)
+    return _Plan(source=(width, height), content=content, canvas=(target_width, target_height))
+
+
+def _effective_budget(budget: PixelBudget, limits: PreparationLimits) -> PixelBudget:
+    if budget.max_pixels <= limits.max_output_pixels:
+        return budget
+    return budget.model_copy(update={"max_pixels": limits.max_output_pixels})
+
+
+def _draft(image: ImageFile.ImageFile, content: tuple[int, int], steps: list[PreparationStep]) -> _Box | None:
+    """Let libjpeg decode big JPEGs at 1/2, 1/4 or 1/8 scale, never below the target size.
+
+    Returns the box of the original extent in the reduced image (its last row and column may
+    be partial), which the resize must use so the coordinate mapping stays exact.
+    """
+    if image.format not in _DRAFTABLE_FORMATS:
+        return None
+    before = image.size
+    result = image.draft(None, content)
+    if result is None or image.size == before:
+        return None
+    steps.append(
+        PreparationStep(
+            action="draft",
+            detail=f"decoded the JPEG at reduced scale: {before[0]}x{before[1]} -> {image.width}x{image.height}",
+        )
+    )
+    return result[1]
+
+
+def _read_orientation(image: Image.Image, steps: list[PreparationStep]) -> int:
+    # Called after load(): PNG keeps its eXIf chunk after the pixel data.
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception as exc:
+        # The pixels are already decoded; broken metadata should not cost the user the page.
+        steps.append(PreparationStep(action="exif_ignored", detail=f"unreadable EXIF ({type(exc).__name__})"))
+        return 1
+    return value if isinstance(value, int) and value in _ORIENTATIONS else 1
+
+
+def _resize(
+    image: Image.Image,
+    size: tuple[int, int],
+    box: _Box | None,
+    steps: list[PreparationStep],
+) -> Image.Image:
+    if image.size == size and box is None:
+        return image
+    shrinking = size[0] < image.width or size[1] < image.height
+    if shrinking:
+        resized = image.resize(size, Image.Resampling.LANCZOS, box=box, reducing_gap=_REDUCING_GAP)
+    else:
+        # Bicubic rings less than Lanczos around text edges when magnifying.
+        resized = image.resize(size, Image.Resampling.BICUBIC, box=box)
+    steps.append(
+        PreparationStep(
+            action="resize",
+            detail=f"{image.width}x{image.height} -> {size[0]}x{size[1]} ({'Lanczos' if shrinking else 'bicubic'})",
+        )
+    )
+    return resized
+
+
+def _pad(
+    image: Image.Image, canvas: tuple[int, int], background: int | None, steps: list[PreparationStep]
+) -> Image.Image:
+    """Extend to the canvas at the right or bottom, so coordinates need no offset."""
+    if image.size == canvas:
+        return image
+    pad_right = canvas[0] > image.width
+    colour = background if background is not None else _edge_colour(image, right=pad_right)
+    padded = Image.new(image.mode, canvas, colour)
+    padded.paste(image, (0, 0))
+    side = "right" if pad_right else "bottom"
+    steps.append(
+        PreparationStep(
+            action="pad",
+            detail=f"{image.width}x{image.height} -> {canvas[0]}x{canvas[1]} at the {side} with {colour} "
+            "to bring the aspect ratio within the limit",
+        )
+    )
+    return padded
+
+
+def _edge_colour(image: Image.Image, *, right: bool) -> int | tuple[int, ...]:
+    # An opaque image is padded with the median of the edge it extends, so the padding reads
+    # as more of the page margin rather than as a new edge the model might transcribe.
+    w, h = image.size
+    strip = image.crop((w - 1, 0, w, h) if right else (0, h - 1, w, h))
+    median = [int(v) for v in ImageStat.Stat(strip).median]
+    return median[0] if len(median) == 1 else tuple(median)
+
+
+# --- pixel modes and transparency -----------------------------------------------------
+
+
+def _normalise_mode(image: Image.Image, steps: list[PreparationStep]) -> Image.Image:
+    """Bring any mode Pillow can produce to L, LA, RGB or RGBA (alpha only when some pixel uses it)."""
+    original_mode = image.mode
+    converted, note = _convert_to_working_mode(image)
+    if converted.mode in ("LA", "RGBA") and _band_extrema(converted, -1)[0] == 255:
+        # An alpha channel that makes no pixel transparent only costs: drop it before the resize.
+        opaque = converted.convert(converted.mode[:-1])
+        if converted is not image:
+            converted.close()
+        converted, note = opaque, "; ".join(filter(None, (note, "alpha is fully opaque")))
+    if converted is not image:
+        detail = f"{original_mode} -> {converted.mode}" + (f" ({note})" if note else "")
+        steps.append(PreparationStep(action="convert_mode", detail=detail))
+    return converted
+
+
+def _convert_to_working_mode(image: Image.Image) -> tuple[Image.Image, str | None]:
+    """Return the converted image (or `image` itself) and a note on how, for the step's detail."""
+    mode = image.mode
+    transparent = "transparency" in image.info
+    if mode in ("L", "RGB"):
+        return (image.convert(mode + "A"), "transparent colour") if transparent else (image, None)
+    if mode in ("LA", "RGBA"):
+        return image, None
+    if mode in ("La", "RGBa", "RGBX", "1", "YCbCr", "LAB", "HSV"):
+        return image.convert({"La": "LA", "RGBa": "RGBA", "1": "L"}.get(mode, "RGB")), None
+    if mode in ("P", "PA"):
+        grey = _palette_is_grey(image)
+        has_alpha = mode == "PA" or transparent or (image.palette is not None and image.palette.mode == "RGBA")
+        target = ("LA" if has_alpha else "L") if grey else ("RGBA" if has_alpha else "RGB")
+        return image.convert(target), "grey palette" if grey else None
+    if mode == "CMYK":
+        return _cmyk_to_rgb(image)
+    if mode.startswith("I;16"):
+        # 16-bit transparency (a tRNS grey level) is rare enough that we ignore it.
+        sixteen = image if mode == "I;16" else image.convert("I;16")
+        # point() on I;16 applies scale and offset and truncates; +0.5 makes it round.
+        scaled = sixteen.point(lambda v: v / 257 + 0.5)
+        if sixteen is not image:
+            sixteen.close()
+        eight = scaled.convert("L")
+        scaled.close()
+        return eight, "over the full 16-bit range"
+    if mode == "I":
+        return _int32_to_l(image)
+    if mode == "F":
+        return _float_to_l(image)
+    raise ImageUnsupportedFormat(f"pixel mode {mode} is not supported", mode=mode)
+
+
+def _palette_is_grey(image: Image.Image) -> bool:
+    palette = image.getpalette("RGB") or []
+    return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
+
+
+def _cmyk_to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:
+    """Pillow already undoes Adobe's inverted CMYK JPEGs; an embedded print profile, when it
+    parses, gives the colours the author saw, else Pillow's plain formula is the fallback."""
+    icc = image.info.get("icc_profile")
+    if icc:
+        from PIL import ImageCms
+
+        try:
+            source_profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            converted = ImageCms.profileToProfile(
+                image, source_profile, ImageCms.createProfile("sRGB"), outputMode="RGB"
+            )
+        except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+            converted = None
+        if converted is not None:
+            return converted, "through the embedded ICC profile"
+        return image.convert("RGB"), "the embedded ICC profile is unusable"
+    return image.convert("RGB"), None
+
+
+def _band_extrema(image: Image.Image, band: int = 0) -> tuple[float, float]:
+    extrema = image.getextrema()
+    low, high = cast("tuple[float, float]", extrema if len(image.getbands()) == 1 else extrema[band])
+    return low, high
+
+
+def _int32_to_l(image: Image.Image) -> tuple[Image.Image, str]:
+    low, high = _band_extrema(image)
+    if low >= 0 and high <= 65535:
+        # Mostly 16-bit data in a 32-bit container (older PNG and TIFF readers give "I").
+        return image.point(_SIXTEEN_TO_EIGHT_BIT, "L"), "over the full 16-bit range"
+    return _stretch_to_l(image, low, high), f"stretching {low:g}..{high:g}"
+
+
+def _float_to_l(image: Image.Image) -> tuple[Image.Image, str]:
+    low, high = _band_extrema(image)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ImageUnreadable("the floating-point image has NaN or infinite samples", mode="F")
+    if low >= 0.0 and high <= 1.0:
+        # The usual convention for float images is 0..1.
+        scaled = image.point(lambda v: v * 255 + 0.5)
+        eight = scaled.convert("L")
+        scaled.close()
+        return eight, "from 0..1"
+    return _stretch_to_l(image, low, high), f"stretching {low:g}..{high:g}"
+
+
+def _stretch_to_l(image: Image.Image, low: float, high: float) -> Image.Image:
+    # Values beyond any known range: map the range present onto 0..255. A constant image
+    # carries no text, so the grey it becomes does not matter.
+    scale = 255.0 / (high - low) if high > low else 0.0
+    scaled = image.point(lambda v: v * scale + (0.5 - low * scale))
+    eight = scaled.convert("L")
+    scaled.close()
+    return eight
+
+
+def _flatten_alpha(image: Image.Image, steps: list[PreparationStep]) -> tuple[Image.Image, int]:
+    """Composite onto the background that keeps the content visible.
+
+    White text on a transparent background is common in exported graphics; flattening it
+    onto white (the usual default) erases it. So we take the alpha-weighted mean luminance
+    of what is visible: light content gets black, dark content gets white.
+    """
+    alpha = image.getchannel("A")
+    luminance = image.convert("L")
+    alpha_mean = ImageStat.Stat(alpha).mean[0]
+    if alpha_mean > 0:
+        weighted = ImageChops.multiply(luminance, alpha)
+        mean_luminance: float | None = 255.0 * ImageStat.Stat(weighted).mean[0] / alpha_mean
+        weighted.close()
+    else:
+        mean_luminance = None
+    light = mean_luminance is not None and mean_luminance > _LIGHT_CONTENT_THRESHOLD
+    level = _DARK_BACKGROUND if light else _LIGHT_BACKGROUND
+    base_mode = image.mode[:-1]
+    flattened = Image.new(base_mode, image.size, level if base_mode == "L" else (level,) * 3)
+    flattened.paste(luminance if base_mode == "L" else image, (0, 0), alpha)
+    alpha.close()
+    luminance.close()
+    if mean_luminance is None:
+        detail = "nothing is visible; flattened onto white"
+    else:
+        tone, colour = ("light", "black") if light else ("dark", "white")
+        detail = f"{tone} content (alpha-weighted mean luminance {mean_luminance:.0f}) flattened onto {colour}"
+    steps.append(PreparationStep(action="flatten_alpha", detail=detail))
+    return flattened, level
+
+
+def _is_grey(image: Image.Image) -> bool:
+    # Checked on the prepared (small) image: an RGB file of a grey page costs 3x the bytes.
+    red, green, blue = image.split()
+    try:
+        return (
+            ImageChops.difference(red, green).getbbox() is None and ImageChops.difference(green, blue).getbbox() is None
+        )
+    finally:
+        for band in (red, green, blue):
+            band.close()
+
+
+# --- encoding -----------------------------------------------------------------------
+
+
+def _encode(image: Image.Image, limits: PreparationLimits, steps: list[PreparationStep]) -> tuple[bytes, MimeType]:
+    """PNG (lossless, as the vendor recommends), then JPEG at falling qualities if too large.
+
+    The output is always PNG or JPEG, which is also what the vendor requires between 4K and
+    8K; sizes beyond 8K cannot occur, since smart_resize keeps us under 15.68 MP.
+    """
+    # Metadata from the source (EXIF with GPS, ICC profiles no longer true after conversion,
+    # a transparent colour) would be written back by Pillow's encoders; the model needs none of it.
+    image.info = {}
+    png = _save(image, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+    png_length = _data_url_length(len(png), "image/png")
+    if png_length <= limits.max_encoded_bytes:
+        steps.append(
+            PreparationStep(action="reencode", detail=f"PNG, compress_level {PNG_COMPRESS_LEVEL}, {len(png)} bytes")
+        )
+        return png, "image/png"
+    steps.append(
+        PreparationStep(
+            action="reencode",
+            detail=f"PNG of {len(png)} bytes is a {png_length}-character data URL, over {limits.max_encoded_bytes}",
+        )
+    )
+    smallest = png_length
+    for quality in JPEG_FALLBACK_QUALITIES:
+        jpeg = _save(image, "JPEG", quality=quality)
+        length = _data_url_length(len(jpeg), "image/jpeg")
+        smallest = min(smallest, length)
+        if length <= limits.max_encoded_bytes:
+            steps.append(PreparationStep(action="reencode", detail=f"JPEG quality {quality}, {len(jpeg)} bytes"))
+            return jpeg, "image/jpeg"
+        steps.append(
+            PreparationStep(
+                action="reencode",
+                detail=f"JPEG quality {quality} is a {length}-character data URL, over {limits.max_encoded_bytes}",
+            )
+        )
+    raise ImageEncodedTooLarge(
+        f"even JPEG quality {JPEG_FALLBACK_QUALITIES[-1]} gives a {smallest}-character data URL, "
+        f"over the {limits.max_encoded_bytes} limit",
+        smallest=smallest,
+        limit=limits.max_encoded_bytes,
+    )
+
+
+def _save(image: Image.Image, format: str, **options: int) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format, **options)
+    return buffer.getvalue()
+
+
+def _base64_length(size: int) -> int:
+    return 4 * math.ceil(size / 3)
+
+
+def _data_url_length(size: int, mime_type: str) -> int:
+    return len(f"data:{mime_type};base64,") + _base64_length(size)
+
+
+def _replace(old: Image.Image, new: Image.Image) -> Image.Image:
+    """Close `old` as soon as `new` supersedes it, to keep memory to a couple of full-size copies."""
+    if new is not old:
+        old.close()
+    return new

@@ -1,0 +1,1 @@
+"""The event-driven pipeline: jobs, page work, events, and the services the handlers call."""

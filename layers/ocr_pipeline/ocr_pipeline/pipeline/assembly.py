@@ -1,0 +1,121 @@
+"""Per-page results and the assembled document result stored in S3. Pure functions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, Field, field_serializer
+
+from ..pricing import format_money
+from ..recognition import ImageSummary, Recognition
+from ..results import Word
+from ..usage import ZERO_USAGE, Usage
+from .events import ErrorInfo
+from .model import JobSpec, SourceRef
+from .ports import PageStatus
+
+RESULT_SCHEMA_VERSION = "1"
+
+
+class PageResult(BaseModel):
+    page: int
+    status: PageStatus
+    text: str = ""
+    words: list[Word] | None = None
+    kv: dict[str, Any] | None = None
+    html: str | None = None
+    latex: str | None = None
+    parse_warnings: list[str] = Field(default_factory=list)
+    usage: Usage | None = None
+    cost: Decimal | None = None
+    currency: str | None = None
+    request_id: str | None = None
+    attempts: int | None = None
+    image: ImageSummary | None = None
+    error: ErrorInfo | None = None
+
+    @field_serializer("cost")
+    def _money(self, value: Decimal | None) -> str | None:
+        return None if value is None else format_money(value)
+
+    @classmethod
+    def recognised(cls, page: int, recognition: Recognition) -> PageResult:
+        result = recognition.result
+        return cls(
+            page=page,
+            status=PageStatus.DONE,
+            text=result.text,
+            words=result.words,
+            kv=result.kv,
+            html=result.html,
+            latex=result.latex,
+            parse_warnings=result.parse_warnings,
+            usage=recognition.usage,
+            cost=recognition.cost.amount if recognition.cost else None,
+            currency=recognition.cost.currency if recognition.cost else None,
+            request_id=recognition.request_id,
+            attempts=recognition.attempts,
+            image=recognition.image,
+        )
+
+    @classmethod
+    def failed(cls, page: int, error: ErrorInfo) -> PageResult:
+        return cls(page=page, status=PageStatus.FAILED, error=error)
+
+
+class DocumentResult(BaseModel):
+    schema_version: str = RESULT_SCHEMA_VERSION
+    job_id: str
+    source: SourceRef
+    tenant: str
+    correlation_id: str
+    task: str | None
+    model: str
+    region: str
+    page_count: int
+    pages_failed: list[int]
+    text: str
+    pages: list[PageResult]
+    usage: Usage
+    cost: Decimal | None
+    currency: str | None
+    completed_at: datetime
+
+    @field_serializer("cost")
+    def _money(self, value: Decimal | None) -> str | None:
+        return None if value is None else format_money(value)
+
+
+PAGE_SEPARATOR = "\n\n"
+
+
+def assemble(spec: JobSpec, pages: list[PageResult]) -> DocumentResult:
+    """Pages in page order, with totals. Costs add up only when every priced page has a price."""
+    ordered = sorted(pages, key=lambda p: p.page)
+    numbers = [p.page for p in ordered]
+    if numbers != list(range(1, spec.page_count + 1)):
+        raise ValueError(f"job {spec.job_id}: expected pages 1..{spec.page_count}, have {numbers[:10]}…")
+    done = [p for p in ordered if p.status is PageStatus.DONE]
+    usage = sum((p.usage for p in done if p.usage is not None), ZERO_USAGE)
+    costs = [p.cost for p in done]
+    currencies = {p.currency for p in done if p.currency}
+    priced = bool(done) and all(c is not None for c in costs) and len(currencies) == 1
+    return DocumentResult(
+        job_id=spec.job_id,
+        source=spec.source,
+        tenant=spec.tenant,
+        correlation_id=spec.correlation_id,
+        task=spec.options.effective_task.value if spec.options.effective_task else None,
+        model=spec.model,
+        region=spec.region.value,
+        page_count=spec.page_count,
+        pages_failed=[p.page for p in ordered if p.status is PageStatus.FAILED],
+        text=PAGE_SEPARATOR.join(p.text for p in done),
+        pages=ordered,
+        usage=usage,
+        cost=sum((c for c in costs if c is not None), Decimal(0)) if priced else None,
+        currency=currencies.pop() if priced else None,
+        completed_at=datetime.now(UTC),
+    )

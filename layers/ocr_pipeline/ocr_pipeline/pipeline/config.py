@@ -1,0 +1,69 @@
+"""Pipeline configuration: one pydantic model read from the environment once per cold start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..client.settings import OcrServiceSettings
+from ..errors import ConfigurationError
+from ..tasks import DEFAULT_TASK, OcrTask
+from .routing import RoutingRule, TenantRule, parse_routing_rules
+
+DEFAULT_TENANT_RULE = "metadata:ocr-tenant,static:default"
+
+
+class PipelineSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    result_bucket: str
+    topic_arn: str
+    page_queue_url: str
+    jobs_table: str
+    default_task: OcrTask = DEFAULT_TASK
+    routing_rules: list[RoutingRule] = Field(default_factory=list)
+    tenant_rule: TenantRule = Field(default_factory=lambda: TenantRule.parse(DEFAULT_TENANT_RULE))
+    # Refused from the object's size alone, before a byte is downloaded.
+    max_input_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
+    max_pages: int = Field(default=5000, gt=0)
+    page_chunk_size: int = Field(default=4, gt=0, le=100)
+    # How long a worker may hold a claim (finalising a job, publishing a usage event) before
+    # another may take over; a little above the function timeout.
+    claim_lease_s: float = Field(default=960.0, gt=0)
+    result_prefix: str = "results/"
+    work_prefix: str = "jobs/"
+    ocr: OcrServiceSettings
+
+    @field_validator("result_prefix", "work_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return value if not value or value.endswith("/") else value + "/"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PipelineSettings:
+        env = os.environ if environ is None else environ
+        missing = [name for name in ("RESULT_BUCKET", "TOPIC_ARN", "PAGE_QUEUE_URL", "JOBS_TABLE") if not env.get(name)]
+        if missing:
+            raise ConfigurationError(f"missing environment variables: {', '.join(missing)}")
+        fields: dict[str, Any] = {
+            "result_bucket": env["RESULT_BUCKET"],
+            "topic_arn": env["TOPIC_ARN"],
+            "page_queue_url": env["PAGE_QUEUE_URL"],
+            "jobs_table": env["JOBS_TABLE"],
+            "default_task": env.get("DEFAULT_TASK") or None,
+            "routing_rules": parse_routing_rules(env.get("ROUTING_RULES")),
+            "tenant_rule": TenantRule.parse(env.get("TENANT_RULE") or DEFAULT_TENANT_RULE),
+            "max_input_bytes": env.get("MAX_INPUT_BYTES") or None,
+            "max_pages": env.get("MAX_PAGES") or None,
+            "page_chunk_size": env.get("PAGE_CHUNK_SIZE") or None,
+            "claim_lease_s": env.get("CLAIM_LEASE_S") or None,
+            "ocr": OcrServiceSettings.from_env(env),
+        }
+        try:
+            return cls.model_validate({k: v for k, v in fields.items() if v is not None})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ConfigurationError(f"invalid pipeline settings: {problems}") from None

@@ -1,0 +1,91 @@
+"""The pipeline's data: where a document came from, what to do with it, and the queue messages.
+
+Queue messages are versioned pydantic models so that a worker can refuse one it does not
+understand with a clear error instead of misreading it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..catalog import Region
+from ..tasks import OcrTask, TaskOptions
+
+
+class SourceRef(BaseModel):
+    """An S3 object at one version: the business identity of a document."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    key: str
+    version_id: str | None = None
+    etag: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+class DocumentKind(StrEnum):
+    IMAGE = "image"
+    PDF = "pdf"
+    TIFF = "tiff"
+
+
+class JobSpec(BaseModel):
+    """Everything a worker needs to process any page of a document; travels in every page message."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    source: SourceRef
+    kind: DocumentKind
+    size_bytes: int
+    content_type: str | None = None
+    options: TaskOptions
+    model: str
+    region: Region
+    tenant: str
+    correlation_id: str
+    page_count: int = Field(ge=1)
+
+
+class PageWork(BaseModel):
+    """One message on the page queue: a chunk of pages of one job."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message_type: Literal["page_work"] = "page_work"
+    version: Literal[1] = 1
+    job: JobSpec
+    pages: list[int] = Field(min_length=1)  # 1-based page numbers
+
+
+def job_id_for(source: SourceRef, options: TaskOptions, model: str, region: Region) -> str:
+    """Deterministic, so a redelivered event finds the job it already created.
+
+    A re-upload of new content under the same key has a new version id / etag, hence a new job.
+    """
+    identity = {
+        "bucket": source.bucket,
+        "key": source.key,
+        "version": source.version_id or source.etag,
+        "options": options.model_dump(mode="json"),
+        "model": model,
+        "region": region.value,
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return digest[:32]
+
+
+def options_summary(options: TaskOptions) -> dict[str, Any]:
+    return {"task": options.effective_task.value if options.effective_task else None, "prompt": options.prompt is not None}
+
+
+TASK_NAMES = {task.value for task in OcrTask}

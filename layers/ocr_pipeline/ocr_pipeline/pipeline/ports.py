@@ -1,0 +1,130 @@
+"""The pipeline's ports. Each has an AWS adapter (`adapters/aws.py`) and an in-memory fake (`adapters/memory.py`)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import OcrPipelineError
+from ..usage import Usage
+from .events import ErrorInfo, EventEnvelope
+from .model import JobSpec
+
+
+class SourceNotFound(OcrPipelineError):
+    code = "source.not_found"
+
+
+class StorageError(OcrPipelineError):
+    code = "storage.error"
+    retryable = True
+
+
+class QueueSendError(OcrPipelineError):
+    """Some entries of a batch were not accepted; `failed` lists their ids and reasons."""
+
+    code = "queue.send_failed"
+    retryable = True
+
+    def __init__(self, message: str, failed: list[dict[str, Any]]) -> None:
+        super().__init__(message, failed=failed)
+        self.failed = failed
+
+
+class ObjectInfo(BaseModel):
+    size: int
+    content_type: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    etag: str | None = None
+    version_id: str | None = None
+
+
+class ObjectStore(Protocol):
+    def head(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo: ...
+
+    def get_bytes(
+        self, bucket: str, key: str, version_id: str | None = None, byte_range: tuple[int, int] | None = None
+    ) -> bytes: ...
+
+    def put_json(self, bucket: str, key: str, body: str) -> None: ...
+
+    def get_text(self, bucket: str, key: str) -> str: ...
+
+    def list_keys(self, bucket: str, prefix: str) -> list[str]: ...
+
+
+class WorkQueue(Protocol):
+    def send_all(self, bodies: list[str]) -> None: ...
+
+
+class EventBus(Protocol):
+    def publish(self, envelope: EventEnvelope) -> None: ...
+
+
+class JobStatus(StrEnum):
+    RUNNING = "running"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class PageStatus(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+
+
+class PageRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    page: int
+    status: PageStatus
+    result_key: str | None = None
+    usage: Usage | None = None
+    error: ErrorInfo | None = None
+    usage_published: bool = False
+
+
+class JobState(BaseModel):
+    spec: JobSpec
+    status: JobStatus
+    pages_done: int = 0
+    pages_failed: int = 0
+    result_uri: str | None = None
+    error: ErrorInfo | None = None
+    dispatched: bool = False
+
+    @property
+    def settled(self) -> bool:
+        return self.pages_done + self.pages_failed >= self.spec.page_count
+
+
+class JobStore(Protocol):
+    def create_job(self, spec: JobSpec, *, failed_with: ErrorInfo | None = None) -> bool:
+        """Create the job (already failed when `failed_with` is given); False when it exists (a redelivered event)."""
+        ...
+
+    def get_job(self, job_id: str) -> JobState | None: ...
+
+    def mark_dispatched(self, job_id: str) -> None:
+        """Remember that the job's page messages, or its failure event, went out."""
+        ...
+
+    def record_page(self, job_id: str, record: PageRecord) -> bool:
+        """Store the page marker and bump the job's counter atomically; False when already recorded."""
+        ...
+
+    def get_page(self, job_id: str, page: int) -> PageRecord | None: ...
+
+    def list_pages(self, job_id: str) -> list[PageRecord]: ...
+
+    def claim_usage_publication(self, job_id: str, page: int, lease_s: float) -> bool: ...
+
+    def mark_usage_published(self, job_id: str, page: int) -> None: ...
+
+    def claim_finalization(self, job_id: str, lease_s: float) -> bool: ...
+
+    def finish_job(
+        self, job_id: str, status: JobStatus, *, result_uri: str | None = None, error: ErrorInfo | None = None
+    ) -> None: ...

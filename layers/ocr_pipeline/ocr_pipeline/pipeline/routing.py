@@ -1,0 +1,142 @@
+"""Which task a document gets, and which tenant pays for it.
+
+Order of precedence for the task: the object's own metadata (`ocr-task`, `ocr-schema`,
+`ocr-prompt`), then the longest matching key-prefix rule, then the default task.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from ..errors import ConfigurationError, InvalidRequest
+from ..tasks import DEFAULT_TASK, OcrTask, TaskOptions, parse_schema_text
+
+META_TASK = "ocr-task"
+META_SCHEMA = "ocr-schema"
+META_PROMPT = "ocr-prompt"
+META_TENANT = "ocr-tenant"
+META_CORRELATION_ID = "ocr-correlation-id"
+META_MODEL = "ocr-model"
+
+
+class RoutingRule(BaseModel):
+    """Objects whose key starts with `prefix` get this task (and schema)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prefix: str = Field(min_length=1)
+    task: OcrTask | None = None
+    prompt: str | None = None
+    # Inline result_schema, or the key of a JSON object holding it in the input bucket.
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    schema_key: str | None = None
+
+
+_RULES = TypeAdapter(list[RoutingRule])
+
+
+def parse_routing_rules(text: str | None) -> list[RoutingRule]:
+    if not text or not text.strip():
+        return []
+    try:
+        return _RULES.validate_json(text)
+    except ValidationError as exc:
+        raise ConfigurationError(f"ROUTING_RULES is not a valid list of rules: {exc.errors()[0]['msg']}") from None
+
+
+class TaskChoice(BaseModel):
+    """The task as chosen before any schema object is read."""
+
+    task: OcrTask | None
+    prompt: str | None = None
+    inline_schema: dict[str, Any] | None = None
+    schema_key: str | None = None
+    decided_by: str  # "metadata", "rule:<prefix>" or "default", for logs and results
+
+
+def choose_task(key: str, metadata: dict[str, str], rules: list[RoutingRule], default: OcrTask = DEFAULT_TASK) -> TaskChoice:
+    meta = {k.lower(): v for k, v in metadata.items()}
+    if any(name in meta for name in (META_TASK, META_SCHEMA, META_PROMPT)):
+        raw_task = meta.get(META_TASK)
+        try:
+            task = OcrTask(raw_task.strip()) if raw_task else None
+        except ValueError:
+            known = ", ".join(t.value for t in OcrTask)
+            raise InvalidRequest(f"unknown task {raw_task!r} in metadata {META_TASK}; use one of {known}") from None
+        inline, schema_key = _schema_reference(meta.get(META_SCHEMA))
+        if (inline or schema_key) and task is None:
+            task = OcrTask.KEY_INFORMATION_EXTRACTION
+        return TaskChoice(
+            task=task, prompt=meta.get(META_PROMPT), inline_schema=inline, schema_key=schema_key, decided_by="metadata"
+        )
+    matching = [rule for rule in rules if key.startswith(rule.prefix)]
+    if matching:
+        rule = max(matching, key=lambda r: len(r.prefix))
+        task = rule.task
+        if (rule.schema_ or rule.schema_key) and task is None:
+            task = OcrTask.KEY_INFORMATION_EXTRACTION
+        return TaskChoice(
+            task=task,
+            prompt=rule.prompt,
+            inline_schema=rule.schema_,
+            schema_key=rule.schema_key,
+            decided_by=f"rule:{rule.prefix}",
+        )
+    return TaskChoice(task=default, decided_by="default")
+
+
+def _schema_reference(value: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """`ocr-schema` holds inline JSON or the key of a schema object."""
+    if value is None or not value.strip():
+        return None, None
+    text = value.strip()
+    if text.startswith("{"):
+        return parse_schema_text(text), None
+    return None, text
+
+
+def task_options(choice: TaskChoice, schema: dict[str, Any] | None) -> TaskOptions:
+    return TaskOptions.build(task=choice.task, result_schema=schema or choice.inline_schema, prompt=choice.prompt)
+
+
+def schema_from_object(body: bytes, key: str) -> dict[str, Any]:
+    try:
+        return parse_schema_text(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidRequest(f"schema object {key} is not UTF-8 text") from None
+
+
+class TenantRule(BaseModel):
+    """Comma-separated alternatives tried in order: `metadata:<name>`, `prefix` (first key segment), `static:<name>`."""
+
+    alternatives: list[tuple[str, str]]
+
+    @classmethod
+    def parse(cls, text: str) -> TenantRule:
+        alternatives: list[tuple[str, str]] = []
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            kind, _, arg = part.partition(":")
+            if kind not in ("metadata", "prefix", "static") or (kind != "prefix" and not arg):
+                raise ConfigurationError(f"TENANT_RULE part {part!r} is not metadata:<name>, prefix or static:<name>")
+            alternatives.append((kind, arg))
+        if not alternatives:
+            raise ConfigurationError("TENANT_RULE is empty")
+        return cls(alternatives=alternatives)
+
+    def tenant_for(self, key: str, metadata: dict[str, str]) -> str:
+        meta = {k.lower(): v for k, v in metadata.items()}
+        for kind, arg in self.alternatives:
+            if kind == "metadata" and meta.get(arg.lower()):
+                return meta[arg.lower()]
+            if kind == "prefix" and "/" in key:
+                return key.split("/", 1)[0]
+            if kind == "static":
+                return arg
+        return "default"
+
+
+def metadata_json(metadata: dict[str, str]) -> str:
+    return json.dumps(metadata, sort_keys=True, ensure_ascii=False)

@@ -1,0 +1,197 @@
+"""Recognising pages and finishing documents.
+
+Each page is idempotent end to end:
+1. a recognised page is written to S3 before it is recorded, and a redelivered page
+   reuses that stored result instead of calling (and paying for) the model again;
+2. the page marker and the job's counter change in one DynamoDB transaction, so a page
+   is counted once however often it is delivered;
+3. its `usage.recorded` event is published under a claim and then marked published, so
+   duplicates are not re-announced and a crash between the two is repaired on redelivery;
+4. whoever settles the last page claims the finalisation (with a lease, in case it dies)
+   and publishes exactly one `document.completed` or `document.failed`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+from ..catalog import Region
+from ..errors import OcrPipelineError
+from ..imaging import PreparationLimits
+from ..recognition import Recognizer, budget_for
+from .assembly import DocumentResult, PageResult, assemble
+from .config import PipelineSettings
+from .documents import prepare_page
+from .events import (
+    DocumentCompleted,
+    DocumentFailed,
+    ErrorInfo,
+    UsageRecorded,
+    UsageTotals,
+    completed_event,
+    failed_event,
+    preview,
+    usage_event,
+)
+from .model import JobSpec, PageWork
+from .ports import EventBus, JobStatus, JobStore, ObjectStore, PageRecord, PageStatus
+
+RecognizerFactory = Callable[[str, Region], Recognizer]
+
+
+class PageService:
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        store: ObjectStore,
+        jobs: JobStore,
+        bus: EventBus,
+        recognizers: RecognizerFactory,
+        limits: PreparationLimits | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.jobs = jobs
+        self.bus = bus
+        self.recognizers = recognizers
+        self.limits = limits or PreparationLimits(max_input_bytes=settings.max_input_bytes)
+
+    @staticmethod
+    def deadline_from(remaining_ms: float) -> float:
+        """A deadline on the OCR client's clock (time.monotonic) from a Lambda context's remaining time."""
+        return time.monotonic() + max(0.0, remaining_ms) / 1000
+
+    # --- keys -------------------------------------------------------------------------------
+
+    def page_prefix(self, job_id: str, page: int) -> str:
+        return f"{self.settings.work_prefix}{job_id}/pages/{page:06d}-"
+
+    def result_key(self, spec: JobSpec) -> str:
+        return f"{self.settings.result_prefix}{spec.source.key}/{spec.job_id}.json"
+
+    # --- pages ------------------------------------------------------------------------------
+
+    def process(self, work: PageWork, *, deadline: float | None = None) -> None:
+        """Process a message's pages; a retryable failure raises so the message is delivered again."""
+        source_bytes: bytes | None = None
+        for page in work.pages:
+            if self.jobs.get_page(work.job.job_id, page) is None:
+                if source_bytes is None and not self._stored_page_keys(work.job, page):
+                    source_bytes = self.store.get_bytes(
+                        work.job.source.bucket, work.job.source.key, work.job.source.version_id
+                    )
+                self._recognise_and_record(work.job, page, source_bytes, deadline)
+            self._publish_usage(work.job, page)
+        self.finalize_if_settled(work.job.job_id)
+
+    def _stored_page_keys(self, spec: JobSpec, page: int) -> list[str]:
+        return self.store.list_keys(self.settings.result_bucket, self.page_prefix(spec.job_id, page))
+
+    def _recognise_and_record(self, spec: JobSpec, page: int, source: bytes | None, deadline: float | None) -> None:
+        stored = self._stored_page_keys(spec, page)
+        if stored:
+            # A worker died after paying for this page but before recording it: reuse its result.
+            key = stored[0]
+            result = PageResult.model_validate_json(self.store.get_text(self.settings.result_bucket, key))
+        else:
+            assert source is not None
+            result = self._recognise(spec, page, source, deadline)
+            key = self.page_prefix(spec.job_id, page) + uuid.uuid4().hex + ".json"
+            self.store.put_json(self.settings.result_bucket, key, result.model_dump_json())
+        self.jobs.record_page(
+            spec.job_id,
+            PageRecord(page=page, status=result.status, result_key=key, usage=result.usage, error=result.error),
+        )
+
+    def _recognise(self, spec: JobSpec, page: int, source: bytes, deadline: float | None) -> PageResult:
+        recognizer = self.recognizers(spec.model, spec.region)
+        try:
+            image = prepare_page(source, spec.kind, page, budget_for(recognizer.model, spec.options), self.limits)
+            recognition = recognizer.recognize_prepared(image, spec.options, deadline=deadline)
+        except OcrPipelineError as error:
+            if error.retryable:
+                raise
+            return PageResult.failed(page, ErrorInfo.of(error.code, error.message))
+        return PageResult.recognised(page, recognition)
+
+    def _publish_usage(self, spec: JobSpec, page: int) -> None:
+        record = self.jobs.get_page(spec.job_id, page)
+        if record is None or record.status is not PageStatus.DONE or record.usage_published or record.usage is None:
+            return
+        if not self.jobs.claim_usage_publication(spec.job_id, page, self.settings.claim_lease_s):
+            return
+        recognizer = self.recognizers(spec.model, spec.region)
+        cost = recognizer.price(record.usage)
+        event = UsageRecorded(
+            job_id=spec.job_id,
+            page=page,
+            tenant=spec.tenant,
+            source=spec.source,
+            task=spec.options.effective_task.value if spec.options.effective_task else None,
+            model=spec.model,
+            region=spec.region.value,
+            input_tokens=record.usage.input_tokens,
+            output_tokens=record.usage.output_tokens,
+            image_tokens=record.usage.image_tokens,
+            input_price_per_million=cost.unit_price.input_per_million if cost else None,
+            output_price_per_million=cost.unit_price.output_per_million if cost else None,
+            currency=cost.currency if cost else None,
+            cost=cost.amount if cost else None,
+            price_table=cost.unit_price.price_table if cost else None,
+        )
+        self.bus.publish(usage_event(event, spec.correlation_id))
+        self.jobs.mark_usage_published(spec.job_id, page)
+
+    # --- documents --------------------------------------------------------------------------
+
+    def finalize_if_settled(self, job_id: str) -> DocumentResult | None:
+        job = self.jobs.get_job(job_id)
+        if job is None or not job.settled or job.status not in (JobStatus.RUNNING, JobStatus.FINALIZING):
+            return None
+        if not self.jobs.claim_finalization(job_id, self.settings.claim_lease_s):
+            return None
+        spec = job.spec
+        records = self.jobs.list_pages(job_id)
+        pages = [self._load_page(record) for record in records]
+        document = assemble(spec, pages)
+        task = document.task
+        if len(document.pages_failed) < spec.page_count:
+            uri = f"s3://{self.settings.result_bucket}/{self.result_key(spec)}"
+            self.store.put_json(self.settings.result_bucket, self.result_key(spec), document.model_dump_json())
+            completed = DocumentCompleted(
+                job_id=job_id,
+                source=spec.source,
+                tenant=spec.tenant,
+                task=task,
+                model=spec.model,
+                region=spec.region.value,
+                page_count=spec.page_count,
+                pages_failed=document.pages_failed,
+                result_uri=uri,
+                text_preview=preview(document.text),
+                usage=UsageTotals(
+                    input_tokens=document.usage.input_tokens,
+                    output_tokens=document.usage.output_tokens,
+                    image_tokens=document.usage.image_tokens,
+                ),
+                cost=document.cost,
+                currency=document.currency,
+            )
+            self.bus.publish(completed_event(completed, spec.correlation_id))
+            self.jobs.finish_job(job_id, JobStatus.COMPLETED, result_uri=uri)
+        else:
+            # Every page failed for good: the document fails with the first page's reason.
+            first = next(p.error for p in document.pages if p.error is not None)
+            failed = DocumentFailed(
+                job_id=job_id, source=spec.source, tenant=spec.tenant, task=task, page_count=spec.page_count, error=first
+            )
+            self.bus.publish(failed_event(failed, spec.correlation_id))
+            self.jobs.finish_job(job_id, JobStatus.FAILED, error=first)
+        return document
+
+    def _load_page(self, record: PageRecord) -> PageResult:
+        if record.result_key:
+            return PageResult.model_validate_json(self.store.get_text(self.settings.result_bucket, record.result_key))
+        return PageResult.failed(record.page, record.error or ErrorInfo.of("internal.error", "page result missing"))
