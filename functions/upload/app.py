@@ -8,7 +8,6 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from ocr_pipeline.pipeline.upload import UploadedObject, UploadService
 from ocr_pipeline.pipeline.wiring import upload_service
 

@@ -328,9 +328,10 @@ class _Handler(BaseHTTPRequestHandler):
 
         fault = self.emulator.faults.next_fault()
         if fault is not None:
-            self._inject(fault, mode, request_id)
+            # Counted before it happens, so that a hang shows in the stats while it holds the connection.
             status = None if fault is FaultKind.HANG else _FAULT_STATUS[fault]
             self.emulator.recorder.answered(entry, status=status, request_id=request_id, fault=fault)
+            self._inject(fault, mode, request_id)
             return
 
         try:

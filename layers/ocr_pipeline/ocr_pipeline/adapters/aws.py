@@ -5,7 +5,6 @@ Clients are injected or built lazily (and cached per process), never at import t
 
 from __future__ import annotations
 
-import json
 import time
 from functools import cache
 from typing import Any

@@ -85,7 +85,10 @@ def job_id_for(source: SourceRef, options: TaskOptions, model: str, region: Regi
 
 
 def options_summary(options: TaskOptions) -> dict[str, Any]:
-    return {"task": options.effective_task.value if options.effective_task else None, "prompt": options.prompt is not None}
+    return {
+        "task": options.effective_task.value if options.effective_task else None,
+        "prompt": options.prompt is not None,
+    }
 
 
 TASK_NAMES = {task.value for task in OcrTask}

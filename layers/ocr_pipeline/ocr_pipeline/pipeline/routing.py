@@ -57,7 +57,9 @@ class TaskChoice(BaseModel):
     decided_by: str  # "metadata", "rule:<prefix>" or "default", for logs and results
 
 
-def choose_task(key: str, metadata: dict[str, str], rules: list[RoutingRule], default: OcrTask = DEFAULT_TASK) -> TaskChoice:
+def choose_task(
+    key: str, metadata: dict[str, str], rules: list[RoutingRule], default: OcrTask = DEFAULT_TASK
+) -> TaskChoice:
     meta = {k.lower(): v for k, v in metadata.items()}
     if any(name in meta for name in (META_TASK, META_SCHEMA, META_PROMPT)):
         raw_task = meta.get(META_TASK)

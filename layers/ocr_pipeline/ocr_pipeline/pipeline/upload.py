@@ -111,7 +111,9 @@ class UploadService:
                 raise InputTooLarge(
                     f"the object is {info.size} bytes; the limit is {self.settings.max_input_bytes}", size=info.size
                 )
-            head = self.store.get_bytes(upload.bucket, upload.key, source.version_id, byte_range=(0, sniff_length() - 1))
+            head = self.store.get_bytes(
+                upload.bucket, upload.key, source.version_id, byte_range=(0, sniff_length() - 1)
+            )
             kind = detect_kind(head)
             page_count = 1
             if kind is not DocumentKind.IMAGE:

@@ -185,7 +185,12 @@ class PageService:
             # Every page failed for good: the document fails with the first page's reason.
             first = next(p.error for p in document.pages if p.error is not None)
             failed = DocumentFailed(
-                job_id=job_id, source=spec.source, tenant=spec.tenant, task=task, page_count=spec.page_count, error=first
+                job_id=job_id,
+                source=spec.source,
+                tenant=spec.tenant,
+                task=task,
+                page_count=spec.page_count,
+                error=first,
             )
             self.bus.publish(failed_event(failed, spec.correlation_id))
             self.jobs.finish_job(job_id, JobStatus.FAILED, error=first)

@@ -1,0 +1,89 @@
+"""Test doubles shared by unit tests: a scripted OCR service and pipeline wiring on in-memory ports."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+from ocr_pipeline.adapters.memory import MemoryEventBus, MemoryJobStore, MemoryObjectStore, MemoryWorkQueue
+from ocr_pipeline.catalog import Region
+from ocr_pipeline.client import CallOutcome, OcrCall, OcrServiceSettings, WireReply
+from ocr_pipeline.pipeline.config import PipelineSettings
+from ocr_pipeline.pipeline.upload import UploadService
+from ocr_pipeline.pipeline.work import PageService
+from ocr_pipeline.recognition import Recognizer
+from ocr_pipeline.results import parse_model_output
+from ocr_pipeline.usage import Usage
+from PIL import Image, ImageDraw, ImageFont
+
+INPUT = "input-bucket"
+RESULTS = "result-bucket"
+
+
+class FakeOcrService:
+    """Answers every call with `reply(call)`, or raises what `fail` returns; counts calls."""
+
+    def __init__(self, text: str = "recognised text", fail: Callable[[OcrCall], Exception | None] | None = None):
+        self.text = text
+        self.fail = fail
+        self.calls: list[OcrCall] = []
+
+    def recognize(self, call: OcrCall, *, deadline: float | None = None) -> CallOutcome:
+        self.calls.append(call)
+        if self.fail is not None and (error := self.fail(call)) is not None:
+            raise error
+        usage = Usage(input_tokens=100 + len(self.calls), output_tokens=10, image_tokens=90)
+        result = parse_model_output(call.options.effective_task, self.text)
+        return CallOutcome(
+            reply=WireReply(result=result, usage=usage, request_id=f"req-{len(self.calls)}"), attempts=1, latency_ms=1.0
+        )
+
+
+def text_png(text: str = "Invoice Number: 12345", size: tuple[int, int] = (480, 120)) -> bytes:
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    try:
+        font = ImageFont.truetype("DejaVuSans.ttf", 28)
+    except OSError:
+        font = ImageFont.load_default()
+    draw.text((12, 40), text, fill="black", font=font)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class Pipeline:
+    """Upload and page services wired on in-memory ports, as the handlers wire them on AWS."""
+
+    def __init__(self, ocr: FakeOcrService | None = None, **settings_overrides) -> None:
+        self.store = MemoryObjectStore()
+        self.queue = MemoryWorkQueue()
+        self.jobs = MemoryJobStore()
+        self.bus = MemoryEventBus()
+        self.ocr = ocr or FakeOcrService()
+        ocr_settings = OcrServiceSettings(api_key="test")
+        self.settings = PipelineSettings(
+            result_bucket=RESULTS,
+            topic_arn="arn:aws:sns:us-east-1:123456789012:topic",
+            page_queue_url="https://sqs.local/queue",
+            jobs_table="jobs",
+            ocr=ocr_settings,
+            **settings_overrides,
+        )
+        self.recognizers: dict[tuple[str, Region], Recognizer] = {}
+        self.upload = UploadService(self.settings, self.store, self.queue, self.jobs, self.bus)
+        self.pages = PageService(self.settings, self.store, self.jobs, self.bus, self._recognizer)
+
+    def _recognizer(self, model: str, region: Region) -> Recognizer:
+        settings = self.settings.ocr.model_copy(update={"model": model, "region": region})
+        return self.recognizers.setdefault((model, region), Recognizer(self.ocr, settings))
+
+    def drain(self) -> int:
+        """Deliver every queued page message once, in order; returns how many were delivered."""
+        from ocr_pipeline.pipeline.model import PageWork
+
+        delivered = 0
+        while self.queue.bodies:
+            self.pages.process(PageWork.model_validate_json(self.queue.bodies.pop(0)))
+            delivered += 1
+        return delivered

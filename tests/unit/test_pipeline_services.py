@@ -1,0 +1,192 @@
+"""The upload and page services on in-memory ports: routing, jobs, events, idempotency."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ocr_pipeline.errors import OcrInvalidParameter, OcrServerError
+from ocr_pipeline.pipeline.events import deterministic_event_id
+from ocr_pipeline.pipeline.model import PageWork
+from ocr_pipeline.pipeline.routing import RoutingRule
+from ocr_pipeline.pipeline.upload import UploadDecision, UploadedObject
+from ocr_pipeline.tasks import OcrTask
+
+from tests.support.fakes import INPUT, RESULTS, FakeOcrService, Pipeline, text_png
+
+
+def notification(key: str, event_name: str = "ObjectCreated:Put") -> dict:
+    return {"eventName": event_name, "s3": {"bucket": {"name": INPUT}, "object": {"key": key, "size": 10}}}
+
+
+def upload(p: Pipeline, key: str, body: bytes | None = None, **metadata: str):
+    p.store.put(INPUT, key, text_png() if body is None else body, content_type="image/png", metadata=metadata)
+    return p.upload.accept(UploadedObject(bucket=INPUT, key=key))
+
+
+@pytest.mark.parametrize(
+    ("encoded", "decoded"),
+    [
+        ("scans/my+invoice+2024.png", "scans/my invoice 2024.png"),
+        ("scans/a%2Bb%20c.png", "scans/a+b c.png"),
+        ("%E8%AB%8B%E6%B1%82%E6%9B%B8/r%C3%A9sum%C3%A9.png", "請求書/résumé.png"),
+    ],
+)
+def test_notification_keys_are_decoded_as_s3_encodes_them(encoded, decoded):
+    assert UploadedObject.from_notification(notification(encoded)).key == decoded
+
+
+def test_an_image_upload_becomes_one_job_and_one_page_message():
+    p = Pipeline()
+    outcome = upload(p, "docs/receipt.png")
+    assert outcome.decision is UploadDecision.ENQUEUED and outcome.page_count == 1
+    work = PageWork.model_validate_json(p.queue.bodies[0])
+    assert work.pages == [1] and work.job.job_id == outcome.job_id
+    assert work.job.options.effective_task is OcrTask.TEXT_RECOGNITION
+    assert p.jobs.get_job(outcome.job_id).dispatched
+
+
+def test_a_redelivered_event_creates_no_second_job():
+    p = Pipeline()
+    first = upload(p, "docs/receipt.png")
+    again = p.upload.accept(UploadedObject(bucket=INPUT, key="docs/receipt.png"))
+    assert again.decision is UploadDecision.DUPLICATE and again.job_id == first.job_id
+    assert len(p.queue.bodies) == 1
+
+
+def test_new_content_under_the_same_key_is_a_new_job():
+    p = Pipeline()
+    first = upload(p, "docs/receipt.png", text_png("first"))
+    second = upload(p, "docs/receipt.png", text_png("second version"))
+    assert second.decision is UploadDecision.ENQUEUED and second.job_id != first.job_id
+
+
+def test_metadata_task_and_inline_schema_win_over_rules():
+    p = Pipeline(routing_rules=[RoutingRule(prefix="invoices/", task=OcrTask.TABLE_PARSING)])
+    schema = {"Invoice Number": "", "Total": ""}
+    upload(p, "invoices/a.png", **{"ocr-task": "key_information_extraction", "ocr-schema": json.dumps(schema)})
+    options = PageWork.model_validate_json(p.queue.bodies[0]).job.options
+    assert options.task is OcrTask.KEY_INFORMATION_EXTRACTION and options.result_schema == schema
+
+
+def test_longest_prefix_rule_applies_and_its_schema_object_is_read():
+    p = Pipeline(
+        routing_rules=[
+            RoutingRule(prefix="in/", task=OcrTask.TABLE_PARSING),
+            RoutingRule.model_validate({"prefix": "in/invoices/", "schema_key": "schemas/invoice.json"}),
+        ]
+    )
+    p.store.put(INPUT, "schemas/invoice.json", b'{"Seller": {"Name": "", "Tax ID": ""}}')
+    upload(p, "in/invoices/a.png")
+    upload(p, "in/tables/b.png")
+    first, second = (PageWork.model_validate_json(b).job.options for b in p.queue.bodies)
+    assert first.task is OcrTask.KEY_INFORMATION_EXTRACTION and first.result_schema == {
+        "Seller": {"Name": "", "Tax ID": ""}
+    }
+    assert second.task is OcrTask.TABLE_PARSING
+
+
+def test_an_unknown_task_fails_the_document_once_with_a_stable_code():
+    p = Pipeline()
+    outcome = upload(p, "docs/a.png", **{"ocr-task": "summarise"})
+    assert outcome.decision is UploadDecision.REJECTED
+    p.upload.accept(UploadedObject(bucket=INPUT, key="docs/a.png"))  # redelivered
+    failed = p.bus.of_type("document.failed")
+    assert len(failed) == 1 and failed[0].data["error"]["code"] == "request.invalid"
+    assert p.queue.bodies == []
+
+
+def test_an_object_over_the_size_limit_is_refused_before_download():
+    p = Pipeline(max_input_bytes=1000)
+    outcome = upload(p, "docs/big.png", b"\x89PNG" + b"\x00" * 5000)
+    assert outcome.decision is UploadDecision.REJECTED
+    assert p.bus.of_type("document.failed")[0].data["error"]["code"] == "input.too_large"
+
+
+def test_events_other_than_creates_are_ignored():
+    p = Pipeline()
+    p.store.put(INPUT, "docs/a.png", text_png())
+    outcome = p.upload.accept(UploadedObject(bucket=INPUT, key="docs/a.png", event_name="ObjectRemoved:Delete"))
+    assert outcome.decision is UploadDecision.IGNORED and p.queue.bodies == []
+
+
+def test_tenant_comes_from_the_rule():
+    from ocr_pipeline.pipeline.routing import TenantRule
+
+    p = Pipeline(tenant_rule=TenantRule.parse("metadata:ocr-tenant,prefix"))
+    upload(p, "acme/a.png")
+    upload(p, "acme/b.png", **{"ocr-tenant": "globex"})
+    tenants = [PageWork.model_validate_json(b).job.tenant for b in p.queue.bodies]
+    assert tenants == ["acme", "globex"]
+
+
+# --- pages --------------------------------------------------------------------------------
+
+
+def test_a_page_is_recognised_stored_billed_and_announced():
+    p = Pipeline(ocr=FakeOcrService("Invoice Number: 12345"))
+    job_id = upload(p, "docs/receipt.png", **{"ocr-correlation-id": "corr-1"}).job_id
+    p.drain()
+    (usage,) = p.bus.of_type("usage.recorded")
+    (completed,) = p.bus.of_type("document.completed")
+    assert usage.event_id == deterministic_event_id("usage.recorded", job_id, 1)
+    assert usage.data["input_tokens"] == 101 and usage.data["output_tokens"] == 10
+    # 101 x 0.07 + 10 x 0.16 = 8.67 per million
+    assert usage.data["cost"] == "0.00000867" and usage.data["currency"] == "USD"
+    assert usage.correlation_id == completed.correlation_id == "corr-1"
+    assert completed.data["text_preview"] == "Invoice Number: 12345"
+    assert completed.data["result_uri"] == f"s3://{RESULTS}/results/docs/receipt.png/{job_id}.json"
+    document = json.loads(p.store.get_text(RESULTS, f"results/docs/receipt.png/{job_id}.json"))
+    assert document["pages"][0]["text"] == "Invoice Number: 12345" and document["cost"] == "0.00000867"
+    assert p.jobs.get_job(job_id).status == "completed"
+
+
+def test_a_redelivered_page_is_neither_recognised_nor_billed_twice():
+    p = Pipeline()
+    upload(p, "docs/receipt.png")
+    body = p.queue.bodies[0]
+    p.drain()
+    p.pages.process(PageWork.model_validate_json(body))
+    assert len(p.ocr.calls) == 1
+    assert len(p.bus.of_type("usage.recorded")) == 1
+    assert len(p.bus.of_type("document.completed")) == 1
+
+
+def test_a_worker_that_died_after_paying_for_a_page_is_not_paid_for_again():
+    # Given a page recognised and stored, but the worker died before recording it
+    p = Pipeline()
+    upload(p, "docs/receipt.png")
+    work = PageWork.model_validate_json(p.queue.bodies[0])
+    original_record = p.jobs.record_page
+    p.jobs.record_page = lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed"))  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        p.pages.process(work)
+    p.jobs.record_page = original_record  # type: ignore[method-assign]
+    # When the message is delivered again
+    p.pages.process(work)
+    # Then the stored result is reused: one OCR call, one billing event, one completion
+    assert len(p.ocr.calls) == 1
+    assert len(p.bus.of_type("usage.recorded")) == 1
+    assert len(p.bus.of_type("document.completed")) == 1
+
+
+def test_a_corrupt_file_fails_the_document_with_the_image_code():
+    p = Pipeline()
+    upload(p, "docs/broken.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    p.drain()
+    (failed,) = p.bus.of_type("document.failed")
+    assert failed.data["error"]["code"].startswith("image.")
+    assert p.bus.of_type("usage.recorded") == [] and p.ocr.calls == []
+
+
+def test_permanent_ocr_errors_fail_the_page_and_transient_ones_raise_for_a_retry():
+    permanent = Pipeline(ocr=FakeOcrService(fail=lambda call: OcrInvalidParameter("bad", status_code=400)))
+    upload(permanent, "docs/a.png")
+    permanent.drain()
+    assert permanent.bus.of_type("document.failed")[0].data["error"]["code"] == "ocr.invalid_parameter"
+
+    transient = Pipeline(ocr=FakeOcrService(fail=lambda call: OcrServerError("down", status_code=500)))
+    upload(transient, "docs/a.png")
+    with pytest.raises(OcrServerError):
+        transient.drain()
+    assert transient.bus.events == []
