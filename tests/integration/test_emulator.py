@@ -14,11 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image, ImageDraw, ImageFont
-
 from ocr_devkit.emulator import EmulatorServer
 from ocr_pipeline.task_prompts import key_information_prompt
 from ocr_pipeline.tokens import PixelBudget, image_tokens
+from PIL import Image, ImageDraw, ImageFont
 
 pytestmark = pytest.mark.integration
 
@@ -176,7 +175,9 @@ def test_advanced_recognition_boxes_cover_where_the_text_is_printed(http: httpx.
     # And the text is the vendor's ```json fence carrying the same rectangles
     assert content["text"].startswith("```json\n") and content["text"].endswith("```")
     records = json.loads(content["text"][len("```json\n") : -3])
-    assert [record["rotate_rect"] for record in records] == [w["rotate_rect"] for w in content["ocr_result"]["words_info"]]
+    assert [record["rotate_rect"] for record in records] == [
+        w["rotate_rect"] for w in content["ocr_result"]["words_info"]
+    ]
 
 
 def test_coordinates_are_in_the_image_the_model_sees_after_smart_resize(http: httpx.Client) -> None:
@@ -300,7 +301,11 @@ TOO_DEEP = {"a": {"b": {"c": {"d": "four levels"}}}}
     [
         pytest.param({}, native_body(data_url(TWO_LINES_PNG)), 401, "InvalidApiKey", id="missing-auth"),
         pytest.param(
-            {"Authorization": "Bearer sk-wrong"}, native_body(data_url(TWO_LINES_PNG)), 401, "InvalidApiKey", id="bad-key"
+            {"Authorization": "Bearer sk-wrong"},
+            native_body(data_url(TWO_LINES_PNG)),
+            401,
+            "InvalidApiKey",
+            id="bad-key",
         ),
         pytest.param(AUTH, native_body(data_url(TWO_LINES_PNG), model="qwen-vl-max"), 404, "ModelNotFound", id="model"),
         pytest.param(AUTH, native_body(data_url(TWO_LINES_PNG), task="translate"), 400, "InvalidParameter", id="task"),
@@ -355,7 +360,9 @@ def test_an_image_url_is_refused_with_a_message_that_says_why(http: httpx.Client
 
 def test_compatible_errors_use_the_openai_shape(http: httpx.Client) -> None:
     # When an unknown model is asked for through the compatible endpoint
-    reply = http.post(COMPATIBLE_PATH, headers=AUTH, json=compatible_body(data_url(TWO_LINES_PNG), None, model="gpt-4o"))
+    reply = http.post(
+        COMPATIBLE_PATH, headers=AUTH, json=compatible_body(data_url(TWO_LINES_PNG), None, model="gpt-4o")
+    )
 
     # Then the error is OpenAI-shaped, with the request id beside it
     assert reply.status_code == 404

@@ -112,3 +112,14 @@ def test_a_model_the_table_does_not_list_is_never_priced_by_guess():
 )
 def test_money_is_written_without_exponents(value, text):
     assert format_money(value) == text
+
+
+def test_corners_follow_the_vendor_angle_convention_in_reading_order():
+    # The vendor's own example: "Audience" at x 52-250, y 54-106 is [150, 80, 49, 197, -89]
+    from ocr_pipeline.results import corners_of_rotate_rect
+
+    corners = corners_of_rotate_rect([150, 80, 49, 197, -89])
+    tl, tr, br, bl = (corners[i : i + 2] for i in range(0, 8, 2))
+    assert tl[0] < tr[0] and bl[0] < br[0]  # left corners are left
+    assert tl[1] < bl[1] and tr[1] < br[1]  # top corners are above
+    assert abs(tl[0] - 52) < 4 and abs(tl[1] - 56) < 4 and abs(br[0] - 249) < 4 and abs(br[1] - 104) < 4

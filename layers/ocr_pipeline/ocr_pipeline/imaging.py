@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Literal, cast
 
-from PIL import ExifTags, Image, ImageChops, ImageFile, ImageStat
+from PIL import ExifTags, Image, ImageChops, ImageFile, ImageStat, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import (
@@ -79,9 +79,6 @@ _ORIENTATIONS_SWAPPING_AXES = frozenset({5, 6, 7, 8})
 # Major brands of HEIF/HEIC files, as pillow_heif's own opener accepts them. AVIF ("avif",
 # "avis") shares the container but is not a format the vendor lists, so it is not here.
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
-
-# 16-bit samples to 8 bits over the full 16-bit range (v / 257, rounded), not clipped at 255.
-_SIXTEEN_TO_EIGHT_BIT = [(v + 128) // 257 for v in range(65536)]
 
 
 # --- public models ----------------------------------------------------------------
@@ -198,8 +195,12 @@ DEFAULT_LIMITS = PreparationLimits()
 
 
 class ImageInfo(BaseModel):
-    """What the header says, before any decoding. Sizes are as stored, before EXIF orientation
-    (token counts do not depend on it: smart_resize is symmetric in height and width)."""
+    """What the header says, before any decoding.
+
+    Sizes are as the decoder reports them: as stored, before the EXIF orientation, except
+    for TIFF, which Pillow reports upright. Token counts do not depend on it, since
+    smart_resize is symmetric in height and width.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -252,12 +253,22 @@ def prepare_image(
         plan = _plan_geometry(source.width, source.height, budget, limits)
 
         box = _draft(source, plan.content, steps)
+        tiff_orientation = _tiff_orientation(source)
         source.load()
         orientation = _read_orientation(source, steps)
+        if orientation == 1 and tiff_orientation in _ORIENTATIONS:
+            # Pillow's TIFF reader reports the upright size and rotates while loading, then drops
+            # the tag; the plan above was already made on the upright size, so only say so.
+            steps.append(
+                PreparationStep(
+                    action="exif_transpose",
+                    detail=f"TIFF orientation {tiff_orientation}: {_ORIENTATIONS[tiff_orientation][1]} by the decoder",
+                )
+            )
         reported_format = source.format or source_format
 
-        # From here on each step replaces `image` and closes the one before, so at most two
-        # full-size copies (the decode and one conversion of it) are alive at any time.
+        # From here on each step replaces `image` and closes the one before, so no more than
+        # the decode, one conversion of it and the image being made are alive at any time.
         image: Image.Image = source
         image = _replace(image, _normalise_mode(image, steps))
         image = _replace(image, _resize(image, plan.content, box, steps))
@@ -388,6 +399,13 @@ def _untrusted_pixels(source_format: str) -> Iterator[None]:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooManyPixels(f"Pillow refused the image as a decompression bomb: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        # The magic bytes matched, so this is a broken file of a format we accept.
+        raise ImageUnreadable(
+            f"the data starts like {source_format} but its header cannot be parsed",
+            format=source_format,
+            cause=type(exc).__name__,
+        ) from exc
     except MemoryError as exc:
         raise ImageTooManyPixels(f"not enough memory to decode this {source_format} image") from exc
     except Exception as exc:
@@ -416,7 +434,7 @@ def _select_frame(image: ImageFile.ImageFile, frame: int, steps: list[Preparatio
 
 @dataclass(frozen=True)
 class _Plan:
-    """Sizes as (width, height), in the stored orientation until `transposed()`."""
+    """Sizes as (width, height), in the orientation the decoder delivers until `transposed()`."""
 
     source: tuple[int, int]
     # What the decoded image is resized to; the padding then extends it to `canvas`.
@@ -506,6 +524,11 @@ def _draft(image: ImageFile.ImageFile, content: tuple[int, int], steps: list[Pre
         )
     )
     return result[1]
+
+
+def _tiff_orientation(image: Image.Image) -> object:
+    tags = getattr(image, "tag_v2", None)
+    return tags.get(ExifTags.Base.Orientation) if tags is not None else None
 
 
 def _read_orientation(image: Image.Image, steps: list[PreparationStep]) -> int:
@@ -608,15 +631,18 @@ def _convert_to_working_mode(image: Image.Image) -> tuple[Image.Image, str | Non
         return image.convert(target), "grey palette" if grey else None
     if mode == "CMYK":
         return _cmyk_to_rgb(image)
-    if mode.startswith("I;16"):
+    if mode == "I;16":
         # 16-bit transparency (a tRNS grey level) is rare enough that we ignore it.
-        sixteen = image if mode == "I;16" else image.convert("I;16")
         # point() on I;16 applies scale and offset and truncates; +0.5 makes it round.
-        scaled = sixteen.point(lambda v: v / 257 + 0.5)
-        if sixteen is not image:
-            sixteen.close()
+        scaled = image.point(lambda v: v / 257 + 0.5)
         eight = scaled.convert("L")
         scaled.close()
+        return eight, "over the full 16-bit range"
+    if mode.startswith("I;16"):
+        # Pillow converts I;16B/L/N to I;16 by clipping at 255, but to I faithfully.
+        wide = image.convert("I")
+        eight = wide.point(_sixteen_to_eight_bit(), "L")
+        wide.close()
         return eight, "over the full 16-bit range"
     if mode == "I":
         return _int32_to_l(image)
@@ -656,11 +682,17 @@ def _band_extrema(image: Image.Image, band: int = 0) -> tuple[float, float]:
     return low, high
 
 
+@cache
+def _sixteen_to_eight_bit() -> list[int]:
+    """16-bit samples to 8 bits over the full 16-bit range (v / 257, rounded), not clipped at 255."""
+    return [(v + 128) // 257 for v in range(65536)]
+
+
 def _int32_to_l(image: Image.Image) -> tuple[Image.Image, str]:
     low, high = _band_extrema(image)
     if low >= 0 and high <= 65535:
         # Mostly 16-bit data in a 32-bit container (older PNG and TIFF readers give "I").
-        return image.point(_SIXTEEN_TO_EIGHT_BIT, "L"), "over the full 16-bit range"
+        return image.point(_sixteen_to_eight_bit(), "L"), "over the full 16-bit range"
     return _stretch_to_l(image, low, high), f"stretching {low:g}..{high:g}"
 
 
@@ -737,8 +769,9 @@ def _is_grey(image: Image.Image) -> bool:
 def _encode(image: Image.Image, limits: PreparationLimits, steps: list[PreparationStep]) -> tuple[bytes, MimeType]:
     """PNG (lossless, as the vendor recommends), then JPEG at falling qualities if too large.
 
-    The output is always PNG or JPEG, which is also what the vendor requires between 4K and
-    8K; sizes beyond 8K cannot occur, since smart_resize keeps us under 15.68 MP.
+    The output is always PNG or JPEG, so the vendor's rule that only those two are accepted
+    between 4K and 8K holds whatever size smart_resize picks; its pixel count is already
+    capped at max_output_pixels (15.68 MP).
     """
     # Metadata from the source (EXIF with GPS, ICC profiles no longer true after conversion,
     # a transparent colour) would be written back by Pillow's encoders; the model needs none of it.

@@ -140,14 +140,23 @@ def _words_from_text(payload: Any) -> list[Word] | None:
 
 
 def corners_of_rotate_rect(rect: list[float]) -> list[float]:
-    """Corners (TL, TR, BR, BL) of [cx, cy, w, h, angle] when the model gives only the rectangle."""
+    """Corners (TL, TR, BR, BL) of [cx, cy, w, h, angle] when the model gives only the rectangle.
+
+    The vendor's angle convention (about -90 for a horizontal line, w and h swapped) means the
+    rotated corners come out starting anywhere, so they are put in reading order afterwards.
+    """
     cx, cy, w, h, angle = rect
     rad = math.radians(angle)
     cos_a, sin_a = math.cos(rad), math.sin(rad)
-    corners = []
-    for dx, dy in ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2)):
-        corners += [cx + dx * cos_a - dy * sin_a, cy + dx * sin_a + dy * cos_a]
-    return corners
+    points = [
+        (cx + dx * cos_a - dy * sin_a, cy + dx * sin_a + dy * cos_a)
+        for dx, dy in ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2))
+    ]
+    # Clockwise on screen (y grows downwards) is increasing atan2; start from the top-left-most corner.
+    points.sort(key=lambda p: math.atan2(p[1] - cy, p[0] - cx))
+    start = min(range(4), key=lambda i: (points[i][0] + points[i][1], points[i][1]))
+    ordered = points[start:] + points[:start]
+    return [round(v, 3) for point in ordered for v in point]
 
 
 def parse_model_output(task: OcrTask | None, text: str, ocr_result: dict[str, Any] | None = None) -> RecognitionResult:
