@@ -193,3 +193,24 @@ class OcrRetriesExhausted(OcrServiceError):
         )
         self.last_error = last_error
         self.attempts = attempts
+
+
+# --- multi-page documents ----------------------------------------------------------------
+
+
+class DocumentUnreadable(ImageError):
+    """A PDF or multi-page TIFF that cannot be opened or rendered."""
+
+    code = "document.unreadable"
+
+
+class DocumentEncrypted(DocumentUnreadable):
+    code = "document.encrypted"
+
+
+class DocumentEmpty(DocumentUnreadable):
+    code = "document.empty"
+
+
+class DocumentTooManyPages(OcrPipelineError):
+    code = "document.too_many_pages"

@@ -5,9 +5,10 @@ Clients are injected or built lazily (and cached per process), never at import t
 
 from __future__ import annotations
 
+import io
 import time
 from functools import cache
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from ..pipeline.events import ErrorInfo, EventEnvelope
 from ..pipeline.model import JobSpec
@@ -22,6 +23,7 @@ from ..pipeline.ports import (
     StorageError,
 )
 from ..usage import Usage
+from .ranged import RangedReader
 
 SQS_BATCH_LIMIT = 10
 JOB_SK = "JOB"
@@ -78,6 +80,12 @@ class S3ObjectStore:
             return bytes(response["Body"].read())
         except Exception as exc:
             raise self._typed(exc, bucket, key) from None
+
+    def open_reader(self, bucket: str, key: str, version_id: str | None, size: int) -> BinaryIO:
+        def fetch(first: int, last: int) -> bytes:
+            return self.get_bytes(bucket, key, version_id, byte_range=(first, last))
+
+        return cast(BinaryIO, io.BufferedReader(RangedReader(size, fetch), buffer_size=64 * 1024))
 
     def put_json(self, bucket: str, key: str, body: str) -> None:
         try:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Callable
+from typing import BinaryIO
 
 from ..pipeline.events import ErrorInfo, EventEnvelope
 from ..pipeline.model import JobSpec
@@ -47,6 +49,9 @@ class MemoryObjectStore:
         if byte_range is not None:
             return body[byte_range[0] : byte_range[1] + 1]
         return body
+
+    def open_reader(self, bucket: str, key: str, version_id: str | None, size: int) -> BinaryIO:
+        return io.BytesIO(self.get_bytes(bucket, key, version_id))
 
     def put_json(self, bucket: str, key: str, body: str) -> None:
         self.put(bucket, key, body.encode("utf-8"), content_type="application/json")

@@ -1,31 +1,18 @@
-"""Documents as pages: telling PDFs and TIFFs from single images, counting and preparing pages."""
+"""Documents as pages: telling PDFs and TIFFs from single images, counting and preparing pages.
+
+Sources are seekable binary files so that a page can be read without loading the document.
+"""
 
 from __future__ import annotations
 
-from ..errors import ImageError, ImageUnreadable
-from ..imaging import PreparationLimits, PreparedImage, prepare_image
+from typing import BinaryIO
+
+from ..errors import InvalidRequest
+from ..imaging import PreparationLimits, PreparedImage, prepare_image, probe_image
 from ..tokens import PixelBudget
 from .model import DocumentKind
 
-_SNIFF_BYTES = 16
-
-
-class DocumentUnreadable(ImageError):
-    """A PDF or multi-page TIFF that cannot be opened: broken, encrypted or empty."""
-
-    code = "document.unreadable"
-
-
-class DocumentEncrypted(DocumentUnreadable):
-    code = "document.encrypted"
-
-
-class DocumentEmpty(DocumentUnreadable):
-    code = "document.empty"
-
-
-def sniff_length() -> int:
-    return _SNIFF_BYTES
+SNIFF_BYTES = 16
 
 
 def detect_kind(head: bytes) -> DocumentKind:
@@ -37,30 +24,24 @@ def detect_kind(head: bytes) -> DocumentKind:
     return DocumentKind.IMAGE
 
 
-def count_pages(data: bytes, kind: DocumentKind) -> int:
+def count_pages(source: BinaryIO, kind: DocumentKind, limits: PreparationLimits) -> int:
     if kind is DocumentKind.PDF:
-        from .pdf import pdf_page_count
+        from ..pdf import pdf_page_count
 
-        return pdf_page_count(data)
+        return pdf_page_count(source)
     if kind is DocumentKind.TIFF:
-        from ..imaging import probe_image
-
-        return max(1, probe_image(data).frame_count)
+        return max(1, probe_image(source, limits).frame_count)
     return 1
 
 
 def prepare_page(
-    data: bytes, kind: DocumentKind, page: int, budget: PixelBudget, limits: PreparationLimits
+    source: BinaryIO, kind: DocumentKind, page: int, budget: PixelBudget, limits: PreparationLimits
 ) -> PreparedImage:
     """Page `page` (1-based) of the document, prepared for the model."""
     if kind is DocumentKind.PDF:
-        from .pdf import prepare_pdf_page
+        from ..pdf import prepare_pdf_page
 
-        return prepare_pdf_page(data, page, budget, limits)
-    if kind is DocumentKind.TIFF:
-        from ..imaging import prepare_image_frame
-
-        return prepare_image_frame(data, page - 1, budget, limits)
-    if page != 1:
-        raise ImageUnreadable(f"a single image has no page {page}")
-    return prepare_image(data, budget, limits)
+        return prepare_pdf_page(source, page, budget, limits)
+    if kind is DocumentKind.IMAGE and page != 1:
+        raise InvalidRequest(f"a single image has no page {page}")
+    return prepare_image(source, budget, limits, frame=page - 1)

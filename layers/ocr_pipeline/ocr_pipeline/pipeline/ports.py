@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +47,10 @@ class ObjectStore(Protocol):
     def get_bytes(
         self, bucket: str, key: str, version_id: str | None = None, byte_range: tuple[int, int] | None = None
     ) -> bytes: ...
+
+    def open_reader(self, bucket: str, key: str, version_id: str | None, size: int) -> BinaryIO:
+        """A seekable file over the object that reads only the parts asked for."""
+        ...
 
     def put_json(self, bucket: str, key: str, body: str) -> None: ...
 

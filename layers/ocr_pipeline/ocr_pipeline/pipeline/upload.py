@@ -13,18 +13,15 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel
 
-from ..errors import InputTooLarge, OcrPipelineError
+from ..errors import DocumentTooManyPages, InputTooLarge, OcrPipelineError
+from ..imaging import PreparationLimits
 from ..tasks import TaskOptions
 from .config import PipelineSettings
-from .documents import count_pages, detect_kind, sniff_length
+from .documents import SNIFF_BYTES, count_pages, detect_kind
 from .events import DocumentFailed, ErrorInfo, failed_event
 from .model import DocumentKind, JobSpec, PageWork, SourceRef, job_id_for
 from .ports import EventBus, JobStore, ObjectStore, SourceNotFound, WorkQueue
 from .routing import META_CORRELATION_ID, choose_task, schema_from_object, task_options
-
-
-class TooManyPages(OcrPipelineError):
-    code = "document.too_many_pages"
 
 
 class UploadedObject(BaseModel):
@@ -53,7 +50,7 @@ class UploadedObject(BaseModel):
 
 
 class UploadDecision(StrEnum):
-    ENQUEUED = "dispatched"
+    ENQUEUED = "enqueued"
     DUPLICATE = "duplicate"
     REJECTED = "rejected"
     IGNORED = "ignored"
@@ -79,6 +76,7 @@ class UploadService:
         self.queue = queue
         self.jobs = jobs
         self.bus = bus
+        self.limits = PreparationLimits(max_input_bytes=settings.max_input_bytes)
 
     def accept(self, upload: UploadedObject) -> UploadOutcome:
         if not is_create_event(upload.event_name):
@@ -111,15 +109,16 @@ class UploadService:
                 raise InputTooLarge(
                     f"the object is {info.size} bytes; the limit is {self.settings.max_input_bytes}", size=info.size
                 )
-            head = self.store.get_bytes(
-                upload.bucket, upload.key, source.version_id, byte_range=(0, sniff_length() - 1)
-            )
+            head = self.store.get_bytes(upload.bucket, upload.key, source.version_id, byte_range=(0, SNIFF_BYTES - 1))
             kind = detect_kind(head)
             page_count = 1
             if kind is not DocumentKind.IMAGE:
-                page_count = count_pages(self.store.get_bytes(upload.bucket, upload.key, source.version_id), kind)
+                with self.store.open_reader(upload.bucket, upload.key, source.version_id, info.size) as reader:
+                    page_count = count_pages(reader, kind, self.limits)
             if page_count > self.settings.max_pages:
-                raise TooManyPages(f"the document has {page_count} pages; the limit is {self.settings.max_pages}")
+                raise DocumentTooManyPages(
+                    f"the document has {page_count} pages; the limit is {self.settings.max_pages}"
+                )
         except OcrPipelineError as error:
             if error.retryable:
                 raise

@@ -13,9 +13,11 @@ Each page is idempotent end to end:
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from collections.abc import Callable
+from typing import BinaryIO
 
 from ..catalog import Region
 from ..errors import OcrPipelineError
@@ -35,7 +37,7 @@ from .events import (
     preview,
     usage_event,
 )
-from .model import JobSpec, PageWork
+from .model import DocumentKind, JobSpec, PageWork
 from .ports import EventBus, JobStatus, JobStore, ObjectStore, PageRecord, PageStatus
 
 RecognizerFactory = Callable[[str, Region], Recognizer]
@@ -75,28 +77,36 @@ class PageService:
 
     def process(self, work: PageWork, *, deadline: float | None = None) -> None:
         """Process a message's pages; a retryable failure raises so the message is delivered again."""
-        source_bytes: bytes | None = None
-        for page in work.pages:
-            if self.jobs.get_page(work.job.job_id, page) is None:
-                if source_bytes is None and not self._stored_page_keys(work.job, page):
-                    source_bytes = self.store.get_bytes(
-                        work.job.source.bucket, work.job.source.key, work.job.source.version_id
-                    )
-                self._recognise_and_record(work.job, page, source_bytes, deadline)
-            self._publish_usage(work.job, page)
-        self.finalize_if_settled(work.job.job_id)
+        spec = work.job
+        source: BinaryIO | None = None
+        try:
+            for page in work.pages:
+                if self.jobs.get_page(spec.job_id, page) is None:
+                    if source is None:
+                        source = self._open_source(spec)
+                    self._recognise_and_record(spec, page, source, deadline)
+                self._publish_usage(spec, page)
+        finally:
+            if source is not None:
+                source.close()
+        self.finalize_if_settled(spec.job_id)
+
+    def _open_source(self, spec: JobSpec) -> BinaryIO:
+        if spec.kind is DocumentKind.IMAGE:
+            # A single image is read whole by the decoder anyway; one GET beats many ranges.
+            return io.BytesIO(self.store.get_bytes(spec.source.bucket, spec.source.key, spec.source.version_id))
+        return self.store.open_reader(spec.source.bucket, spec.source.key, spec.source.version_id, spec.size_bytes)
 
     def _stored_page_keys(self, spec: JobSpec, page: int) -> list[str]:
         return self.store.list_keys(self.settings.result_bucket, self.page_prefix(spec.job_id, page))
 
-    def _recognise_and_record(self, spec: JobSpec, page: int, source: bytes | None, deadline: float | None) -> None:
+    def _recognise_and_record(self, spec: JobSpec, page: int, source: BinaryIO, deadline: float | None) -> None:
         stored = self._stored_page_keys(spec, page)
         if stored:
             # A worker died after paying for this page but before recording it: reuse its result.
             key = stored[0]
             result = PageResult.model_validate_json(self.store.get_text(self.settings.result_bucket, key))
         else:
-            assert source is not None
             result = self._recognise(spec, page, source, deadline)
             key = self.page_prefix(spec.job_id, page) + uuid.uuid4().hex + ".json"
             self.store.put_json(self.settings.result_bucket, key, result.model_dump_json())
@@ -105,7 +115,7 @@ class PageService:
             PageRecord(page=page, status=result.status, result_key=key, usage=result.usage, error=result.error),
         )
 
-    def _recognise(self, spec: JobSpec, page: int, source: bytes, deadline: float | None) -> PageResult:
+    def _recognise(self, spec: JobSpec, page: int, source: BinaryIO, deadline: float | None) -> PageResult:
         recognizer = self.recognizers(spec.model, spec.region)
         try:
             image = prepare_page(source, spec.kind, page, budget_for(recognizer.model, spec.options), self.limits)

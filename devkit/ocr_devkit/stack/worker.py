@@ -1,0 +1,184 @@
+"""One Lambda execution environment: a spawned process that imports one handler and serves invocations.
+
+This module runs inside the worker and imports only the standard library, so a cold start costs what
+the handler's own imports cost. The parent (`runner.py`) talks to it over a pipe:
+
+    parent → worker   ("invoke", request_id, event_json) | ("stop",)
+    worker → parent   ("ready", init_ms) | ("init_error", error, init_ms)
+                      ("result", request_id, ok, payload_json | error, duration_ms, max_memory_mb)
+
+The parent enforces the function timeout: it kills a worker that does not answer in time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    function_name: str
+    function_arn: str
+    handler_module: str
+    handler_attribute: str
+    sys_path: tuple[str, ...]  # code folder first, then layer folders (Lambda's /var/task, /opt/python)
+    environment: dict[str, str]  # the whole environment of the worker; nothing leaks in from the parent
+    log_path: str
+    memory_mb: int
+    timeout_s: int
+    parent_pid: int
+
+
+class LambdaContext:
+    """The context object Lambda passes to a handler."""
+
+    function_version = "$LATEST"
+    identity = None
+    client_context = None
+    tenant_id = None
+
+    def __init__(self, config: WorkerConfig, request_id: str, deadline: float) -> None:
+        self.function_name = config.function_name
+        self.invoked_function_arn = config.function_arn
+        self.memory_limit_in_mb = config.memory_mb
+        self.aws_request_id = request_id
+        self.log_group_name = config.environment.get("AWS_LAMBDA_LOG_GROUP_NAME", f"/aws/lambda/{config.function_name}")
+        self.log_stream_name = config.environment.get("AWS_LAMBDA_LOG_STREAM_NAME", "local")
+        self._deadline = deadline
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+    def __repr__(self) -> str:
+        return f"LambdaContext(function_name={self.function_name!r}, aws_request_id={self.aws_request_id!r})"
+
+
+def error_payload(exc: BaseException, request_id: str | None = None, error_type: str | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "errorMessage": str(exc),
+        "errorType": error_type or type(exc).__name__,
+        "stackTrace": traceback.format_list(traceback.extract_tb(exc.__traceback__)),
+    }
+    if request_id is not None:
+        payload["requestId"] = request_id
+    return payload
+
+
+def _max_memory_mb() -> int:
+    return math.ceil(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def _redirect_output(log_path: str) -> None:
+    # O_APPEND: every worker of the function writes to the same file without overwriting the others.
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", encoding="utf-8", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", encoding="utf-8", buffering=1, closefd=False)  # noqa: SIM115
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A worker whose runner died (kill -9, crash) must not live on."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _log_error(error: dict[str, Any]) -> None:
+    trace = "".join(error.get("stackTrace") or [])
+    print(f"[ERROR] {error['errorType']}: {error['errorMessage']}\nTraceback (most recent call last):\n{trace}", file=sys.stderr)
+
+
+def serve(conn: Connection, config: WorkerConfig) -> None:
+    """Entry point of the worker process."""
+    # Ctrl-C reaches the whole process group; the runner decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent(config.parent_pid)
+    _redirect_output(config.log_path)
+    os.environ.clear()
+    os.environ.update(config.environment)
+    time.tzset()
+    sys.path[:] = [*config.sys_path, *(p for p in sys.path if p not in config.sys_path)]
+    os.chdir(config.sys_path[0])  # Lambda's working directory is the code folder (/var/task)
+
+    started = time.perf_counter()
+    try:
+        module = importlib.import_module(config.handler_module)
+        handler = getattr(module, config.handler_attribute)
+    except ImportError as exc:
+        init_error = error_payload(exc, error_type="Runtime.ImportModuleError")
+        init_error["errorMessage"] = f"Unable to import module '{config.handler_module}': {exc}"
+    except AttributeError as exc:
+        init_error = error_payload(exc, error_type="Runtime.HandlerNotFound")
+        init_error["errorMessage"] = f"Handler '{config.handler_attribute}' missing on module '{config.handler_module}'"
+    except BaseException as exc:
+        init_error = error_payload(exc)
+    else:
+        init_error = None
+    init_ms = (time.perf_counter() - started) * 1000
+    if init_error is not None:
+        _log_error(init_error)
+        conn.send(("init_error", init_error, init_ms))
+        return
+    conn.send(("ready", init_ms))
+
+    first = True
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message[0] != "invoke":
+            return
+        _, request_id, event_json = message
+        deadline = time.monotonic() + config.timeout_s
+        print(f"START RequestId: {request_id} Version: $LATEST")
+        started = time.perf_counter()
+        exiting = False
+        try:
+            result = handler(json.loads(event_json), LambdaContext(config, request_id, deadline))
+            try:
+                reply: tuple[bool, Any] = (True, json.dumps(result))
+            except (TypeError, ValueError) as exc:
+                reply = (False, error_payload(exc, request_id, "Runtime.MarshalError"))
+                reply[1]["errorMessage"] = f"Unable to marshal response: {exc}"
+        except SystemExit as exc:
+            reply = (False, error_payload(exc, request_id, "Runtime.ExitError"))
+            exiting = True
+        except BaseException as exc:
+            reply = (False, error_payload(exc, request_id))
+        duration_ms = (time.perf_counter() - started) * 1000
+        if not reply[0]:
+            _log_error(reply[1])
+        memory = _max_memory_mb()
+        init = f"\tInit Duration: {init_ms:.2f} ms" if first else ""
+        print(f"END RequestId: {request_id}")
+        print(
+            f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\tBilled Duration: {math.ceil(duration_ms)} ms"
+            f"\tMemory Size: {config.memory_mb} MB\tMax Memory Used: {memory} MB{init}"
+        )
+        first = False
+        try:
+            conn.send(("result", request_id, reply[0], reply[1], duration_ms, memory))
+        except (BrokenPipeError, OSError):
+            return
+        if exiting:
+            return
