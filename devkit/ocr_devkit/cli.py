@@ -144,6 +144,42 @@ def command_recognize(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def command_run(args: argparse.Namespace) -> int:
+    from ocr_devkit.run import RunOptions, run_pipeline
+    from ocr_devkit.summary import ProgressDisplay, print_summary, report_json
+
+    if args.schema:
+        # validated here so a bad schema is a command-line error, not a failed document per file
+        load_schema(args.schema)
+    schema_text = json.dumps(load_schema(args.schema), ensure_ascii=False) if args.schema else None
+    options = RunOptions(
+        paths=[Path(p) for p in args.paths],
+        out_dir=Path(args.out),
+        task=args.task,
+        schema_text=schema_text,
+        prompt=args.prompt,
+        backend=args.backend,
+        base_url=args.base_url,
+        model=args.model,
+        region=args.region,
+        timeout_s=args.timeout,
+        fault_rate=args.fault_rate,
+        duplicate_rate=args.duplicate_rate,
+        seed=args.seed,
+    )
+    display = None if args.json or not sys.stderr.isatty() else ProgressDisplay()
+    if display is not None:
+        with display:
+            report = run_pipeline(options, on_progress=display.update)
+    else:
+        report = run_pipeline(options)
+    if args.json:
+        print(json.dumps(report_json(report), ensure_ascii=False))
+    else:
+        print_summary(report)
+    return EXIT_OK if not report.failed else EXIT_DOCUMENT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocr-pipeline", description=__doc__.split("\n\n")[0] if __doc__ else None)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     recognize.add_argument("image", help="an image file (BMP, JPEG, PNG, TIFF, WEBP, HEIC, GIF)")
     add_service_arguments(recognize)
     recognize.set_defaults(handler=command_recognize)
+
+    run = commands.add_parser("run", help="run the whole pipeline locally on files and folders")
+    run.add_argument("paths", nargs="+", help="files or folders (walked) to upload")
+    add_service_arguments(run)
+    run.add_argument("--out", required=True, help="folder for results/, events.jsonl and logs/")
+    run.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for every document (900)")
+    run.add_argument("--fault-rate", type=float, default=0.0, help="emulator faults: share of OCR calls (0-1)")
+    run.add_argument("--duplicate-rate", type=float, default=0.0, help="share of deliveries the runner repeats")
+    run.add_argument("--seed", type=int, default=None, help="seed for injected faults and duplicates")
+    run.set_defaults(handler=command_run)
     return parser
 
 

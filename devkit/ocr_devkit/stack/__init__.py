@@ -40,7 +40,23 @@ _EXPORTS = {
     "RunnerOptions": "runner",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "FunctionStats",
+    "IdleTimeoutError",
+    "InvocationResult",
+    "LocalStack",
+    "LocalStackError",
+    "ProvisionedResource",
+    "ResolvedTemplate",
+    "Runner",
+    "RunnerOptions",
+    "StackResources",
+    "Template",
+    "TemplateError",
+    "load_template",
+    "provision",
+    "resolve_template",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -201,7 +201,7 @@ class Template:
 
 def parse_template(text: str, directory: Path | str = ".") -> Template:
     try:
-        body = yaml.load(text, Loader=_TemplateLoader)  # noqa: S506 - a SafeLoader subclass
+        body = yaml.load(text, Loader=_TemplateLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise TemplateError(f"template is not valid YAML: {exc}") from exc
     if not isinstance(body, dict) or not isinstance(body.get("Resources"), dict):
@@ -248,7 +248,12 @@ def merge_sam_globals(global_section: Mapping[str, Any], local: Mapping[str, Any
     merged: dict[str, Any] = dict(global_section)
     for key, value in local.items():
         current = merged.get(key)
-        if isinstance(current, dict) and isinstance(value, dict) and not is_intrinsic(current) and not is_intrinsic(value):
+        if (
+            isinstance(current, dict)
+            and isinstance(value, dict)
+            and not is_intrinsic(current)
+            and not is_intrinsic(value)
+        ):
             merged[key] = merge_sam_globals(current, value)
         elif isinstance(current, list) and isinstance(value, list):
             merged[key] = [*current, *value]
@@ -436,13 +441,14 @@ class ResolvedTemplate:
                 resources[role_id] = Resource(logical_id=role_id, type="AWS::IAM::Role", properties={}, implicit=True)
         return resources
 
-    def resource(self, logical_id: str) -> Resource:
+    def resource(self, logical_id: str, *, where: str = "") -> Resource:
         try:
             return self.resources[logical_id]
         except KeyError:
             declared = logical_id in self.template.resources
             reason = "its Condition is false" if declared else "no such resource"
-            raise TemplateError(f"resource {logical_id!r} is not part of the stack ({reason})") from None
+            prefix = f"{where}: " if where else ""
+            raise TemplateError(f"{prefix}resource {logical_id!r} is not part of the stack ({reason})") from None
 
     def of_type(self, *types: str) -> list[Resource]:
         return [r for r in self.resources.values() if r.type in types]
@@ -497,7 +503,12 @@ class ResolvedTemplate:
             }
         if kind == "AWS::SQS::Queue":
             url = self.queue_url(name)
-            return {"Ref": url, "QueueUrl": url, "QueueName": name, "Arn": f"arn:{partition}:sqs:{region}:{account}:{name}"}
+            return {
+                "Ref": url,
+                "QueueUrl": url,
+                "QueueName": name,
+                "Arn": f"arn:{partition}:sqs:{region}:{account}:{name}",
+            }
         if kind == "AWS::SNS::Topic":
             arn = f"arn:{partition}:sns:{region}:{account}:{name}"
             return {"Ref": arn, "TopicArn": arn, "TopicName": name}
@@ -515,7 +526,11 @@ class ResolvedTemplate:
             arn = f"arn:{partition}:lambda:{region}:{account}:layer:{name}:1"
             return {"Ref": arn, "LayerVersionArn": arn}
         if kind == "AWS::IAM::Role":
-            return {"Ref": name, "Arn": f"arn:{partition}:iam::{account}:role/{name}", "RoleId": f"AROA{short_hash(name)}"}
+            return {
+                "Ref": name,
+                "Arn": f"arn:{partition}:iam::{account}:role/{name}",
+                "RoleId": f"AROA{short_hash(name)}",
+            }
         if kind == "AWS::IAM::ManagedPolicy":
             arn = f"arn:{partition}:iam::{account}:policy/{name}"
             return {"Ref": arn, "PolicyArn": arn}
@@ -592,7 +607,9 @@ class ResolvedTemplate:
             resolved = self.resolve(items, path=path)
             if not isinstance(resolved, list):
                 raise TemplateError(f"{here}: the second argument must be a list")
-            return self.resolve(delimiter, path=path).join(cfn_string(item) for item in resolved if item is not NO_VALUE)
+            return self.resolve(delimiter, path=path).join(
+                cfn_string(item) for item in resolved if item is not NO_VALUE
+            )
         if name == "Fn::Select":
             index, items = self._expect_list(argument, here, 2)
             resolved = self.resolve(items, path=path)
@@ -646,6 +663,8 @@ class ResolvedTemplate:
             return self.parameters[target]
         if target in self.resources:
             return self.attribute(target, "Ref", path=here)
+        if target in self.template.resources:
+            self.resource(target, where=here)  # raises: the resource's condition is false
         raise TemplateError(f"{here}: {target!r} is neither a parameter nor a resource of the stack")
 
     def _pseudo(self, name: str) -> Any:
@@ -672,7 +691,7 @@ class ResolvedTemplate:
             logical_id = self._expect_str(self.resolve(logical_id, path=path), here)
             attribute = self._expect_str(self.resolve(attribute, path=path), here)
         if logical_id not in self.resources:
-            self.resource(logical_id)  # raises with the reason
+            self.resource(logical_id, where=here)  # raises with the reason
         return self.attribute(logical_id, attribute, path=here)
 
     def _sub(self, argument: Any, here: str, path: str) -> str:
@@ -692,7 +711,7 @@ class ResolvedTemplate:
             variable = variable.strip()
             if variable in bound:
                 value = bound[variable]
-            elif variable in PSEUDO_PARAMETERS or variable in self.parameters or variable in self.resources:
+            elif variable in PSEUDO_PARAMETERS or variable in self.parameters or variable in self.template.resources:
                 value = self._ref(variable, here)
             elif "." in variable:
                 logical_id, _, attribute = variable.partition(".")

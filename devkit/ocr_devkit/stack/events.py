@@ -46,7 +46,7 @@ def sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str
         "body": message["Body"],
         "attributes": {key: system[key] for key in _SQS_RECORD_ATTRIBUTES if key in system},
         "messageAttributes": sqs_message_attributes(message.get("MessageAttributes") or {}),
-        "md5OfBody": message.get("MD5OfBody") or hashlib.md5(message["Body"].encode()).hexdigest(),  # noqa: S324
+        "md5OfBody": message.get("MD5OfBody") or hashlib.md5(message["Body"].encode()).hexdigest(),
     }
     if message.get("MD5OfMessageAttributes"):
         record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]

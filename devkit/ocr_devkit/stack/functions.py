@@ -20,8 +20,8 @@ from .cfn import (
     SERVERLESS_FUNCTION,
     ResolvedTemplate,
     TemplateError,
-    short_hash,
     cfn_string,
+    short_hash,
 )
 
 DEFAULT_TIMEOUT_S = 3
@@ -323,16 +323,16 @@ def function_spec(resolved: ResolvedTemplate, logical_id: str) -> FunctionSpec |
     handler = str(props.get("Handler", ""))
     if "." not in handler:
         raise TemplateError(f"{where}.Handler: {handler!r} is not module.function")
-    environment = {
-        str(k): cfn_string(v) for k, v in ((props.get("Environment") or {}).get("Variables") or {}).items()
-    }
+    environment = {str(k): cfn_string(v) for k, v in ((props.get("Environment") or {}).get("Variables") or {}).items()}
     notes: list[str] = []
     skipped: list[str] = []
     events = _parse_events(resolved, logical_id, props.get("Events") or {}, skipped)
     dead_letter = _destination(props.get("DeadLetterQueue") or props.get("DeadLetterConfig"))
     invoke_config = props.get("EventInvokeConfig")
     async_config = (
-        _async_config(invoke_config, dead_letter) if isinstance(invoke_config, dict) else AsyncConfig(dead_letter=dead_letter)
+        _async_config(invoke_config, dead_letter)
+        if isinstance(invoke_config, dict)
+        else AsyncConfig(dead_letter=dead_letter)
     )
     reserved = props.get("ReservedConcurrentExecutions")
     return FunctionSpec(
@@ -347,7 +347,9 @@ def function_spec(resolved: ResolvedTemplate, logical_id: str) -> FunctionSpec |
         environment=environment,
         layer_dirs=_layer_dirs(resolved, list(props.get("Layers") or []), notes),
         events=tuple(events),
-        reserved_concurrency=_int(reserved, 0, f"{where}.ReservedConcurrentExecutions") if reserved is not None else None,
+        reserved_concurrency=_int(reserved, 0, f"{where}.ReservedConcurrentExecutions")
+        if reserved is not None
+        else None,
         async_config=async_config,
         skipped_events=tuple(skipped),
         notes=tuple(notes),

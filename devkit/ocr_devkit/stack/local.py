@@ -54,7 +54,7 @@ def _wait_until_answers(endpoint_url: str, timeout_s: float) -> None:
     while True:
         try:
             request = urllib.request.Request(f"{endpoint_url}/moto-api/reset", method="POST", data=b"")
-            with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 - local http endpoint
+            with urllib.request.urlopen(request, timeout=2) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, OSError):
@@ -123,7 +123,9 @@ class LocalStack:
             return self
         with LocalStack._active_lock:
             if LocalStack._active is not None:
-                raise LocalStackError("another LocalStack is running in this process (moto keeps one state per process)")
+                raise LocalStackError(
+                    "another LocalStack is running in this process (moto keeps one state per process)"
+                )
             LocalStack._active = self
         self._started = True
         atexit.register(self.close)
@@ -173,7 +175,7 @@ class LocalStack:
                 with contextlib.suppress(Exception):
                     # moto's state outlives the server thread; leave none behind for the next stack.
                     request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST", data=b"")
-                    urllib.request.urlopen(request, timeout=2).close()  # noqa: S310
+                    urllib.request.urlopen(request, timeout=2).close()
                 self._server.stop()
                 self._server = None
             with LocalStack._active_lock:
@@ -228,7 +230,9 @@ class LocalStack:
         attributes = {"RawMessageDelivery": "true" if raw else "false"}
         if filter_policy is not None:
             attributes["FilterPolicy"] = json.dumps(dict(filter_policy))
-        self.boto3_client("sns").subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes=attributes)
+        self.boto3_client("sns").subscribe(
+            TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes=attributes
+        )
         return url
 
     def describe(self) -> dict[str, Any]:

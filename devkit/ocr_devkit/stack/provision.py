@@ -155,7 +155,9 @@ def _lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
     if "NoncurrentVersionExpirationInDays" in rule:
         out["NoncurrentVersionExpiration"] = {"NoncurrentDays": int(rule["NoncurrentVersionExpirationInDays"])}
     elif "NoncurrentVersionExpiration" in rule:
-        out["NoncurrentVersionExpiration"] = {"NoncurrentDays": int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])}
+        out["NoncurrentVersionExpiration"] = {
+            "NoncurrentDays": int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])
+        }
     transitions = list(rule.get("Transitions") or []) + ([rule["Transition"]] if "Transition" in rule else [])
     if transitions:
         out["Transitions"] = [
@@ -279,7 +281,8 @@ class _Provisioner:
         self.s3.create_bucket(**create)
         encryption = (props.get("BucketEncryption") or {}).get("ServerSideEncryptionConfiguration")
         if encryption:
-            self.s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": encryption})
+            rules = [_encryption_rule(rule) for rule in encryption]
+            self.s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
         block = props.get("PublicAccessBlockConfiguration")
         if block:
             self.s3.put_public_access_block(
@@ -305,11 +308,15 @@ class _Provisioner:
         config = self.notifications.setdefault(name, {})
         for item in own.get("QueueConfigurations") or []:
             config.setdefault("QueueConfigurations", []).append(
-                _without_none({"QueueArn": item["Queue"], "Events": [item["Event"]], "Filter": _filter_rules(item.get("Filter"))})
+                _without_none(
+                    {"QueueArn": item["Queue"], "Events": [item["Event"]], "Filter": _filter_rules(item.get("Filter"))}
+                )
             )
         for item in own.get("TopicConfigurations") or []:
             config.setdefault("TopicConfigurations", []).append(
-                _without_none({"TopicArn": item["Topic"], "Events": [item["Event"]], "Filter": _filter_rules(item.get("Filter"))})
+                _without_none(
+                    {"TopicArn": item["Topic"], "Events": [item["Event"]], "Filter": _filter_rules(item.get("Filter"))}
+                )
             )
         if own.get("LambdaConfigurations"):
             self._warn(f"{logical_id}: LambdaConfigurations are not delivered locally; declare SAM S3 events instead")
@@ -359,7 +366,9 @@ class _Provisioner:
         self._record(logical_id)
 
     def _hidden_queue(self, logical_id: str, name: str, visibility_timeout: int, note: str) -> ProvisionedResource:
-        url = self.sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility_timeout)})["QueueUrl"]
+        url = self.sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility_timeout)})[
+            "QueueUrl"
+        ]
         arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         provisioned = ProvisionedResource(
             logical_id=logical_id,
@@ -413,7 +422,9 @@ class _Provisioner:
         for key in ("FilterPolicyScope", "RawMessageDelivery"):
             if key in props:
                 attributes[key] = cfn_string(props[key])
-        arn = self._subscribe(logical_id, str(props["TopicArn"]), str(props["Protocol"]), str(props["Endpoint"]), attributes)
+        arn = self._subscribe(
+            logical_id, str(props["TopicArn"]), str(props["Protocol"]), str(props["Endpoint"]), attributes
+        )
         if arn is None:
             self._skip(logical_id, f"{props['Protocol']} subscriptions are not delivered locally")
             return
@@ -556,6 +567,18 @@ class _Provisioner:
         for bucket, configuration in self.notifications.items():
             if configuration:
                 self.s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=configuration)
+
+
+def _encryption_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    default = rule.get("ServerSideEncryptionByDefault")
+    if default:
+        out["ApplyServerSideEncryptionByDefault"] = {
+            k: default[k] for k in ("SSEAlgorithm", "KMSMasterKeyID") if k in default
+        }
+    if "BucketKeyEnabled" in rule:
+        out["BucketKeyEnabled"] = _truthy(rule["BucketKeyEnabled"])
+    return out
 
 
 def _cors_rule(rule: dict[str, Any]) -> dict[str, Any]:

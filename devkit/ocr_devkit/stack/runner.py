@@ -16,8 +16,9 @@ Semantics kept from Lambda:
 
 Local shortcuts (same semantics, faster clock):
 
-* `retry_delay_s`: a failed SQS record's visibility is set to this many seconds instead of waiting out the
-  queue's VisibilityTimeout, and async retries wait this long instead of Lambda's 1–2 minutes.
+* `retry_delay_s` (default 1 s): a failed SQS record's visibility is set to this many seconds (rounded up:
+  ChangeMessageVisibility takes whole seconds) instead of waiting out the queue's VisibilityTimeout, and
+  async retries wait this long instead of Lambda's 1–2 minutes. `None` keeps the real clock.
 * `duplicate_rate`: a share of deliveries is invoked twice with the identical event, as at-least-once
   delivery can. The original invocation decides what is deleted; the duplicate only counts in the stats.
 """
@@ -168,31 +169,67 @@ class _CallOutcome:
     worker_lost: bool = False  # the worker exited or was killed: do not reuse it
 
 
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start a spawned worker without re-importing the runner's `__main__` in it.
+
+    spawn normally runs the parent's main script (or `-m` module) again in the child, so that objects
+    pickled from it resolve. A worker needs nothing from it (its target lives in `worker.py`), and a
+    Lambda environment holds only the function's code: it should not pay for, or run, the CLI or a
+    user's unguarded script. multiprocessing reads `__main__.__spec__`/`__file__` only while starting.
+    """
+    main = sys.modules.get("__main__")
+    with _MAIN_LOCK:
+        if main is None:
+            yield
+            return
+        saved: dict[str, Any] = {
+            name: main.__dict__[name] for name in ("__spec__", "__file__") if name in main.__dict__
+        }
+        main.__dict__.pop("__file__", None)
+        main.__dict__["__spec__"] = None
+        try:
+            yield
+        finally:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
+
+
 class _Worker:
     def __init__(self, context: SpawnContext, config: WorkerConfig) -> None:
         parent_end, child_end = context.Pipe(duplex=True)
         self.process = context.Process(target=serve, args=(child_end, config), name=f"lambda:{config.function_name}")
-        self.process.start()
+        self.started = time.perf_counter()
+        with _main_module_hidden():
+            self.process.start()
         child_end.close()
         self.conn = parent_end
         self.pid = self.process.pid
 
     def wait_ready(self, timeout_s: float) -> tuple[float, dict[str, Any] | None]:
-        """(init_ms, init error or None)."""
-        started = time.perf_counter()
+        """(cold start ms: from spawning the process to the handler imported, init error or None)."""
+
+        def elapsed_ms() -> float:
+            return (time.perf_counter() - self.started) * 1000
+
         if not self.conn.poll(timeout_s):
             self.kill()
-            return timeout_s * 1000, {"errorType": "Sandbox.Timedout", "errorMessage": f"Init timed out after {timeout_s:.2f} s"}
+            return elapsed_ms(), {
+                "errorType": "Sandbox.Timedout",
+                "errorMessage": f"Init timed out after {timeout_s:.2f} s",
+            }
         try:
             message = self.conn.recv()
         except (EOFError, OSError):
             self.kill()
-            elapsed = (time.perf_counter() - started) * 1000
-            return elapsed, {"errorType": "Runtime.ExitError", "errorMessage": self._exit_message()}
+            return elapsed_ms(), {"errorType": "Runtime.ExitError", "errorMessage": self._exit_message()}
         if message[0] == "ready":
-            return float(message[1]), None
+            return elapsed_ms(), None
         self.kill()
-        return float(message[2]), message[1]
+        return elapsed_ms(), message[1]
 
     def call(self, request_id: str, event_json: str, timeout_s: float) -> _CallOutcome:
         started = time.perf_counter()
@@ -216,7 +253,10 @@ class _Worker:
             _, _, ok, payload, duration_ms, _memory = self.conn.recv()
         except (EOFError, OSError):
             self.kill()
-            error = {"errorType": "Runtime.ExitError", "errorMessage": f"RequestId: {request_id} {self._exit_message()}"}
+            error = {
+                "errorType": "Runtime.ExitError",
+                "errorMessage": f"RequestId: {request_id} {self._exit_message()}",
+            }
             return _CallOutcome(ok=False, error=error, duration_ms=elapsed, worker_lost=True)
         if ok:
             return _CallOutcome(ok=True, payload=json.loads(payload), duration_ms=duration_ms)
@@ -408,7 +448,10 @@ class Runner:
         for resource in resolved.of_type("AWS::Serverless::Function", "AWS::Lambda::Function"):
             if resource.logical_id not in all_specs:
                 self.warnings.append(f"{resource.logical_id}: not a local Python function folder; not run")
+        local_runtime = f"python{sys.version_info.major}.{sys.version_info.minor}"
         for spec in specs.values():
+            if spec.runtime != local_runtime:
+                self.warnings.append(f"{spec.logical_id}: declares {spec.runtime}, runs on the local {local_runtime}")
             self.warnings.extend(f"{spec.logical_id}: {note}" for note in spec.notes)
             self.warnings.extend(f"{spec.logical_id}: event {event} skipped" for event in spec.skipped_events)
         clients = ClientFactory(endpoint_url, self.region)
@@ -421,12 +464,13 @@ class Runner:
         self._random = random.Random(options.seed)
         self._duplicate_rate = options.duplicate_rate
         self._in_flight = 0
-        self._idle_changed = threading.Condition(self._lock)
         self._stopping = threading.Event()
         self._started = False
         self._pools = {logical_id: _FunctionPool(self, spec) for logical_id, spec in specs.items()}
         self._sources = self._build_sources()
-        self._async_executor = ThreadPoolExecutor(max_workers=options.async_concurrency, thread_name_prefix="ocr-stack-async")
+        self._async_executor = ThreadPoolExecutor(
+            max_workers=options.async_concurrency, thread_name_prefix="ocr-stack-async"
+        )
 
     # -- set-up ---------------------------------------------------------------------------------------------------
 
@@ -447,18 +491,36 @@ class Runner:
                         self.warnings.append(f"{label}: Enabled is false; not polled")
                         continue
                     if event.has_filter_criteria:
-                        self.warnings.append(f"{label}: FilterCriteria is not applied locally; every record is delivered")
+                        self.warnings.append(
+                            f"{label}: FilterCriteria is not applied locally; every record is delivered"
+                        )
                     if self.resources.queue_url_for_arn(event.queue_arn) is None:
                         self.warnings.append(f"{label}: queue {event.queue_arn} is not part of the stack")
                     concurrency = event.maximum_concurrency or self.options.default_max_concurrency
                     sources.append(
-                        _Source(label, spec.logical_id, "SQS", self._queue_url(event.queue_arn), event.queue_arn, concurrency, event)
+                        _Source(
+                            label,
+                            spec.logical_id,
+                            "SQS",
+                            self._queue_url(event.queue_arn),
+                            event.queue_arn,
+                            concurrency,
+                            event,
+                        )
                     )
                 else:
                     queue = self.resources[event.queue_logical_id]
                     assert queue.url is not None and queue.arn is not None
                     sources.append(
-                        _Source(label, spec.logical_id, event.kind, queue.url, queue.arn, self.options.async_concurrency, event)
+                        _Source(
+                            label,
+                            spec.logical_id,
+                            event.kind,
+                            queue.url,
+                            queue.arn,
+                            self.options.async_concurrency,
+                            event,
+                        )
                     )
         return sources
 
@@ -506,7 +568,9 @@ class Runner:
         self._started = True
         for source in self._sources:
             target = self._poll_sqs if source.kind == "SQS" else self._poll_async
-            source.thread = threading.Thread(target=target, args=(source,), name=f"ocr-stack-poll-{source.label}", daemon=True)
+            source.thread = threading.Thread(
+                target=target, args=(source,), name=f"ocr-stack-poll-{source.label}", daemon=True
+            )
             source.thread.start()
         return self
 
@@ -547,7 +611,6 @@ class Runner:
         finally:
             with self._lock:
                 self._in_flight -= 1
-                self._idle_changed.notify_all()
 
     def invoke(self, function: str, event: Any) -> InvocationResult:
         """A synchronous (RequestResponse) invocation, by logical id, function name or ARN."""
@@ -567,7 +630,6 @@ class Runner:
             finally:
                 with self._lock:
                     self._in_flight -= 1
-                    self._idle_changed.notify_all()
 
         self._async_executor.submit(run)
 
@@ -647,7 +709,9 @@ class Runner:
         pool = self._pools[source.function]
         try:
             event = sqs_event(messages, source.queue_arn, self.region)
-            redelivered = sum(1 for r in event["Records"] if int(r["attributes"].get("ApproximateReceiveCount", "1")) > 1)
+            redelivered = sum(
+                1 for r in event["Records"] if int(r["attributes"].get("ApproximateReceiveCount", "1")) > 1
+            )
             if redelivered:
                 self._count(source.function, retries=redelivered)
             result = pool.invoke(event, source=source.label)
@@ -662,7 +726,6 @@ class Runner:
             source.slots.release()
             with self._lock:
                 self._in_flight -= 1
-                self._idle_changed.notify_all()
 
     @staticmethod
     def _failed_message_ids(result: InvocationResult, event: dict[str, Any], report_item_failures: bool) -> set[str]:
@@ -757,7 +820,6 @@ class Runner:
             source.slots.release()
             with self._lock:
                 self._in_flight -= 1
-                self._idle_changed.notify_all()
 
     def _run_async(self, pool: _FunctionPool, event: Any, label: str, enqueued: float) -> None:
         config = pool.spec.async_config
@@ -770,7 +832,9 @@ class Runner:
             if time.monotonic() - enqueued > config.maximum_event_age_s:
                 break
             self._count(pool.spec.logical_id, retries=1)
-            if self._stopping.wait(self.options.retry_delay_s or 0):
+            # Lambda waits about a minute, then two, between async attempts.
+            delay = self.options.retry_delay_s if self.options.retry_delay_s is not None else 60.0 * attempts
+            if self._stopping.wait(delay):
                 return
         if self._should_duplicate():
             pool.invoke(event, source=label, duplicate=True)
@@ -794,7 +858,13 @@ class Runner:
             )
 
     def _send_record(
-        self, destination: Destination, spec: FunctionSpec, event: Any, result: InvocationResult, condition: str, attempts: int
+        self,
+        destination: Destination,
+        spec: FunctionSpec,
+        event: Any,
+        result: InvocationResult,
+        condition: str,
+        attempts: int,
     ) -> None:
         record = destination_record(
             event=event,
@@ -809,7 +879,9 @@ class Runner:
 
     def _send(self, destination: Destination, body: str, attributes: dict[str, Any], spec: FunctionSpec) -> None:
         if destination.type == "SQS":
-            self.sqs.send_message(QueueUrl=self._queue_url(destination.arn), MessageBody=body, MessageAttributes=attributes)
+            self.sqs.send_message(
+                QueueUrl=self._queue_url(destination.arn), MessageBody=body, MessageAttributes=attributes
+            )
         elif destination.type == "SNS":
             self.sns.publish(TopicArn=destination.arn, Message=body, MessageAttributes=attributes)
         else:
@@ -851,7 +923,9 @@ class Runner:
 
     def stats(self) -> dict[str, FunctionStats]:
         with self._lock:
-            return {name: replace(stats, cold_start_ms=list(stats.cold_start_ms)) for name, stats in self._stats.items()}
+            return {
+                name: replace(stats, cold_start_ms=list(stats.cold_start_ms)) for name, stats in self._stats.items()
+            }
 
     def stats_dict(self) -> dict[str, dict[str, Any]]:
         return {name: stats.to_dict() for name, stats in self.stats().items()}
@@ -877,7 +951,8 @@ class Runner:
             "log_dir": str(self.options.log_dir),
             "functions": {name: spec.describe() for name, spec in self.functions.items()},
             "event_sources": [
-                {"label": s.label, "type": s.kind, "queue_url": s.queue_url, "concurrency": s.concurrency} for s in self._sources
+                {"label": s.label, "type": s.kind, "queue_url": s.queue_url, "concurrency": s.concurrency}
+                for s in self._sources
             ],
             "warnings": list(self.warnings),
         }
@@ -886,4 +961,3 @@ class Runner:
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-

@@ -104,7 +104,10 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 def _log_error(error: dict[str, Any]) -> None:
     trace = "".join(error.get("stackTrace") or [])
-    print(f"[ERROR] {error['errorType']}: {error['errorMessage']}\nTraceback (most recent call last):\n{trace}", file=sys.stderr)
+    print(
+        f"[ERROR] {error['errorType']}: {error['errorMessage']}\nTraceback (most recent call last):\n{trace}",
+        file=sys.stderr,
+    )
 
 
 def serve(conn: Connection, config: WorkerConfig) -> None:
@@ -120,6 +123,7 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
     os.chdir(config.sys_path[0])  # Lambda's working directory is the code folder (/var/task)
 
     started = time.perf_counter()
+    init_error: dict[str, Any] | None = None
     try:
         module = importlib.import_module(config.handler_module)
         handler = getattr(module, config.handler_attribute)
@@ -131,8 +135,6 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
         init_error["errorMessage"] = f"Handler '{config.handler_attribute}' missing on module '{config.handler_module}'"
     except BaseException as exc:
         init_error = error_payload(exc)
-    else:
-        init_error = None
     init_ms = (time.perf_counter() - started) * 1000
     if init_error is not None:
         _log_error(init_error)

@@ -70,6 +70,13 @@ class OcrServiceSettings(BaseModel):
             "max_attempts": env.get("OCR_MAX_ATTEMPTS"),
         }
         fields.update(overrides)
+        if (
+            "require_api_key" not in overrides
+            and fields.get("protocol") == Protocol.OPENAI.value
+            and fields.get("base_url")
+        ):
+            # A self-hosted OpenAI-compatible server (vLLM, SGLang) usually runs without a key.
+            fields["require_api_key"] = False
         try:
             return cls.model_validate({k: v for k, v in fields.items() if v not in (None, "")})
         except ValidationError as exc:

@@ -1,0 +1,319 @@
+"""`ocr-pipeline run`: the whole pipeline on this machine, driven the way a user drives it.
+
+Starts the local stack from template.yaml (and the emulator, unless a real backend is chosen),
+uploads every file to the input bucket with the options as object metadata, records every
+message the topic publishes, and waits until each document has completed or failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from ocr_pipeline.pipeline.events import EventEnvelope
+from ocr_pipeline.pipeline.routing import META_PROMPT, META_SCHEMA, META_TASK
+from pydantic import BaseModel, Field
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+LOCAL_SECRET_NAME = "ocr-pipeline/local/dashscope-api-key"
+EMULATOR_API_KEY = "emulator-local-key"
+SUPPORTED_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif", ".gif", ".pdf"}
+CONTENT_TYPES = {
+    ".bmp": "image/bmp",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".webp": "image/webp",
+    ".heic": "image/heic",
+    ".heif": "image/heif",
+    ".gif": "image/gif",
+    ".pdf": "application/pdf",
+}
+
+
+class RunOptions(BaseModel):
+    paths: list[Path]
+    out_dir: Path
+    task: str | None = None
+    schema_text: str | None = None
+    prompt: str | None = None
+    backend: str = "emulator"
+    base_url: str | None = None
+    model: str | None = None
+    region: str | None = None
+    timeout_s: float = 900.0
+    fault_rate: float = 0.0
+    duplicate_rate: float = 0.0
+    seed: int | None = None
+    emulator_latency_ms: int = 0
+    max_concurrency: int | None = None
+
+
+class Upload(BaseModel):
+    path: Path
+    key: str
+
+
+class DocumentOutcome(BaseModel):
+    path: str
+    key: str
+    status: str  # completed, failed, timed_out
+    job_id: str | None = None
+    task: str | None = None
+    pages: int | None = None
+    pages_failed: list[int] = Field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    image_tokens: int = 0
+    cost: str | None = None
+    currency: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    result_file: str | None = None
+
+
+class RunReport(BaseModel):
+    documents: list[DocumentOutcome]
+    events_file: str
+    event_counts: dict[str, int]
+    elapsed_s: float
+    stats: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[DocumentOutcome]:
+        return [d for d in self.documents if d.status != "completed"]
+
+
+def collect_uploads(paths: list[Path]) -> list[Upload]:
+    """Files to upload and their keys: a folder's files keep their path relative to it."""
+    uploads: list[Upload] = []
+    for path in paths:
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                relative = file.relative_to(path)
+                if any(part.startswith(".") for part in relative.parts):
+                    continue
+                if file.suffix.lower() in SUPPORTED_SUFFIXES:
+                    uploads.append(Upload(path=file, key=relative.as_posix()))
+        elif path.is_file():
+            uploads.append(Upload(path=path, key=path.name))
+        else:
+            raise FileNotFoundError(f"no such file or folder: {path}")
+    keys = [u.key for u in uploads]
+    duplicates = {k for k in keys if keys.count(k) > 1}
+    if duplicates:
+        raise ValueError(f"two inputs would have the same key: {', '.join(sorted(duplicates))}")
+    return uploads
+
+
+def upload_metadata(options: RunOptions) -> dict[str, str]:
+    metadata: dict[str, str] = {}
+    if options.task:
+        metadata[META_TASK] = options.task
+    if options.schema_text:
+        metadata[META_SCHEMA] = options.schema_text
+    if options.prompt:
+        metadata[META_PROMPT] = options.prompt
+    return metadata
+
+
+@contextmanager
+def ocr_backend(options: RunOptions) -> Iterator[tuple[dict[str, str], str | None, Any]]:
+    """Template parameters for the chosen backend, the API key to store, and the emulator (if any)."""
+    parameters: dict[str, str] = {}
+    if options.model:
+        parameters["DefaultModel"] = options.model
+    if options.region:
+        parameters["OcrRegion"] = options.region
+    if options.backend == "emulator":
+        from ocr_devkit.emulator.server import EmulatorServer
+
+        with EmulatorServer(
+            fault_rate=options.fault_rate, seed=options.seed, latency_ms=options.emulator_latency_ms
+        ) as server:
+            parameters.update(OcrProtocol="dashscope", OcrBaseUrl=options.base_url or server.native_base)
+            yield parameters, EMULATOR_API_KEY, server
+        return
+    parameters["OcrProtocol"] = "dashscope" if options.backend == "dashscope" else "openai"
+    if options.base_url:
+        parameters["OcrBaseUrl"] = options.base_url
+    yield parameters, os.environ.get("DASHSCOPE_API_KEY"), None
+
+
+class EventRecorder:
+    """Reads every message the topic delivered to a subscribed queue, in order."""
+
+    def __init__(self, sqs: Any, queue_url: str) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.envelopes: list[EventEnvelope] = []
+        self.raw: list[str] = []
+
+    def poll(self, wait_s: int = 1) -> int:
+        received = 0
+        while True:
+            response = self.sqs.receive_message(
+                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_s if not received else 0
+            )
+            messages = response.get("Messages", [])
+            if not messages:
+                return received
+            for message in messages:
+                notification = json.loads(message["Body"])
+                self.raw.append(notification["Message"])
+                self.envelopes.append(EventEnvelope.model_validate_json(notification["Message"]))
+            self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+            )
+            received += len(messages)
+
+
+def _outcome(upload: Upload, envelope: EventEnvelope | None) -> DocumentOutcome:
+    if envelope is None:
+        return DocumentOutcome(
+            path=str(upload.path),
+            key=upload.key,
+            status="timed_out",
+            error_code="local.timeout",
+            error_message="no document.completed or document.failed before the run's timeout",
+        )
+    data = envelope.data
+    if envelope.event_type == "document.failed":
+        return DocumentOutcome(
+            path=str(upload.path),
+            key=upload.key,
+            status="failed",
+            job_id=data["job_id"],
+            task=data.get("task"),
+            pages=data.get("page_count"),
+            error_code=data["error"]["code"],
+            error_message=data["error"]["message"],
+        )
+    usage = data["usage"]
+    return DocumentOutcome(
+        path=str(upload.path),
+        key=upload.key,
+        status="completed",
+        job_id=data["job_id"],
+        task=data.get("task"),
+        pages=data["page_count"],
+        pages_failed=data.get("pages_failed", []),
+        input_tokens=usage["input_tokens"],
+        output_tokens=usage["output_tokens"],
+        image_tokens=usage["image_tokens"],
+        cost=data.get("cost"),
+        currency=data.get("currency"),
+    )
+
+
+def _result_name(key: str) -> str:
+    return key.replace("/", "__") + ".json"
+
+
+ProgressCallback = Callable[[dict[str, tuple[int, int]], set[str]], None]
+
+
+def job_progress(dynamodb: Any, table: str) -> dict[str, tuple[int, int]]:
+    """Pages settled and total per source key, read from the job records."""
+    progress: dict[str, tuple[int, int]] = {}
+    paginator = dynamodb.get_paginator("scan")
+    for page in paginator.paginate(
+        TableName=table,
+        FilterExpression="sk = :job",
+        ExpressionAttributeValues={":job": {"S": "JOB"}},
+    ):
+        for item in page.get("Items", []):
+            spec = json.loads(item["spec"]["S"])
+            settled = int(item["pages_done"]["N"]) + int(item["pages_failed"]["N"])
+            progress[spec["source"]["key"]] = (settled, int(item["page_count"]["N"]))
+    return progress
+
+
+def run_pipeline(options: RunOptions, *, on_progress: ProgressCallback | None = None) -> RunReport:
+    from ocr_devkit.stack import LocalStack
+
+    started = time.monotonic()
+    uploads = collect_uploads(options.paths)
+    out = options.out_dir
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    events_file = out / "events.jsonl"
+    with ExitStack() as stack:
+        parameters, api_key, emulator = stack.enter_context(ocr_backend(options))
+        if api_key:
+            parameters["ApiKeySecretArn"] = LOCAL_SECRET_NAME
+        if options.max_concurrency:
+            parameters["OcrMaxConcurrency"] = str(options.max_concurrency)
+        local = stack.enter_context(
+            LocalStack(
+                TEMPLATE,
+                parameters=parameters,
+                log_dir=out / "logs",
+                duplicate_rate=options.duplicate_rate,
+                seed=options.seed,
+            )
+        )
+        if api_key:
+            local.boto3_client("secretsmanager").create_secret(Name=LOCAL_SECRET_NAME, SecretString=api_key)
+        recorder = EventRecorder(local.boto3_client("sqs"), local.subscribe_queue_to_topic("NotificationTopic"))
+        s3 = local.boto3_client("s3")
+        input_bucket = local.resources["InputBucket"].physical_name
+        result_bucket = local.resources["ResultBucket"].physical_name
+        table = local.resources["JobsTable"].physical_name
+        metadata = upload_metadata(options)
+        for upload in uploads:
+            content_type = CONTENT_TYPES.get(upload.path.suffix.lower(), "application/octet-stream")
+            with upload.path.open("rb") as body:
+                s3.put_object(
+                    Bucket=input_bucket, Key=upload.key, Body=body, ContentType=content_type, Metadata=metadata
+                )
+        final: dict[str, EventEnvelope] = {}
+        wanted = {u.key for u in uploads}
+        deadline = time.monotonic() + options.timeout_s
+        dynamodb = local.boto3_client("dynamodb")
+        while wanted - set(final) and time.monotonic() < deadline:
+            recorder.poll(wait_s=1)
+            for envelope in recorder.envelopes:
+                if envelope.event_type in ("document.completed", "document.failed"):
+                    key = envelope.data["source"]["key"]
+                    if key in wanted:
+                        final.setdefault(key, envelope)
+            if on_progress is not None:
+                on_progress(job_progress(dynamodb, table), set(final))
+        # Late duplicates and billing events of the last pages are still on their way.
+        local.wait_until_idle(timeout=max(5.0, deadline - time.monotonic()))
+        recorder.poll(wait_s=1)
+        documents: list[DocumentOutcome] = []
+        for upload in uploads:
+            outcome = _outcome(upload, final.get(upload.key))
+            target = out / "results" / _result_name(upload.key)
+            envelope = final.get(upload.key)
+            if envelope is not None and envelope.event_type == "document.completed":
+                bucket_key = envelope.data["result_uri"].removeprefix(f"s3://{result_bucket}/")
+                target.write_bytes(s3.get_object(Bucket=result_bucket, Key=bucket_key)["Body"].read())
+            else:
+                target.write_text(json.dumps(outcome.model_dump(), indent=2, ensure_ascii=False), encoding="utf-8")
+            outcome.result_file = str(target)
+            documents.append(outcome)
+        events_file.write_text("".join(raw + "\n" for raw in recorder.raw), encoding="utf-8")
+        counts: dict[str, int] = {}
+        for envelope in recorder.envelopes:
+            counts[envelope.event_type] = counts.get(envelope.event_type, 0) + 1
+        stats: dict[str, Any] = {"functions": local.runner.stats_dict()}
+        if emulator is not None:
+            stats["emulator"] = emulator.stats
+    return RunReport(
+        documents=documents,
+        events_file=str(events_file),
+        event_counts=counts,
+        elapsed_s=round(time.monotonic() - started, 2),
+        stats=stats,
+    )
