@@ -1,0 +1,95 @@
+"""The template keeps its promises: least privilege, encryption, TLS-only buckets, DLQs, timeouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ocr_devkit.stack.cfn import load_template
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = load_template(ROOT / "template.yaml")
+RESOURCES = TEMPLATE.resources
+
+
+def of_type(kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in RESOURCES.items() if r["Type"] == kind}
+
+
+def statements(function: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for policy in function["Properties"].get("Policies", []):
+        assert isinstance(policy, dict) and "Statement" in policy, "policies are inline statements, not managed ARNs"
+        for statement in policy["Statement"]:
+            if "Fn::If" in statement:  # conditional statement: check both branches
+                found.extend(s for s in statement["Fn::If"][1:] if isinstance(s, dict) and "Effect" in s)
+            else:
+                found.append(statement)
+    return found
+
+
+FUNCTIONS = of_type("AWS::Serverless::Function")
+
+
+def test_there_are_separate_functions_for_uploads_and_page_work():
+    assert {"UploadFunction", "RecognizeFunction"} <= set(FUNCTIONS)
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_function_policies_name_actions_and_resources_without_wildcards(name):
+    found = statements(FUNCTIONS[name])
+    assert found, f"{name} has no policy statements"
+    for statement in found:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert all("*" not in action for action in actions), f"{name}: wildcard action in {actions}"
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert all(r != "*" for r in resources), f"{name}: unscoped resource for {actions}"
+
+
+@pytest.mark.parametrize("name", sorted(of_type("AWS::S3::Bucket")))
+def test_buckets_are_encrypted_private_and_tls_only(name):
+    properties = RESOURCES[name]["Properties"]
+    assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert all(properties["PublicAccessBlockConfiguration"].values())
+    policies = [
+        p for p in of_type("AWS::S3::BucketPolicy").values() if p["Properties"]["Bucket"] == {"Ref": name}
+    ]
+    assert len(policies) == 1, f"{name} needs exactly one bucket policy"
+    (deny,) = [s for s in policies[0]["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_every_function_queue_has_a_dlq_and_six_times_the_function_timeout():
+    queues = of_type("AWS::SQS::Queue")
+    consumed = 0
+    for function in FUNCTIONS.values():
+        for event in function["Properties"].get("Events", {}).values():
+            if event["Type"] != "SQS":
+                continue
+            consumed += 1
+            queue_name = event["Properties"]["Queue"]["Fn::GetAtt"][0]
+            queue = queues[queue_name]["Properties"]
+            assert queue["VisibilityTimeout"] >= 6 * function["Properties"]["Timeout"]
+            assert queue["RedrivePolicy"]["maxReceiveCount"] >= 1
+            assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+            parameter = TEMPLATE.parameters[event["Properties"]["ScalingConfig"]["MaximumConcurrency"]["Ref"]]
+            assert parameter["MinValue"] >= 2 and parameter["MaxValue"] <= 1000
+    assert consumed >= 1
+
+
+def test_dead_letter_queues_and_function_errors_raise_alarms():
+    alarms = of_type("AWS::CloudWatch::Alarm")
+    watched = {
+        str(alarm["Properties"]["Dimensions"][0]["Value"]) for alarm in alarms.values()
+    }
+    for name in FUNCTIONS:
+        assert str({"Ref": name}) in watched
+    assert str({"Fn::GetAtt": ["PageDeadLetterQueue", "QueueName"]}) in watched
+
+
+def test_the_table_is_encrypted_and_expires_old_jobs():
+    (table,) = of_type("AWS::DynamoDB::Table").values()
+    assert table["Properties"]["SSESpecification"]["SSEEnabled"] is True
+    assert table["Properties"]["TimeToLiveSpecification"]["Enabled"] is True
