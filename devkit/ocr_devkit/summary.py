@@ -42,7 +42,8 @@ class ProgressDisplay:
 
 
 def print_summary(report: RunReport) -> None:
-    console = Console()
+    # A pipe or CI log has no width; keep the table readable there too.
+    console = Console() if Console().is_terminal else Console(width=160)
     table = Table(title="ocr-pipeline run", show_lines=False)
     for column in ("document", "task", "pages", "tokens in", "tokens out", "cost", "status"):
         table.add_column(column, justify="right" if column in ("pages", "tokens in", "tokens out", "cost") else "left")

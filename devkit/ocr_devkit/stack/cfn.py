@@ -332,6 +332,7 @@ class ResolvedTemplate:
         self._recorded: dict[str, dict[str, Any]] = {}
         self._names: dict[str, str] = {}
         self._naming: set[str] = set()
+        self.resources: dict[str, Resource] = {}  # conditions cannot refer to resources
         self.conditions = {name: self.condition(name) for name in self._condition_definitions}
         self.resources = self._collect_resources()
 
@@ -578,9 +579,12 @@ class ResolvedTemplate:
         """Resolve every intrinsic in `value`; `NO_VALUE` keys and list items are removed."""
         if isinstance(value, dict):
             if len(value) == 1:
-                key = next(iter(value))
-                if key == "Ref" or key == "Condition" or key.startswith("Fn::"):
-                    return self._intrinsic(key, value[key], path)
+                key, argument = next(iter(value.items()))
+                # {"Condition": name} is an intrinsic only when it names a condition (an IAM statement's
+                # Condition block is a map, not a name).
+                named_condition = isinstance(argument, str) and argument in self._condition_definitions
+                if key == "Ref" or key.startswith("Fn::") or (key == "Condition" and named_condition):
+                    return self._intrinsic(key, argument, path)
             result: dict[str, Any] = {}
             for key, item in value.items():
                 resolved = self.resolve(item, path=f"{path}.{key}" if path else str(key))
@@ -786,6 +790,19 @@ class ResolvedTemplate:
         for logical_id in self.resources:
             visit(logical_id, ())
         return order
+
+    def outputs(self) -> dict[str, Any]:
+        """The template's Outputs, resolved; a value that cannot be resolved locally says why instead."""
+        resolved: dict[str, Any] = {}
+        for name, body in (self.template.body.get("Outputs") or {}).items():
+            body = body or {}
+            if "Condition" in body and not self.condition(str(body["Condition"])):
+                continue
+            try:
+                resolved[name] = self.resolve(body.get("Value"), path=f"Outputs.{name}.Value")
+            except TemplateError as exc:
+                resolved[name] = f"<unresolved: {exc}>"
+        return resolved
 
     def resolve_path(self, relative: str) -> Path:
         """A CodeUri/ContentUri folder, relative to the template."""

@@ -260,6 +260,7 @@ class LocalStack:
             "tables": entries("AWS::DynamoDB::Table", "AWS::Serverless::SimpleTable"),
             "secrets": entries("AWS::SecretsManager::Secret"),
             "parameters": entries("AWS::SSM::Parameter"),
+            "outputs": self.template.outputs(),
             "skipped": dict(resources.skipped),
             "warnings": list(resources.warnings),
         }

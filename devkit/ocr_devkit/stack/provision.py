@@ -36,6 +36,102 @@ _SKIP_REASONS: dict[str, str] = {
 }
 
 
+# The properties each provisioned type applies, and those it leaves out on purpose (no local effect: KMS keys,
+# backups, deletion protection). Anything else is reported in StackResources.warnings.
+_APPLIED: dict[str, frozenset[str]] = {
+    "AWS::S3::Bucket": frozenset(
+        {
+            "BucketName",
+            "BucketEncryption",
+            "PublicAccessBlockConfiguration",
+            "VersioningConfiguration",
+            "LifecycleConfiguration",
+            "CorsConfiguration",
+            "OwnershipControls",
+            "ObjectLockEnabled",
+            "NotificationConfiguration",
+            "Tags",
+        }
+    ),
+    "AWS::S3::BucketPolicy": frozenset({"Bucket", "PolicyDocument"}),
+    "AWS::SQS::Queue": frozenset(
+        {
+            "QueueName",
+            "DelaySeconds",
+            "MaximumMessageSize",
+            "MessageRetentionPeriod",
+            "ReceiveMessageWaitTimeSeconds",
+            "VisibilityTimeout",
+            "FifoQueue",
+            "ContentBasedDeduplication",
+            "DeduplicationScope",
+            "FifoThroughputLimit",
+            "SqsManagedSseEnabled",
+            "RedrivePolicy",
+            "RedriveAllowPolicy",
+            "Tags",
+            "KmsMasterKeyId",
+            "KmsDataKeyReusePeriodSeconds",
+        }
+    ),
+    "AWS::SQS::QueuePolicy": frozenset({"Queues", "PolicyDocument"}),
+    "AWS::SNS::Topic": frozenset(
+        {
+            "TopicName",
+            "DisplayName",
+            "FifoTopic",
+            "ContentBasedDeduplication",
+            "SignatureVersion",
+            "Subscription",
+            "Tags",
+            "KmsMasterKeyId",
+        }
+    ),
+    "AWS::SNS::Subscription": frozenset(
+        {
+            "TopicArn",
+            "Protocol",
+            "Endpoint",
+            "FilterPolicy",
+            "FilterPolicyScope",
+            "RawMessageDelivery",
+            "RedrivePolicy",
+            "DeliveryPolicy",
+            "Region",
+        }
+    ),
+    "AWS::SNS::TopicPolicy": frozenset({"Topics", "PolicyDocument"}),
+    "AWS::DynamoDB::Table": frozenset(
+        {
+            "TableName",
+            "KeySchema",
+            "AttributeDefinitions",
+            "BillingMode",
+            "ProvisionedThroughput",
+            "GlobalSecondaryIndexes",
+            "LocalSecondaryIndexes",
+            "StreamSpecification",
+            "TableClass",
+            "TimeToLiveSpecification",
+            "Tags",
+            "SSESpecification",
+            "PointInTimeRecoverySpecification",
+            "DeletionProtectionEnabled",
+            "ContributorInsightsSpecification",
+        }
+    ),
+    "AWS::Serverless::SimpleTable": frozenset(
+        {"TableName", "PrimaryKey", "ProvisionedThroughput", "SSESpecification", "Tags"}
+    ),
+    "AWS::SecretsManager::Secret": frozenset(
+        {"Name", "Description", "SecretString", "GenerateSecretString", "Tags", "KmsKeyId", "ReplicaRegions"}
+    ),
+    "AWS::SSM::Parameter": frozenset(
+        {"Name", "Type", "Value", "Description", "Tier", "DataType", "AllowedPattern", "Tags"}
+    ),
+}
+
+
 @dataclass
 class ProvisionedResource:
     logical_id: str
@@ -222,6 +318,9 @@ class _Provisioner:
                     if isinstance(exc, ProvisioningError):
                         raise
                     raise ProvisioningError(f"cannot create {resource.type} {logical_id}: {exc}") from exc
+                unapplied = sorted(set(resource.properties) - _APPLIED.get(resource.type, frozenset()))
+                if unapplied:
+                    self._warn(f"{logical_id}: {', '.join(unapplied)} not applied locally")
         self._wire_push_event_sources()
         self._put_bucket_notifications()
         return self.result
@@ -250,7 +349,7 @@ class _Provisioner:
         values = {**resolved.predicted_attributes(logical_id), **(attributes or {})}
         resolved.record(logical_id, values)
         arn = values.get("Arn") or values.get("TopicArn") or values.get("LayerVersionArn")
-        if arn is None and resolved.resources[logical_id].type == "AWS::SecretsManager::Secret":
+        if arn is None and str(values["Ref"]).startswith("arn:"):  # secrets, subscriptions: Ref is the ARN
             arn = values["Ref"]
         provisioned = ProvisionedResource(
             logical_id=logical_id,
@@ -301,6 +400,9 @@ class _Provisioner:
         cors = (props.get("CorsConfiguration") or {}).get("CorsRules")
         if cors:
             self.s3.put_bucket_cors(Bucket=name, CORSConfiguration={"CORSRules": [_cors_rule(r) for r in cors]})
+        ownership = (props.get("OwnershipControls") or {}).get("Rules")
+        if ownership:
+            self.s3.put_bucket_ownership_controls(Bucket=name, OwnershipControls={"Rules": ownership})
         tags = _tags(props)
         if tags:
             self.s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": tags})
@@ -326,7 +428,19 @@ class _Provisioner:
 
     def _bucket_policy(self, logical_id: str) -> None:
         props = self.resolved.properties(logical_id)
-        self.s3.put_bucket_policy(Bucket=str(props["Bucket"]), Policy=_json_text(props["PolicyDocument"]))
+        document = dict(props["PolicyDocument"])
+        statements = document.get("Statement") or []
+        statements = statements if isinstance(statements, list) else [statements]
+        # The local endpoint is plain HTTP, and moto enforces bucket policies: a TLS-only deny
+        # would refuse every local request. It is kept in the cloud and dropped here, with a warning.
+        kept = [s for s in statements if not _denies_plain_http(s)]
+        if len(kept) != len(statements):
+            self.result.warnings.append(
+                f"{logical_id}: TLS-only (aws:SecureTransport) deny not applied to the local HTTP endpoint"
+            )
+        if kept:
+            document["Statement"] = kept
+            self.s3.put_bucket_policy(Bucket=str(props["Bucket"]), Policy=_json_text(document))
         self._record(logical_id)
 
     # -- SQS ------------------------------------------------------------------------------------------------------
@@ -518,9 +632,14 @@ class _Provisioner:
     def _parameter(self, logical_id: str) -> None:
         props = self.resolved.properties(logical_id)
         name = self.resolved.physical_name(logical_id)
-        self.ssm.put_parameter(
-            Name=name, Type=str(props.get("Type", "String")), Value=cfn_string(props["Value"]), Overwrite=True
-        )
+        put: dict[str, Any] = {
+            "Name": name,
+            "Type": str(props.get("Type", "String")),
+            "Value": cfn_string(props["Value"]),
+        }
+        if "Description" in props:
+            put["Description"] = str(props["Description"])
+        self.ssm.put_parameter(**put, Overwrite=True)
         self._record(logical_id, attributes={"Ref": name, "Type": str(props.get("Type", "String"))})
 
     # -- push event sources (S3 → Lambda, SNS → Lambda) -------------------------------------------------------------
@@ -618,3 +737,14 @@ def _secret_string(props: dict[str, Any]) -> str:
         document[key] = password
         return json.dumps(document)
     return password
+
+
+def _denies_plain_http(statement: Any) -> bool:
+    if not isinstance(statement, dict) or statement.get("Effect") != "Deny":
+        return False
+    condition = statement.get("Condition") or {}
+    return any(
+        str(values.get("aws:SecureTransport", "")).lower() == "false"
+        for operator, values in condition.items()
+        if operator == "Bool" and isinstance(values, dict)
+    )

@@ -96,6 +96,7 @@ class RunnerOptions:
     poll_wait_s: int = 1  # ReceiveMessage WaitTimeSeconds: also bounds how long stop() waits for pollers
     default_max_concurrency: int = 2  # per SQS event source without ScalingConfig.MaximumConcurrency
     async_concurrency: int = 2  # S3/SNS invocations in flight per event source
+    concurrency_cap: int | None = None  # caps every source's concurrency (a laptop is not a Lambda fleet)
     duplicate_rate: float = 0.0
     seed: int | None = None
     init_timeout_s: float = 30.0  # a cold start (handler import) longer than this fails the invocation
@@ -269,9 +270,12 @@ class _Worker:
         self.process.join(1)
         return f"Error: Runtime exited with exit code {self.process.exitcode}"
 
-    def stop(self, timeout_s: float = 2.0) -> None:
+    def request_stop(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             self.conn.send(("stop",))
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self.request_stop()
         self.process.join(timeout_s)
         self.kill()
 
@@ -395,6 +399,8 @@ class _FunctionPool:
         for worker in busy:
             worker.kill()
         for worker in idle:
+            worker.request_stop()
+        for worker in idle:
             worker.stop()
 
 
@@ -444,6 +450,10 @@ class Runner:
             if unknown:
                 raise UnknownFunctionError(f"no runnable functions named {unknown}; known: {sorted(specs)}")
             specs = {k: v for k, v in specs.items() if k in options.functions}
+        for logical_id, spec in list(specs.items()):
+            if spec.reserved_concurrency == 0:
+                self.warnings.append(f"{logical_id}: ReservedConcurrentExecutions is 0 (always throttled); not run")
+                del specs[logical_id]
         self.functions: dict[str, FunctionSpec] = specs
         for resource in resolved.of_type("AWS::Serverless::Function", "AWS::Lambda::Function"):
             if resource.logical_id not in all_specs:
@@ -497,6 +507,8 @@ class Runner:
                     if self.resources.queue_url_for_arn(event.queue_arn) is None:
                         self.warnings.append(f"{label}: queue {event.queue_arn} is not part of the stack")
                     concurrency = event.maximum_concurrency or self.options.default_max_concurrency
+                    if self.options.concurrency_cap is not None:
+                        concurrency = max(1, min(concurrency, self.options.concurrency_cap))
                     sources.append(
                         _Source(
                             label,
@@ -624,14 +636,21 @@ class Runner:
         with self._lock:
             self._in_flight += 1
 
+        def done() -> None:
+            with self._lock:
+                self._in_flight -= 1
+
         def run() -> None:
             try:
                 self._run_async(pool, event, "invoke-async", time.monotonic())
             finally:
-                with self._lock:
-                    self._in_flight -= 1
+                done()
 
-        self._async_executor.submit(run)
+        try:
+            self._async_executor.submit(run)
+        except RuntimeError:  # the runner is stopping
+            done()
+            raise
 
     def _record(self, result: InvocationResult, *, killed: bool) -> None:
         with self._lock:

@@ -31,12 +31,13 @@ from dataclasses import dataclass
 from functools import cache
 from typing import BinaryIO, Literal, TypeVar, cast
 
-from PIL import ExifTags, Image, ImageChops, ImageFile, ImageStat, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageChops, ImageFile, ImageStat, TiffImagePlugin, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import (
     ImageAspectRatio,
     ImageEncodedTooLarge,
+    ImageError,
     ImageTooManyPixels,
     ImageTooSmall,
     ImageUnreadable,
@@ -95,6 +96,7 @@ _ORIENTATIONS_SWAPPING_AXES = frozenset({5, 6, 7, 8})
 # Major brands of HEIF/HEIC files, as pillow_heif's own opener accepts them. AVIF ("avif",
 # "avis") shares the container but is not a format the vendor lists, so it is not here.
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 # --- public models ----------------------------------------------------------------
@@ -233,11 +235,15 @@ class ImageInfo(BaseModel):
 # --- public functions -------------------------------------------------------------
 
 
-def probe_image(data: bytes, limits: PreparationLimits = DEFAULT_LIMITS) -> ImageInfo:
-    """Read the header only. Raises the same errors as `prepare_image` for what a header can tell."""
-    _check_input_size(data, limits)
-    source_format = _sniff_format(data)
-    with _untrusted_pixels(source_format), _open(data, source_format) as image:
+def probe_image(source: ImageSource, limits: PreparationLimits = DEFAULT_LIMITS) -> ImageInfo:
+    """Read the header only. Raises the same errors as `prepare_image` for what a header can tell.
+
+    Counting the frames of a multi-page TIFF or GIF walks their headers, not their pixel data.
+    """
+    data = _Input(source)
+    _check_input_size(data.size, limits)
+    source_format = _sniff_format(data.head())
+    with _untrusted_pixels(source_format, data), _open(data, source_format) as image:
         _check_pixels(image.size, limits)
         return ImageInfo(
             format=image.format or source_format,
@@ -250,7 +256,7 @@ def probe_image(data: bytes, limits: PreparationLimits = DEFAULT_LIMITS) -> Imag
 
 
 def prepare_image(
-    data: bytes,
+    source: ImageSource,
     budget: PixelBudget,
     limits: PreparationLimits = DEFAULT_LIMITS,
     *,
@@ -260,57 +266,51 @@ def prepare_image(
 
     The result is exactly `smart_resize` of the (padded) upright image, so the model's own
     resize is a no-op and the coordinates it returns are in our prepared image.
+
+    A failure of a file source itself (a storage error fetching a range) is raised as the file
+    raised it, never disguised as an unreadable image, so a caller can tell a retry from a bad file.
     """
-    _check_input_size(data, limits)
-    source_format = _sniff_format(data)
+    data = _Input(source)
+    _check_input_size(data.size, limits)
+    source_format = _sniff_format(data.head())
     steps: list[PreparationStep] = []
-    with _untrusted_pixels(source_format), _open(data, source_format) as source:
+    with _untrusted_pixels(source_format, data), _open(data, source_format) as opened:
         # Checked before a seek as well, because seeking in a GIF decodes the earlier frames.
-        _check_pixels(source.size, limits)
-        _select_frame(source, frame, steps)
-        _check_pixels(source.size, limits)
-        plan = _plan_geometry(source.width, source.height, budget, limits)
+        _check_pixels(opened.size, limits)
+        _select_frame(opened, frame, steps)
+        _check_pixels(opened.size, limits)
+        plan = _plan_geometry(opened.width, opened.height, budget, limits)
 
-        box = _draft(source, plan.content, steps)
-        tiff_orientation = _tiff_orientation(source)
-        source.load()
-        orientation = _read_orientation(source, steps)
-        if orientation == 1 and tiff_orientation in _ORIENTATIONS:
-            # Pillow's TIFF reader reports the upright size and rotates while loading, then drops
-            # the tag; the plan above was already made on the upright size, so only say so.
-            steps.append(
-                PreparationStep(
-                    action="exif_transpose",
-                    detail=f"TIFF orientation {tiff_orientation}: {_ORIENTATIONS[tiff_orientation][1]} by the decoder",
+        with _frame_alone(opened, data) as source_image:
+            box = _draft(source_image, plan.content, steps)
+            tiff_orientation = _tiff_orientation(source_image)
+            source_image.load()
+            orientation = _read_orientation(source_image, steps)
+            if orientation == 1 and tiff_orientation in _ORIENTATIONS:
+                # Pillow's TIFF reader reports the upright size and rotates while loading, then drops
+                # the tag; the plan above was already made on the upright size, so only say so.
+                description = _ORIENTATIONS[tiff_orientation][1]
+                steps.append(
+                    PreparationStep(
+                        action="exif_transpose",
+                        detail=f"TIFF orientation {tiff_orientation}: {description} by the decoder",
+                    )
                 )
-            )
-        reported_format = source.format or source_format
+            reported_format = source_image.format or source_format
 
-        # From here on each step replaces `image` and closes the one before, so no more than
-        # the decode, one conversion of it and the image being made are alive at any time.
-        image: Image.Image = source
-        image = _replace(image, _normalise_mode(image, steps))
-        image = _replace(image, _resize(image, plan.content, box, steps))
-        if orientation in _ORIENTATIONS:
-            method, description = _ORIENTATIONS[orientation]
-            image = _replace(image, image.transpose(method))
-            steps.append(
-                PreparationStep(action="exif_transpose", detail=f"EXIF orientation {orientation}: {description}")
-            )
-        plan = plan.transposed() if orientation in _ORIENTATIONS_SWAPPING_AXES else plan
-
-        background: int | None = None
-        if image.mode in ("LA", "RGBA"):
-            flattened, background = _flatten_alpha(image, steps)
-            image = _replace(image, flattened)
-        image = _replace(image, _pad(image, plan.canvas, background, steps))
-        if image.mode == "RGB" and _is_grey(image):
-            image = _replace(image, image.convert("L"))
-            steps.append(PreparationStep(action="convert_mode", detail="RGB -> L: every pixel is grey"))
-
-        encoded, mime_type = _encode(image, limits, steps)
-        width, height = image.size
-        image.close()
+            # From here on each step replaces `image` and closes the one before, so no more than
+            # the decode, one conversion of it and the image being made are alive at any time.
+            image: Image.Image = source_image
+            image = _replace(image, _normalise_mode(image, steps))
+            image = _replace(image, _resize(image, plan.content, box, steps))
+            if orientation in _ORIENTATIONS:
+                method, description = _ORIENTATIONS[orientation]
+                image = _replace(image, image.transpose(method))
+                steps.append(
+                    PreparationStep(action="exif_transpose", detail=f"EXIF orientation {orientation}: {description}")
+                )
+            plan = plan.transposed() if orientation in _ORIENTATIONS_SWAPPING_AXES else plan
+            encoded, mime_type, (width, height) = _finish(image, plan.canvas, limits, steps)
 
     upright_width, upright_height = plan.source
     return PreparedImage(
@@ -331,25 +331,170 @@ def prepare_image(
     )
 
 
+@dataclass(frozen=True)
+class RenderTarget:
+    """The size to draw a page at (`content`), and the canvas `prepare_rendered` pads it to.
+
+    Both are (width, height) and equal unless the page is a strip beyond the aspect-ratio
+    limit; `canvas` is its own smart_resize, so the model does not resize what we send.
+    """
+
+    content: tuple[int, int]
+    canvas: tuple[int, int]
+
+
+def render_target(width: float, height: float, budget: PixelBudget, limits: PreparationLimits) -> RenderTarget:
+    """Where to draw a page that measures `width` x `height` pixels at the finest resolution worth drawing.
+
+    The budget (capped at `limits.max_output_pixels`) usually binds before that resolution does.
+    The geometry is that of a decoded image of that size, with the same errors for pages too
+    small or too elongated.
+    """
+    if not (math.isfinite(width) and math.isfinite(height)):
+        raise ImageTooSmall(f"the page measures {width}x{height} pixels", width=width, height=height)
+    plan = _plan_geometry(round(width), round(height), budget, limits)
+    return RenderTarget(content=plan.content, canvas=plan.canvas)
+
+
+def prepare_rendered(
+    image: Image.Image,
+    target: RenderTarget,
+    limits: PreparationLimits = DEFAULT_LIMITS,
+    *,
+    source_format: str,
+    original_size: tuple[float, float],
+    steps: Sequence[PreparationStep] = (),
+) -> PreparedImage:
+    """Finish a page a renderer drew at `target.content`: the tail of `prepare_image`.
+
+    The pixel mode is normalised (RGBX, a renderer's native layout, is read as it is), any
+    transparency flattened, the page padded to `target.canvas` if it is a strip, stored as L if
+    every pixel is grey, and encoded like any image. `original_size` is the page in its source's
+    units (PDF points), which the mapping's scales convert from. `steps` are what the caller did
+    before (the render) and come first in the result. The image is consumed: it is closed here.
+    """
+    if image.size != target.content:
+        raise ValueError(f"the image is {image.width}x{image.height}, not the target's {target.content}")
+    original_width, original_height = original_size
+    if not (original_width > 0 and original_height > 0 and math.isfinite(original_width * original_height)):
+        raise ValueError(f"the original size must be positive and finite, got {original_size}")
+    recorded = list(steps)
+    if image.mode != "RGBX":
+        image = _replace(image, _normalise_mode(image, recorded))
+    encoded, mime_type, (width, height) = _finish(image, target.canvas, limits, recorded)
+    return PreparedImage(
+        data=encoded,
+        mime_type=mime_type,
+        width=width,
+        height=height,
+        source_format=source_format,
+        mapping=CoordinateMapping(
+            original_width=original_width,
+            original_height=original_height,
+            prepared_width=width,
+            prepared_height=height,
+            scale_x=target.content[0] / original_width,
+            scale_y=target.content[1] / original_height,
+        ),
+        steps=recorded,
+    )
+
+
 # --- refusing early -----------------------------------------------------------------
 
 
-def _check_input_size(data: bytes, limits: PreparationLimits) -> None:
-    if len(data) > limits.max_input_bytes:
+class _StreamReader(io.RawIOBase):
+    """A caller's binary file, read through so that a failure of the file itself stays recognisable.
+
+    Decoders catch I/O errors and raise their own (Pillow's TIFF reader even turns one into a
+    warning and a shorter tag list), and `_untrusted_pixels` turns whatever they raise into
+    ImageUnreadable. A storage error fetching a range is no property of the image, so the first
+    exception the file raises is kept here, to be raised as it was.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        super().__init__()
+        self._stream = stream
+        self.failure: Exception | None = None
+        self.size: int = self._call(stream.seek, 0, io.SEEK_END)
+        self._call(stream.seek, 0)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._call(self._stream.seek, offset, whence)
+
+    def tell(self) -> int:
+        return self._call(self._stream.tell)
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._call(self._stream.read, -1 if size is None else size)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        chunk = self.read(len(view))
+        view[: len(chunk)] = chunk
+        return len(chunk)
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        self.seek(offset)
+        return self.read(size)
+
+    def _call(self, method: Callable[..., _T], *args: object) -> _T:
+        try:
+            return method(*args)
+        except (ValueError, TypeError, OverflowError):
+            # A decoder asked for the impossible (a seek to a garbage offset): the data's fault.
+            raise
+        except Exception as exc:
+            if self.failure is None:
+                self.failure = exc
+            raise
+
+
+class _Input:
+    """The caller's bytes, or their file read through a `_StreamReader`."""
+
+    def __init__(self, source: ImageSource) -> None:
+        self.stream: _StreamReader | None
+        if isinstance(source, bytes | bytearray):
+            self.file: BinaryIO = io.BytesIO(source)
+            self.size = len(source)
+            self.stream = None
+        else:
+            self.stream = _StreamReader(source)
+            self.file = cast(BinaryIO, self.stream)
+            self.size = self.stream.size
+
+    @property
+    def failure(self) -> Exception | None:
+        return self.stream.failure if self.stream is not None else None
+
+    def head(self, size: int = 16) -> bytes:
+        self.file.seek(0)
+        return self.file.read(size)
+
+
+def _check_input_size(size: int, limits: PreparationLimits) -> None:
+    if size > limits.max_input_bytes:
         raise InputTooLarge(
-            f"input is {len(data)} bytes, more than the {limits.max_input_bytes} we accept",
-            size=len(data),
+            f"input is {size} bytes, more than the {limits.max_input_bytes} we accept",
+            size=size,
             limit=limits.max_input_bytes,
         )
 
 
-def _sniff_format(data: bytes) -> str:
+def _sniff_format(head: bytes) -> str:
     """Name the format from its magic bytes, before Pillow sees anything.
 
     Knowing the format up front lets Pillow try only that one decoder, and separates "not a
     format we accept" (unsupported) from "claims to be PNG but is broken" (unreadable).
     """
-    head = data[:16]
+    head = head[:16]
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "PNG"
     if head.startswith(b"\xff\xd8\xff"):
@@ -358,7 +503,7 @@ def _sniff_format(data: bytes) -> str:
         return "GIF"
     if head.startswith(b"BM"):
         return "BMP"
-    if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+    if head.startswith(_TIFF_MAGIC):
         return "TIFF"
     if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
         return "WEBP"
@@ -366,14 +511,14 @@ def _sniff_format(data: bytes) -> str:
         return "HEIF"
     raise ImageUnsupportedFormat(
         "not an image format we accept (BMP, JPEG, PNG, TIFF, WEBP, GIF, HEIF/HEIC)",
-        magic=data[:12].hex(),
+        magic=head[:12].hex(),
     )
 
 
-def _open(data: bytes, source_format: str) -> ImageFile.ImageFile:
+def _open(data: _Input, source_format: str) -> ImageFile.ImageFile:
     if source_format == "HEIF":
         _register_heif_opener()
-    return Image.open(io.BytesIO(data), formats=[source_format])
+    return Image.open(data.file, formats=[source_format])
 
 
 @cache
@@ -399,7 +544,7 @@ def _check_pixels(size: tuple[int, int], limits: PreparationLimits) -> None:
 
 
 @contextmanager
-def _untrusted_pixels(source_format: str) -> Iterator[None]:
+def _untrusted_pixels(source_format: str, data: _Input) -> Iterator[None]:
     """Turn whatever decoding hostile bytes raises into one of our typed errors.
 
     Decoders fed crafted data raise OSError, SyntaxError, ValueError, struct.error, EOFError,
@@ -407,6 +552,7 @@ def _untrusted_pixels(source_format: str) -> Iterator[None]:
     pixel decode, or later steps working on the decoded values. The caller must only ever
     see an ImageError (or an InvalidRequest for a bad frame index), so everything else
     becomes ImageUnreadable with its type kept in the details and in the exception chain.
+    The one exception is a failure of the caller's file itself, raised as the file raised it.
     """
     try:
         with warnings.catch_warnings():
@@ -414,25 +560,35 @@ def _untrusted_pixels(source_format: str) -> Iterator[None]:
             # (catch_warnings is process-wide; Lambda runs one invocation per process.)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             yield
-    except OcrPipelineError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooManyPixels(f"Pillow refused the image as a decompression bomb: {exc}") from exc
-    except UnidentifiedImageError as exc:
+    except Exception as exc:
+        if data.failure is not None and data.failure is not exc:
+            # The file failed and a decoder raised an error of its own about it.
+            raise data.failure from None
+        if isinstance(exc, OcrPipelineError) or exc is data.failure:
+            raise
+        raise _decoding_error(exc, source_format) from exc
+    if data.failure is not None:
+        # A decoder swallowed the file's failure and carried on with what it had read.
+        raise data.failure
+
+
+def _decoding_error(exc: Exception, source_format: str) -> ImageError:
+    if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
+        return ImageTooManyPixels(f"Pillow refused the image as a decompression bomb: {exc}")
+    if isinstance(exc, UnidentifiedImageError):
         # The magic bytes matched, so this is a broken file of a format we accept.
-        raise ImageUnreadable(
+        return ImageUnreadable(
             f"the data starts like {source_format} but its header cannot be parsed",
             format=source_format,
             cause=type(exc).__name__,
-        ) from exc
-    except MemoryError as exc:
-        raise ImageTooManyPixels(f"not enough memory to decode this {source_format} image") from exc
-    except Exception as exc:
-        raise ImageUnreadable(
-            f"cannot decode this {source_format} image: {exc}",
-            format=source_format,
-            cause=type(exc).__name__,
-        ) from exc
+        )
+    if isinstance(exc, MemoryError):
+        return ImageTooManyPixels(f"not enough memory to decode this {source_format} image")
+    return ImageUnreadable(
+        f"cannot decode this {source_format} image: {exc}",
+        format=source_format,
+        cause=type(exc).__name__,
+    )
 
 
 def _select_frame(image: ImageFile.ImageFile, frame: int, steps: list[PreparationStep]) -> None:
@@ -446,6 +602,244 @@ def _select_frame(image: ImageFile.ImageFile, frame: int, steps: list[Preparatio
         steps.append(PreparationStep(action="select_frame", detail=f"frame {frame} of a {image.format}"))
     elif getattr(image, "is_animated", False):
         steps.append(PreparationStep(action="select_frame", detail=f"first frame of a multi-frame {image.format}"))
+
+
+# --- one TIFF frame out of a file -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _TiffLayout:
+    """Classic TIFF or BigTIFF, in either byte order: the sizes its directories are written in."""
+
+    endian: str
+    big: bool
+
+    @property
+    def pointer(self) -> str:
+        return "Q" if self.big else "L"
+
+    @property
+    def field_size(self) -> int:
+        # The value field of a directory entry, which holds a value that fits or else its offset.
+        return 8 if self.big else 4
+
+    @property
+    def entry_head(self) -> str:
+        return "HHQ" if self.big else "HHL"
+
+    @property
+    def entry_count(self) -> str:
+        return "Q" if self.big else "H"
+
+    def pack(self, fmt: str, *values: int) -> bytes:
+        return struct.pack(self.endian + fmt, *values)
+
+    def unpack(self, fmt: str, data: bytes) -> tuple[int, ...]:
+        return struct.unpack(self.endian + fmt, data)
+
+    def size(self, fmt: str) -> int:
+        return struct.calcsize(self.endian + fmt)
+
+    def header(self) -> bytes:
+        order = b"II" if self.endian == "<" else b"MM"
+        if self.big:
+            return order + self.pack("HHHQ", 43, 8, 0, 16)
+        return order + self.pack("HL", 42, 8)
+
+
+@dataclass(frozen=True)
+class _TiffEntry:
+    tag: int
+    type: int
+    count: int
+    # The value's bytes in the file's byte order, read from wherever the file kept them.
+    value: bytes
+
+
+# Bytes per value of each field type: BYTE, ASCII, SHORT, LONG, RATIONAL, SBYTE, UNDEFINED, SSHORT,
+# SLONG, SRATIONAL, FLOAT, DOUBLE, IFD, LONG8, SLONG8, IFD8.
+_TIFF_TYPE_SIZES = {
+    1: 1,
+    2: 1,
+    3: 2,
+    4: 4,
+    5: 8,
+    6: 1,
+    7: 1,
+    8: 2,
+    9: 4,
+    10: 8,
+    11: 4,
+    12: 8,
+    13: 4,
+    16: 8,
+    17: 8,
+    18: 8,
+}
+# The types a strip or tile offset or byte count may have: SHORT, LONG, LONG8.
+_TIFF_INTEGER_FORMATS = {3: "H", 4: "L", 16: "Q"}
+_TIFF_LONG, _TIFF_LONG8 = 4, 16
+_TIFF_IFD_TYPES = frozenset({13, 18})
+_TIFF_COMPRESSION, _TIFF_UNCOMPRESSED, _TIFF_OLD_JPEG = 259, 1, 6
+_TIFF_STRIPS = (273, 279)  # StripOffsets, StripByteCounts
+_TIFF_TILES = (324, 325)  # TileOffsets, TileByteCounts
+# Pointers to what the frame's pixels do not need: sub-images, the EXIF, GPS and interoperability
+# directories, free space. The copy leaves them out rather than point them at nothing.
+_TIFF_POINTERS_LEFT_OUT = frozenset({288, 289, 330, 34665, 34853, 40965})
+# Far more tags than any writer uses; a directory claiming more is left to Pillow's own limits.
+_TIFF_MAX_ENTRIES = 4096
+
+
+def _frame_alone(image: ImageFile.ImageFile, data: _Input) -> ImageFile.ImageFile:
+    """The frame to decode: the selected frame of `image`, copied out on its own when that saves reading.
+
+    Pillow hands a compressed TIFF frame to libtiff together with the *whole* file (a `read()` of
+    all of it from a file), whichever frame it is. From a file source we instead copy the frame's
+    directory and its strips or tiles into a one-frame TIFF, which libtiff decodes to the same
+    pixels. Anything unusual (uncompressed or old-style JPEG data, missing byte counts, data
+    beyond the end of the file) leaves the frame to Pillow as it is, and so does a bytes source,
+    which is in memory already.
+    """
+    if data.stream is None or not isinstance(image, TiffImagePlugin.TiffImageFile):
+        return image
+    alone = _tiff_frame_bytes(image, data.stream)
+    if alone is None:
+        return image
+    isolated = Image.open(io.BytesIO(alone), formats=["TIFF"])
+    if isolated.size != image.size or isolated.mode != image.mode:
+        # Not the frame Pillow described: trust Pillow.
+        isolated.close()
+        return image
+    return isolated
+
+
+def _tiff_frame_bytes(image: TiffImagePlugin.TiffImageFile, reader: _StreamReader) -> bytes | None:
+    """A one-frame TIFF holding the current frame of `image`, or None to leave the frame to Pillow."""
+    if image.tag_v2.get(_TIFF_COMPRESSION, _TIFF_UNCOMPRESSED) in (_TIFF_UNCOMPRESSED, _TIFF_OLD_JPEG):
+        # Pillow reads uncompressed strips itself, only this frame's; old-style JPEG keeps its
+        # data behind offsets of its own.
+        return None
+    header = reader.read_at(0, 4)
+    layout = _TiffLayout(endian="<" if header[:2] == b"II" else ">", big=header[2:4] in (b"+\x00", b"\x00+"))
+    entries = _read_tiff_directory(reader, image.tag_v2.offset, layout)
+    if entries is None:
+        return None
+    by_tag = {entry.tag: entry for entry in entries}
+    offsets_tag, counts_tag = _TIFF_TILES if _TIFF_TILES[0] in by_tag else _TIFF_STRIPS
+    if offsets_tag not in by_tag or counts_tag not in by_tag:
+        return None
+    offsets = _tiff_integers(by_tag[offsets_tag], layout)
+    counts = _tiff_integers(by_tag[counts_tag], layout)
+    if offsets is None or counts is None or len(offsets) != len(counts) or sum(counts) > reader.size:
+        return None
+    chunks: list[bytes] = []
+    for offset, count in zip(offsets, counts, strict=True):
+        chunk = reader.read_at(offset, count)
+        if len(chunk) != count:
+            # Truncated: libtiff, reading the file itself, says so in its own words.
+            return None
+        chunks.append(chunk)
+    return _write_tiff_frame(entries, offsets_tag, chunks, layout)
+
+
+def _read_tiff_directory(reader: _StreamReader, offset: int, layout: _TiffLayout) -> list[_TiffEntry] | None:
+    """The entries of the directory at `offset`, values read wherever they are, first of each tag only."""
+    count_size = layout.size(layout.entry_count)
+    head_size = layout.size(layout.entry_head)
+    entry_size = head_size + layout.field_size
+    raw_count = reader.read_at(offset, count_size)
+    if len(raw_count) != count_size:
+        return None
+    (count,) = layout.unpack(layout.entry_count, raw_count)
+    if count > _TIFF_MAX_ENTRIES:
+        return None
+    table = reader.read_at(offset + count_size, count * entry_size)
+    if len(table) != count * entry_size:
+        return None
+    entries: list[_TiffEntry] = []
+    seen: set[int] = set()
+    # Values stored out of line may not add up to more than the file: no amplification by overlap.
+    remaining = reader.size
+    for start in range(0, len(table), entry_size):
+        tag, field_type, value_count = layout.unpack(layout.entry_head, table[start : start + head_size])
+        field = table[start + head_size : start + entry_size]
+        unit = _TIFF_TYPE_SIZES.get(field_type)
+        if tag in seen or tag in _TIFF_POINTERS_LEFT_OUT or field_type in _TIFF_IFD_TYPES or unit is None:
+            continue
+        seen.add(tag)
+        size = unit * value_count
+        if size <= layout.field_size:
+            value = field[:size]
+        else:
+            remaining -= size
+            if remaining < 0:
+                return None
+            (where,) = layout.unpack(layout.pointer, field)
+            value = reader.read_at(where, size)
+            if len(value) != size:
+                return None
+        entries.append(_TiffEntry(tag=tag, type=field_type, count=value_count, value=value))
+    return entries
+
+
+def _tiff_integers(entry: _TiffEntry, layout: _TiffLayout) -> tuple[int, ...] | None:
+    fmt = _TIFF_INTEGER_FORMATS.get(entry.type)
+    if fmt is None or len(entry.value) != entry.count * layout.size(fmt):
+        return None
+    return layout.unpack(f"{entry.count}{fmt}", entry.value)
+
+
+def _write_tiff_frame(
+    entries: list[_TiffEntry], offsets_tag: int, chunks: list[bytes], layout: _TiffLayout
+) -> bytes | None:
+    """Header, one directory, the values that do not fit in it, then the strips or tiles."""
+    offset_type = _TIFF_LONG8 if layout.big else _TIFF_LONG
+    offset_format = layout.pointer
+    directory = sorted(entries, key=lambda entry: entry.tag)
+    header = layout.header()
+    position = (
+        len(header)
+        + layout.size(layout.entry_count)
+        + len(directory) * (layout.size(layout.entry_head) + layout.field_size)
+        + layout.size(layout.pointer)
+    )
+    # Lay out the out-of-line values (each on a word boundary, as the specification asks), then the data.
+    placed: list[tuple[_TiffEntry, int | None]] = []
+    for entry in directory:
+        size = len(chunks) * layout.size(offset_format) if entry.tag == offsets_tag else len(entry.value)
+        if size <= layout.field_size:
+            placed.append((entry, None))
+        else:
+            position += position % 2
+            placed.append((entry, position))
+            position += size
+    position += position % 2
+    chunk_offsets = []
+    for chunk in chunks:
+        chunk_offsets.append(position)
+        position += len(chunk)
+    if not layout.big and position >= 2**32:
+        return None
+    offsets_value = layout.pack(f"{len(chunks)}{offset_format}", *chunk_offsets)
+
+    parts = [header, layout.pack(layout.entry_count, len(placed))]
+    for entry, where in placed:
+        is_offsets = entry.tag == offsets_tag
+        value = offsets_value if is_offsets else entry.value
+        field = layout.pack(layout.pointer, where) if where is not None else value.ljust(layout.field_size, b"\x00")
+        parts.append(layout.pack(layout.entry_head, entry.tag, offset_type if is_offsets else entry.type, entry.count))
+        parts.append(field)
+    parts.append(layout.pack(layout.pointer, 0))  # no next directory
+    written = sum(map(len, parts))
+    for entry, where in placed:
+        if where is not None:
+            parts.append(bytes(where - written))
+            parts.append(offsets_value if entry.tag == offsets_tag else entry.value)
+            written = where + len(parts[-1])
+    if chunks:
+        parts.append(bytes(chunk_offsets[0] - written))
+    parts.extend(chunks)
+    return b"".join(parts)
 
 
 # --- geometry ---------------------------------------------------------------------
@@ -772,7 +1166,7 @@ def _flatten_alpha(image: Image.Image, steps: list[PreparationStep]) -> tuple[Im
 
 def _is_grey(image: Image.Image) -> bool:
     # Checked on the prepared (small) image: an RGB file of a grey page costs 3x the bytes.
-    red, green, blue = image.split()
+    red, green, blue = (image.getchannel(band) for band in "RGB")
     try:
         return (
             ImageChops.difference(red, green).getbbox() is None and ImageChops.difference(green, blue).getbbox() is None
@@ -782,37 +1176,71 @@ def _is_grey(image: Image.Image) -> bool:
             band.close()
 
 
-# --- encoding -----------------------------------------------------------------------
+# --- finishing and encoding -----------------------------------------------------------
+
+
+def _finish(
+    image: Image.Image, canvas: tuple[int, int], limits: PreparationLimits, steps: list[PreparationStep]
+) -> tuple[bytes, MimeType, tuple[int, int]]:
+    """Flatten, pad, store grey as L, encode, close: how every image ends, decoded or rendered."""
+    background: int | None = None
+    if image.mode in ("LA", "RGBA"):
+        flattened, background = _flatten_alpha(image, steps)
+        image = _replace(image, flattened)
+    image = _replace(image, _pad(image, canvas, background, steps))
+    if image.mode in ("RGB", "RGBX"):
+        if _is_grey(image):
+            image = _replace(image, image.convert("L"))
+            steps.append(PreparationStep(action="convert_mode", detail="RGB -> L: every pixel is grey"))
+        elif image.mode == "RGBX":
+            image = _replace(image, image.convert("RGB"))
+    encoded, mime_type = _encode(image, limits, steps)
+    size = image.size
+    image.close()
+    return encoded, mime_type, size
 
 
 def _encode(image: Image.Image, limits: PreparationLimits, steps: list[PreparationStep]) -> tuple[bytes, MimeType]:
     """PNG (lossless, as the vendor recommends), then JPEG at falling qualities if too large.
 
-    The output is always PNG or JPEG, so the vendor's rule that only those two are accepted
+    A grey image is first written unfiltered (fast, and as small for documents); if that is too
+    large, Pillow's filtered PNG gets its chance before any JPEG. The output is always PNG or JPEG, so the vendor's rule that only those two are accepted
     between 4K and 8K holds whatever size smart_resize picks; its pixel count is already
     capped at max_output_pixels (15.68 MP).
     """
     # Metadata from the source (EXIF with GPS, ICC profiles no longer true after conversion,
     # a transparent colour) would be written back by Pillow's encoders; the model needs none of it.
     image.info = {}
-    png = _save(image, "PNG", compress_level=PNG_COMPRESS_LEVEL)
-    png_length = _data_url_length(len(png), "image/png")
-    if png_length <= limits.max_encoded_bytes:
-        steps.append(
-            PreparationStep(action="reencode", detail=f"PNG, compress_level {PNG_COMPRESS_LEVEL}, {len(png)} bytes")
+    pngs: list[tuple[str, str, Callable[[], bytes]]] = []
+    if image.mode == "L":
+        pngs.append(
+            (f"PNG, unfiltered, zlib level {PNG_GREY_ZLIB_LEVEL}", "unfiltered PNG", lambda: _png_unfiltered(image))
         )
-        return png, "image/png"
-    steps.append(
-        PreparationStep(
-            action="reencode",
-            detail=f"PNG of {len(png)} bytes is a {png_length}-character data URL, over {limits.max_encoded_bytes}",
+    pngs.append(
+        (
+            f"PNG, compress_level {PNG_COMPRESS_LEVEL}",
+            "PNG",
+            lambda: _save(image, "PNG", compress_level=PNG_COMPRESS_LEVEL),
         )
     )
-    smallest = png_length
+    lengths: list[int] = []
+    for label, name, make in pngs:
+        png = make()
+        length = _data_url_length(len(png), "image/png")
+        if length <= limits.max_encoded_bytes:
+            steps.append(PreparationStep(action="reencode", detail=f"{label}, {len(png)} bytes"))
+            return png, "image/png"
+        lengths.append(length)
+        steps.append(
+            PreparationStep(
+                action="reencode",
+                detail=f"{name} of {len(png)} bytes is a {length}-character data URL, over {limits.max_encoded_bytes}",
+            )
+        )
     for quality in JPEG_FALLBACK_QUALITIES:
         jpeg = _save(image, "JPEG", quality=quality)
         length = _data_url_length(len(jpeg), "image/jpeg")
-        smallest = min(smallest, length)
+        lengths.append(length)
         if length <= limits.max_encoded_bytes:
             steps.append(PreparationStep(action="reencode", detail=f"JPEG quality {quality}, {len(jpeg)} bytes"))
             return jpeg, "image/jpeg"
@@ -822,12 +1250,33 @@ def _encode(image: Image.Image, limits: PreparationLimits, steps: list[Preparati
                 detail=f"JPEG quality {quality} is a {length}-character data URL, over {limits.max_encoded_bytes}",
             )
         )
+    smallest = min(lengths)
     raise ImageEncodedTooLarge(
         f"even JPEG quality {JPEG_FALLBACK_QUALITIES[-1]} gives a {smallest}-character data URL, "
         f"over the {limits.max_encoded_bytes} limit",
         smallest=smallest,
         limit=limits.max_encoded_bytes,
     )
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_unfiltered(image: Image.Image) -> bytes:
+    """An 8-bit greyscale PNG whose rows all use filter type 0 (None)."""
+    width, height = image.size
+    # Pillow's raw encoder zero-fills each row up to the stride. Read as one stream, that zero
+    # is the next row's filter type; one more zero in front gives exactly PNG's scanlines.
+    rows = image.tobytes("raw", "L", width + 1)
+    compressor = zlib.compressobj(PNG_GREY_ZLIB_LEVEL)
+    idat = compressor.compress(b"\x00") + compressor.compress(memoryview(rows)[:-1]) + compressor.flush()
+    # 8-bit greyscale, deflate, adaptive filtering (the only method), no interlace.
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"".join((_PNG_SIGNATURE, _png_chunk(b"IHDR", header), _png_chunk(b"IDAT", idat), _png_chunk(b"IEND", b"")))
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)))
 
 
 def _save(image: Image.Image, format: str, **options: int) -> bytes:

@@ -77,6 +77,7 @@ def test_provisioning_follows_the_template(stack: LocalStack) -> None:
     description = json.loads(json.dumps(stack.describe()))
     assert description["queues"]["WorkQueue"]["url"].startswith(stack.endpoint_url)
     assert description["queues"]["IngestUploadLocalQueue"]["local_only"] is True
+    assert description["outputs"] == {"WorkQueueUrl": resources["WorkQueue"].url}
     assert json.loads(resources.to_json())["resources"]["Events"]["arn"] == resources["Events"].arn
 
 
@@ -261,3 +262,18 @@ def test_a_failing_s3_invocation_is_retried_twice_then_recorded(stack: LocalStac
     assert record["requestContext"]["approximateInvokeCount"] == 3
     assert record["requestPayload"] == attempts[0].event
     assert record["responsePayload"]["errorType"] == "RuntimeError"
+
+
+def test_a_handler_that_cannot_be_imported_fails_every_invocation_with_a_cold_start(stack: LocalStack) -> None:
+    # Given a function whose module imports a package that is not installed
+    name = stack.runner.functions["Broken"].function_name
+
+    # When it is invoked twice, by function name
+    results = [stack.runner.invoke(name, {"attempt": attempt}) for attempt in (1, 2)]
+
+    # Then each invocation tried a fresh environment and failed as Lambda reports an import error
+    for result in results:
+        assert not result.ok and result.cold_start
+        assert result.error is not None and result.error["errorType"] == "Runtime.ImportModuleError"
+        assert "module_that_is_not_installed" in result.error["errorMessage"]
+    assert stack.runner.worker_pids()["Broken"] == []

@@ -4,7 +4,7 @@ Ingest (S3-triggered) forwards each uploaded key to WorkQueue. Worker (SQS-trigg
 responses) publishes each record to the Events topic, fails records whose body starts with "fail",
 raises for "crash" and overruns its 2 s Timeout for "sleep". Both report who they are through the layer.
 Notify (SNS-triggered, filtered on kind=done) receives what Worker publishes. Ingest's failures go to an
-OnFailure queue.
+OnFailure queue. Broken (no events) cannot import its module.
 """
 
 from __future__ import annotations
@@ -179,6 +179,19 @@ Resources:
             Topic: !Ref Events
             FilterPolicy:
               kind: [done]
+
+  Broken:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: functions/broken/
+      Handler: app.handler
+
+Outputs:
+  WorkQueueUrl:
+    Value: !Ref WorkQueue
+  ProdAlarmName:
+    Condition: IsProd
+    Value: !Ref ProdOnlyAlarm
 """
 
 LAYER = '''\
@@ -287,6 +300,14 @@ def handler(event, context):
     return {"messages": [record["Sns"]["Message"] for record in event["Records"]]}
 """
 
+BROKEN = """\
+import module_that_is_not_installed  # noqa: F401
+
+
+def handler(event, context):
+    return "unreachable"
+"""
+
 
 def write_toy_project(root: Path) -> Path:
     """Write the toy project under `root`; returns the template path."""
@@ -296,6 +317,7 @@ def write_toy_project(root: Path) -> Path:
         "functions/ingest/app.py": INGEST,
         "functions/worker/app.py": WORKER,
         "functions/notify/app.py": NOTIFY,
+        "functions/broken/app.py": BROKEN,
     }
     for relative, text in files.items():
         path = root / relative

@@ -252,6 +252,8 @@ class DynamoJobStore:
             page_item["usage"] = {"S": record.usage.model_dump_json()}
         if record.error is not None:
             page_item["error"] = {"S": record.error.model_dump_json()}
+        if record.request_id:
+            page_item["request_id"] = {"S": record.request_id}
         try:
             self.client.transact_write_items(
                 TransactItems=[
@@ -288,6 +290,7 @@ class DynamoJobStore:
             result_key=item.get("result_key", {}).get("S"),
             usage=Usage.model_validate_json(item["usage"]["S"]) if "usage" in item else None,
             error=ErrorInfo.model_validate_json(item["error"]["S"]) if "error" in item else None,
+            request_id=item.get("request_id", {}).get("S"),
             usage_published=bool(item.get("usage_published", {}).get("BOOL", False)),
         )
 

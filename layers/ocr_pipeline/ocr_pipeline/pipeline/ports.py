@@ -87,6 +87,7 @@ class PageRecord(BaseModel):
     result_key: str | None = None
     usage: Usage | None = None
     error: ErrorInfo | None = None
+    request_id: str | None = None
     usage_published: bool = False
 
 

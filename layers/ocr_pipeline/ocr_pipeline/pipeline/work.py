@@ -112,7 +112,14 @@ class PageService:
             self.store.put_json(self.settings.result_bucket, key, result.model_dump_json())
         self.jobs.record_page(
             spec.job_id,
-            PageRecord(page=page, status=result.status, result_key=key, usage=result.usage, error=result.error),
+            PageRecord(
+                page=page,
+                status=result.status,
+                result_key=key,
+                usage=result.usage,
+                error=result.error,
+                request_id=result.request_id,
+            ),
         )
 
     def _recognise(self, spec: JobSpec, page: int, source: BinaryIO, deadline: float | None) -> PageResult:
@@ -150,6 +157,7 @@ class PageService:
             currency=cost.currency if cost else None,
             cost=cost.amount if cost else None,
             price_table=cost.unit_price.price_table if cost else None,
+            request_id=record.request_id,
         )
         self.bus.publish(usage_event(event, spec.correlation_id))
         self.jobs.mark_usage_published(spec.job_id, page)
