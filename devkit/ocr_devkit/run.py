@@ -7,6 +7,7 @@ message the topic publishes, and waits until each document has completed or fail
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -238,78 +239,121 @@ def job_progress(dynamodb: Any, table: str) -> dict[str, tuple[int, int]]:
     return progress
 
 
-def run_pipeline(options: RunOptions, *, on_progress: ProgressCallback | None = None) -> RunReport:
+class LocalPipeline:
+    """A running local pipeline: the stack, its buckets, and a recorder of everything the topic publishes."""
+
+    def __init__(self, stack: Any, emulator: Any) -> None:
+        self.stack = stack
+        self.emulator = emulator
+        self.s3 = stack.boto3_client("s3")
+        self.input_bucket = stack.resources["InputBucket"].physical_name
+        self.result_bucket = stack.resources["ResultBucket"].physical_name
+        self.jobs_table = stack.resources["JobsTable"].physical_name
+        self.recorder = EventRecorder(stack.boto3_client("sqs"), stack.subscribe_queue_to_topic("NotificationTopic"))
+
+    def upload(self, key: str, body: bytes | Any, *, content_type: str, metadata: dict[str, str] | None = None) -> None:
+        self.s3.put_object(
+            Bucket=self.input_bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata or {}
+        )
+
+    def final_events(self, keys: set[str]) -> dict[str, EventEnvelope]:
+        """The first document.completed / document.failed recorded for each of `keys`."""
+        final: dict[str, EventEnvelope] = {}
+        for envelope in self.recorder.envelopes:
+            if envelope.event_type in ("document.completed", "document.failed"):
+                key = envelope.data["source"]["key"]
+                if key in keys:
+                    final.setdefault(key, envelope)
+        return final
+
+    def wait_for_documents(
+        self, keys: set[str], timeout_s: float, on_poll: Callable[[dict[str, EventEnvelope]], None] | None = None
+    ) -> dict[str, EventEnvelope]:
+        deadline = time.monotonic() + timeout_s
+        final = self.final_events(keys)
+        while keys - set(final) and time.monotonic() < deadline:
+            self.recorder.poll(wait_s=1)
+            final = self.final_events(keys)
+            if on_poll is not None:
+                on_poll(final)
+        return final
+
+    def read_result(self, result_uri: str) -> bytes:
+        key = result_uri.removeprefix(f"s3://{self.result_bucket}/")
+        return bytes(self.s3.get_object(Bucket=self.result_bucket, Key=key)["Body"].read())
+
+
+@contextmanager
+def local_pipeline(
+    options: RunOptions, *, log_dir: Path, extra_parameters: dict[str, str] | None = None
+) -> Iterator[LocalPipeline]:
+    """Emulator (unless a real backend is chosen) + local stack from template.yaml + an event recorder."""
     from ocr_devkit.stack import LocalStack
 
-    started = time.monotonic()
-    uploads = collect_uploads(options.paths)
-    out = options.out_dir
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    events_file = out / "events.jsonl"
     with ExitStack() as stack:
         parameters, api_key, emulator = stack.enter_context(ocr_backend(options))
         if api_key:
             parameters["ApiKeySecretArn"] = LOCAL_SECRET_NAME
         if options.max_concurrency:
             parameters["OcrMaxConcurrency"] = str(options.max_concurrency)
+        parameters.update(extra_parameters or {})
         local = stack.enter_context(
             LocalStack(
                 TEMPLATE,
                 parameters=parameters,
-                log_dir=out / "logs",
+                log_dir=log_dir,
                 duplicate_rate=options.duplicate_rate,
                 seed=options.seed,
             )
         )
         if api_key:
             local.boto3_client("secretsmanager").create_secret(Name=LOCAL_SECRET_NAME, SecretString=api_key)
-        recorder = EventRecorder(local.boto3_client("sqs"), local.subscribe_queue_to_topic("NotificationTopic"))
-        s3 = local.boto3_client("s3")
-        input_bucket = local.resources["InputBucket"].physical_name
-        result_bucket = local.resources["ResultBucket"].physical_name
-        table = local.resources["JobsTable"].physical_name
+        yield LocalPipeline(local, emulator)
+
+
+def run_pipeline(options: RunOptions, *, on_progress: ProgressCallback | None = None) -> RunReport:
+    started = time.monotonic()
+    uploads = collect_uploads(options.paths)
+    out = options.out_dir
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    events_file = out / "events.jsonl"
+    with local_pipeline(options, log_dir=out / "logs") as pipeline:
         metadata = upload_metadata(options)
         for upload in uploads:
             content_type = CONTENT_TYPES.get(upload.path.suffix.lower(), "application/octet-stream")
             with upload.path.open("rb") as body:
-                s3.put_object(
-                    Bucket=input_bucket, Key=upload.key, Body=body, ContentType=content_type, Metadata=metadata
-                )
-        final: dict[str, EventEnvelope] = {}
-        wanted = {u.key for u in uploads}
-        deadline = time.monotonic() + options.timeout_s
-        dynamodb = local.boto3_client("dynamodb")
-        while wanted - set(final) and time.monotonic() < deadline:
-            recorder.poll(wait_s=1)
-            for envelope in recorder.envelopes:
-                if envelope.event_type in ("document.completed", "document.failed"):
-                    key = envelope.data["source"]["key"]
-                    if key in wanted:
-                        final.setdefault(key, envelope)
+                pipeline.upload(upload.key, body, content_type=content_type, metadata=metadata)
+        dynamodb = pipeline.stack.boto3_client("dynamodb")
+
+        def report_progress(final: dict[str, EventEnvelope]) -> None:
             if on_progress is not None:
-                on_progress(job_progress(dynamodb, table), set(final))
-        # Late duplicates and billing events of the last pages are still on their way.
-        local.wait_until_idle(timeout=max(5.0, deadline - time.monotonic()))
-        recorder.poll(wait_s=1)
+                on_progress(job_progress(dynamodb, pipeline.jobs_table), set(final))
+
+        final = pipeline.wait_for_documents({u.key for u in uploads}, options.timeout_s, report_progress)
+        # Billing events of the last pages, and late duplicates, may still be on their way.
+        from ocr_devkit.stack import IdleTimeoutError
+
+        with contextlib.suppress(IdleTimeoutError):
+            pipeline.stack.wait_until_idle(timeout=30.0)
+        pipeline.recorder.poll(wait_s=1)
         documents: list[DocumentOutcome] = []
         for upload in uploads:
-            outcome = _outcome(upload, final.get(upload.key))
-            target = out / "results" / _result_name(upload.key)
             envelope = final.get(upload.key)
+            outcome = _outcome(upload, envelope)
+            target = out / "results" / _result_name(upload.key)
             if envelope is not None and envelope.event_type == "document.completed":
-                bucket_key = envelope.data["result_uri"].removeprefix(f"s3://{result_bucket}/")
-                target.write_bytes(s3.get_object(Bucket=result_bucket, Key=bucket_key)["Body"].read())
+                target.write_bytes(pipeline.read_result(envelope.data["result_uri"]))
             else:
                 target.write_text(json.dumps(outcome.model_dump(), indent=2, ensure_ascii=False), encoding="utf-8")
             outcome.result_file = str(target)
             documents.append(outcome)
-        events_file.write_text("".join(raw + "\n" for raw in recorder.raw), encoding="utf-8")
+        events_file.write_text("".join(raw + "\n" for raw in pipeline.recorder.raw), encoding="utf-8")
         counts: dict[str, int] = {}
-        for envelope in recorder.envelopes:
+        for envelope in pipeline.recorder.envelopes:
             counts[envelope.event_type] = counts.get(envelope.event_type, 0) + 1
-        stats: dict[str, Any] = {"functions": local.runner.stats_dict()}
-        if emulator is not None:
-            stats["emulator"] = emulator.stats
+        stats: dict[str, Any] = {"functions": pipeline.stack.runner.stats_dict()}
+        if pipeline.emulator is not None:
+            stats["emulator"] = pipeline.emulator.stats
     return RunReport(
         documents=documents,
         events_file=str(events_file),

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from ocr_devkit.stack.cfn import load_template
 
 ROOT = Path(__file__).resolve().parents[2]

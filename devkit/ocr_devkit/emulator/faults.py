@@ -276,9 +276,12 @@ class Recorder:
         request_id: str | None,
         fault: FaultKind | None = None,
         error_code: str | None = None,
+        usage: dict[str, Any] | None = None,
     ) -> None:
         with self._lock:
             entry.update(status=status, request_id=request_id, fault=fault.value if fault else None)
+            # What the API billed, as its reply said: lets tests compare billing events with the source.
+            entry["response_usage"] = copy.deepcopy(usage)
             entry["error_code"] = error_code
             if status is not None:
                 self._statuses[str(status)] += 1

@@ -363,7 +363,7 @@ class _Handler(BaseHTTPRequestHandler):
         if latency > 0:
             self.emulator.stopping.wait(latency / 1000)
         # Recorded before the reply leaves, so a client that reads the log right after its reply sees it complete.
-        self.emulator.recorder.answered(entry, status=200, request_id=request_id)
+        self.emulator.recorder.answered(entry, status=200, request_id=request_id, usage=payload.get("usage"))
         self._send_json(200, payload)
 
     def _authenticate(self) -> None:

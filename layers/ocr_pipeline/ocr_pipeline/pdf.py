@@ -41,8 +41,8 @@ from .tokens import PixelBudget
 PdfSource = bytes | BinaryIO
 
 # The finest resolution worth drawing a page at: beyond it, more pixels cost tokens without
-# helping recognition. Only small pages (A6 and below at the default budget) reach it; on
-# bigger ones the budget binds first.
+# helping recognition. At the default budget only pages under about 23 square inches (smaller
+# than A6: labels, receipts, cards) reach it; on bigger ones the budget binds first.
 MAX_RENDER_DPI = 600
 POINTS_PER_INCH = 72
 
