@@ -190,3 +190,33 @@ def test_permanent_ocr_errors_fail_the_page_and_transient_ones_raise_for_a_retry
     with pytest.raises(OcrServerError):
         transient.drain()
     assert transient.bus.events == []
+
+
+# --- dead letters -------------------------------------------------------------------------
+
+
+def test_a_page_message_that_ran_out_of_deliveries_still_ends_its_document():
+    from ocr_pipeline.pipeline.failures import DeadLetterService
+
+    p = Pipeline(ocr=FakeOcrService(fail=lambda call: OcrServerError("down", status_code=500)))
+    upload(p, "docs/a.png")
+    body = p.queue.bodies.pop(0)
+    DeadLetterService(p.upload, p.pages).handle(body)
+    (failed,) = p.bus.of_type("document.failed")
+    assert failed.data["error"]["code"] == "page.retries_exhausted"
+    assert p.ocr.calls == []  # the dead letter is not one more attempt
+
+
+def test_an_upload_that_failed_every_attempt_fails_its_document():
+    from ocr_pipeline.pipeline.failures import DeadLetterService
+
+    p = Pipeline()
+    p.store.put(INPUT, "docs/b.png", text_png())
+    record = {
+        "requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": 3},
+        "requestPayload": {"Records": [notification("docs/b.png")]},
+        "responsePayload": {"errorType": "Runtime.ExitError", "errorMessage": "out of memory"},
+    }
+    DeadLetterService(p.upload, p.pages).handle(json.dumps(record))
+    (failed,) = p.bus.of_type("document.failed")
+    assert failed.data["error"]["code"] == "upload.failed" and "out of memory" in failed.data["error"]["message"]

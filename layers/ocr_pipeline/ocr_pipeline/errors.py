@@ -214,3 +214,18 @@ class DocumentEmpty(DocumentUnreadable):
 
 class DocumentTooManyPages(OcrPipelineError):
     code = "document.too_many_pages"
+
+
+# --- work that ran out of retries ------------------------------------------------------------
+
+
+class PageRetriesExhausted(OcrPipelineError):
+    """A page message was delivered until its queue gave up on it and moved it to the dead-letter queue."""
+
+    code = "page.retries_exhausted"
+
+
+class UploadFailed(OcrPipelineError):
+    """The upload function failed on an object on every attempt Lambda made."""
+
+    code = "upload.failed"

@@ -146,6 +146,21 @@ class UploadService:
         self.jobs.mark_dispatched(job_id)
         return UploadOutcome(decision=UploadDecision.ENQUEUED, job_id=job_id, page_count=page_count)
 
+    def fail(self, upload: UploadedObject, error: OcrPipelineError) -> UploadOutcome:
+        """Fail a document whose upload could not be handled, so it does not vanish."""
+        try:
+            info = self.store.head(upload.bucket, upload.key, upload.version_id)
+        except SourceNotFound:
+            return UploadOutcome(decision=UploadDecision.IGNORED, reason="object no longer exists")
+        source = SourceRef(
+            bucket=upload.bucket,
+            key=upload.key,
+            version_id=info.version_id or upload.version_id,
+            etag=(info.etag or upload.etag or "").strip('"') or None,
+        )
+        tenant = self.settings.tenant_rule.tenant_for(upload.key, info.metadata)
+        return self._reject(source, info.size, info.content_type, tenant, info.metadata, error)
+
     def page_messages(self, spec: JobSpec) -> list[str]:
         size = self.settings.page_chunk_size
         return [

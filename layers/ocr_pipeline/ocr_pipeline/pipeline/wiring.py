@@ -14,6 +14,7 @@ from ..catalog import Region
 from ..client import QwenOcrClient
 from ..recognition import Recognizer
 from .config import PipelineSettings
+from .failures import DeadLetterService
 from .upload import UploadService
 from .work import PageService, RecognizerFactory
 
@@ -61,3 +62,8 @@ def page_service() -> PageService:
         bus=SnsEventBus(settings.topic_arn),
         recognizers=recognizer_factory(settings),
     )
+
+
+@cache
+def dead_letter_service() -> DeadLetterService:
+    return DeadLetterService(upload_service(), page_service())

@@ -1,0 +1,32 @@
+"""Dead letters → the document ends, failed, with a reason: nothing is dropped silently."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from ocr_pipeline.pipeline.failures import DeadLetterService
+from ocr_pipeline.pipeline.wiring import dead_letter_service
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext, service: DeadLetterService | None = None) -> dict[str, Any]:
+    service = service or dead_letter_service()
+
+    def record_handler(record: SQSRecord) -> None:
+        logger.warning("dead letter", extra={"source_queue": record.event_source_arn})
+        service.handle(record.body)
+        metrics.add_metric(name="DeadLetters", unit=MetricUnit.Count, value=1)
+
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
