@@ -220,3 +220,72 @@ def test_an_upload_that_failed_every_attempt_fails_its_document():
     DeadLetterService(p.upload, p.pages).handle(json.dumps(record))
     (failed,) = p.bus.of_type("document.failed")
     assert failed.data["error"]["code"] == "upload.failed" and "out of memory" in failed.data["error"]["message"]
+
+
+# --- multi-page documents -----------------------------------------------------------------
+
+
+def multipage_tiff(pages: int) -> bytes:
+    import io
+
+    from PIL import Image, ImageDraw
+
+    frames = []
+    for number in range(1, pages + 1):
+        frame = Image.new("L", (320, 200), 255)
+        ImageDraw.Draw(frame).text((20, 80), f"page {number}", fill=0)
+        frames.append(frame)
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="TIFF", save_all=True, append_images=frames[1:])
+    return buffer.getvalue()
+
+
+def test_a_multipage_tiff_fans_out_in_chunks_and_assembles_in_order():
+    p = Pipeline(page_chunk_size=3)
+    outcome = upload(p, "docs/fax.tiff", multipage_tiff(7))
+    assert outcome.page_count == 7
+    assert [PageWork.model_validate_json(b).pages for b in p.queue.bodies] == [[1, 2, 3], [4, 5, 6], [7]]
+    p.drain()
+    (completed,) = p.bus.of_type("document.completed")
+    document = json.loads(p.store.get_text(RESULTS, completed.data["result_uri"].split(f"{RESULTS}/", 1)[1]))
+    assert [page["page"] for page in document["pages"]] == list(range(1, 8))
+    assert sorted(e.data["page"] for e in p.bus.of_type("usage.recorded")) == list(range(1, 8))
+
+
+def test_every_page_message_delivered_twice_in_shuffled_order_is_counted_and_billed_once():
+    import random
+
+    p = Pipeline(page_chunk_size=1)
+    upload(p, "docs/fax.tiff", multipage_tiff(6))
+    deliveries = p.queue.bodies * 2
+    random.Random(7).shuffle(deliveries)
+    p.queue.bodies.clear()
+    for body in deliveries:
+        p.pages.process(PageWork.model_validate_json(body))
+    assert len(p.bus.of_type("document.completed")) == 1
+    billed = sorted(e.data["page"] for e in p.bus.of_type("usage.recorded"))
+    assert billed == [1, 2, 3, 4, 5, 6]
+    assert len({e.event_id for e in p.bus.events}) == len(p.bus.events)
+
+
+def test_a_document_over_the_page_limit_fails_with_a_clear_code():
+    p = Pipeline(max_pages=5)
+    outcome = upload(p, "docs/fax.tiff", multipage_tiff(6))
+    assert outcome.decision is UploadDecision.REJECTED
+    assert p.bus.of_type("document.failed")[0].data["error"]["code"] == "document.too_many_pages"
+    assert p.queue.bodies == []
+
+
+def test_a_document_with_some_failed_pages_completes_and_marks_them():
+    # page 2's call is refused for good; the others succeed
+    def refuse_second(call):
+        refuse_second.calls += 1
+        return OcrInvalidParameter("refused", status_code=400) if refuse_second.calls == 2 else None
+
+    refuse_second.calls = 0
+    p = Pipeline(ocr=FakeOcrService(fail=refuse_second), page_chunk_size=1)
+    upload(p, "docs/fax.tiff", multipage_tiff(3))
+    p.drain()
+    (completed,) = p.bus.of_type("document.completed")
+    assert completed.data["pages_failed"] == [2]
+    assert sorted(e.data["page"] for e in p.bus.of_type("usage.recorded")) == [1, 3]
