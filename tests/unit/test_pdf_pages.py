@@ -361,6 +361,8 @@ def test_a_colour_page_stays_colour_and_a_grey_page_becomes_grey() -> None:
     red = prepare_pdf_page(drawn_pdf([A4], [(50, 50, 100, 100)], colour=(220, 0, 0)), 1, SMALL)
     black = prepare_pdf_page(drawn_pdf([A4], [(50, 50, 100, 100)]), 1, SMALL)
     assert decode(red).mode == "RGB"
+    left, top, right, bottom = dark_box(decode(red))
+    assert decode(red).getpixel(((left + right) // 2, (top + bottom) // 2)) == (220, 0, 0)
     assert decode(black).mode == "L"
     assert ("convert_mode", "RGB -> L: every pixel is grey") in [(s.action, s.detail) for s in black.steps]
 

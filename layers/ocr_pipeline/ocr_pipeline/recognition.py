@@ -30,8 +30,8 @@ class OcrService(TypingProtocol):
 
 class ImageSummary(BaseModel):
     source_format: str
-    original_width: int
-    original_height: int
+    original_width: int | float
+    original_height: int | float
     prepared_width: int
     prepared_height: int
     prepared_bytes: int
