@@ -20,7 +20,7 @@ from .config import PipelineSettings
 from .documents import SNIFF_BYTES, count_pages, detect_kind
 from .events import DocumentFailed, ErrorInfo, failed_event
 from .model import DocumentKind, JobSpec, PageWork, SourceRef, job_id_for
-from .ports import EventBus, JobStore, ObjectStore, SourceNotFound, WorkQueue
+from .ports import EventBus, JobStore, ObjectInfo, ObjectStore, SourceNotFound, WorkQueue
 from .routing import META_CORRELATION_ID, choose_task, schema_from_object, task_options
 
 
@@ -81,18 +81,11 @@ class UploadService:
     def accept(self, upload: UploadedObject) -> UploadOutcome:
         if not is_create_event(upload.event_name):
             return UploadOutcome(decision=UploadDecision.IGNORED, reason=f"not a create event: {upload.event_name}")
-        try:
-            info = self.store.head(upload.bucket, upload.key, upload.version_id)
-        except SourceNotFound:
+        found = self._look_up(upload)
+        if found is None:
             # Deleted (or overwritten and deleted) before we got to it: nothing left to recognise.
             return UploadOutcome(decision=UploadDecision.IGNORED, reason="object no longer exists")
-        source = SourceRef(
-            bucket=upload.bucket,
-            key=upload.key,
-            version_id=info.version_id or upload.version_id,
-            etag=(info.etag or upload.etag or "").strip('"') or None,
-        )
-        tenant = self.settings.tenant_rule.tenant_for(upload.key, info.metadata)
+        info, source, tenant = found
         ocr = self.settings.ocr
         try:
             choice = choose_task(upload.key, info.metadata, self.settings.routing_rules, self.settings.default_task)
@@ -148,18 +141,26 @@ class UploadService:
 
     def fail(self, upload: UploadedObject, error: OcrPipelineError) -> UploadOutcome:
         """Fail a document whose upload could not be handled, so it does not vanish."""
+        found = self._look_up(upload)
+        if found is None:
+            # Deleted (or overwritten and deleted) before we got to it: nothing left to recognise.
+            return UploadOutcome(decision=UploadDecision.IGNORED, reason="object no longer exists")
+        info, source, tenant = found
+        return self._reject(source, info.size, info.content_type, tenant, info.metadata, error)
+
+    def _look_up(self, upload: UploadedObject) -> tuple[ObjectInfo, SourceRef, str] | None:
+        """The object as it is now, its identity, and who pays for it; None once it is gone."""
         try:
             info = self.store.head(upload.bucket, upload.key, upload.version_id)
         except SourceNotFound:
-            return UploadOutcome(decision=UploadDecision.IGNORED, reason="object no longer exists")
+            return None
         source = SourceRef(
             bucket=upload.bucket,
             key=upload.key,
             version_id=info.version_id or upload.version_id,
             etag=(info.etag or upload.etag or "").strip('"') or None,
         )
-        tenant = self.settings.tenant_rule.tenant_for(upload.key, info.metadata)
-        return self._reject(source, info.size, info.content_type, tenant, info.metadata, error)
+        return info, source, self.settings.tenant_rule.tenant_for(upload.key, info.metadata)
 
     def page_messages(self, spec: JobSpec) -> list[str]:
         size = self.settings.page_chunk_size
