@@ -179,7 +179,8 @@ def error_from_reply(status: int, body: Any, retry_after: float | None = None) -
     request_id: str | None = None
     if isinstance(body, dict):
         request_id = body.get("request_id")
-        detail = body.get("error") if isinstance(body.get("error"), dict) else body
+        nested = body.get("error")
+        detail: dict[str, Any] = nested if isinstance(nested, dict) else body
         vendor_code = detail.get("code") if isinstance(detail.get("code"), str) else None
         message = str(detail.get("message") or "")
     message = message or f"HTTP {status}"
