@@ -53,3 +53,33 @@ def test_multipage_samples_come_back_whole_and_in_order(sample_run, name, pages)
     for number, page in enumerate(document["pages"], start=1):
         # each sample page prints its own number; real recognised text proves the order
         assert f"page{number}" in page["text"].replace(" ", "").lower()
+
+
+def test_a_200_page_pdf_comes_back_as_one_result_in_order_with_one_bill_per_page(tmp_path):
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype("DejaVuSans.ttf", 28)
+    pages = []
+    for number in range(1, 201):
+        page = Image.new("L", (620, 877), 255)
+        ImageDraw.Draw(page).text((60, 80), f"Page {number} of the annual report", fill=0, font=font)
+        pages.append(page)
+    pdf = tmp_path / "annual report.pdf"
+    pages[0].save(pdf, save_all=True, append_images=pages[1:], resolution=75)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "ocr_devkit.cli", "run", str(pdf), "--out", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    document = json.loads((out / "results" / "annual report.pdf.json").read_text())
+    assert [p["page"] for p in document["pages"]] == list(range(1, 201))
+    for number, page in enumerate(document["pages"], start=1):
+        assert f"page{number}of" in page["text"].replace(" ", "").lower()
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    billed = sorted(e["data"]["page"] for e in events if e["event_type"] == "usage.recorded")
+    assert billed == list(range(1, 201))
+    assert sum(e["event_type"] == "document.completed" for e in events) == 1

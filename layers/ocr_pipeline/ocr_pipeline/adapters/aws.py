@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterable
 from functools import cache
+from itertools import islice
 from typing import Any, BinaryIO, cast
 
 from ..pipeline.events import ErrorInfo, EventEnvelope
@@ -126,11 +128,14 @@ class SqsWorkQueue:
             self._client = aws_client("sqs")
         return self._client
 
-    def send_all(self, bodies: list[str]) -> None:
+    def send_all(self, bodies: Iterable[str]) -> None:
+        """Send in SendMessageBatch chunks as the bodies come, so memory does not grow with their number."""
         failed: list[dict[str, Any]] = []
-        for start in range(0, len(bodies), SQS_BATCH_LIMIT):
-            chunk = bodies[start : start + SQS_BATCH_LIMIT]
-            entries = [{"Id": str(start + i), "MessageBody": body} for i, body in enumerate(chunk)]
+        sent = 0
+        iterator = iter(bodies)
+        while chunk := list(islice(iterator, SQS_BATCH_LIMIT)):
+            entries = [{"Id": str(sent + i), "MessageBody": body} for i, body in enumerate(chunk)]
+            sent += len(entries)
             try:
                 response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
             except Exception as exc:
@@ -138,7 +143,7 @@ class SqsWorkQueue:
                 continue
             failed.extend(response.get("Failed", []))
         if failed:
-            raise QueueSendError(f"{len(failed)} of {len(bodies)} messages were not accepted by SQS", failed)
+            raise QueueSendError(f"{len(failed)} of {sent} messages were not accepted by SQS", failed)
 
 
 class SnsEventBus:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
 from ..pipeline.events import ErrorInfo, EventEnvelope
@@ -67,7 +67,7 @@ class MemoryWorkQueue:
     def __init__(self) -> None:
         self.bodies: list[str] = []
 
-    def send_all(self, bodies: list[str]) -> None:
+    def send_all(self, bodies: Iterable[str]) -> None:
         self.bodies.extend(bodies)
 
 

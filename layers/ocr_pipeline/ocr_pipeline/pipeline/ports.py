@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any, BinaryIO, Protocol
 
@@ -60,7 +61,7 @@ class ObjectStore(Protocol):
 
 
 class WorkQueue(Protocol):
-    def send_all(self, bodies: list[str]) -> None: ...
+    def send_all(self, bodies: Iterable[str]) -> None: ...
 
 
 class EventBus(Protocol):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from enum import StrEnum
 from urllib.parse import unquote_plus
 
@@ -162,12 +163,12 @@ class UploadService:
         )
         return info, source, self.settings.tenant_rule.tenant_for(upload.key, info.metadata)
 
-    def page_messages(self, spec: JobSpec) -> list[str]:
+    def page_messages(self, spec: JobSpec) -> Iterator[str]:
+        """Lazily, so the sender holds one SQS batch at a time whatever the page count."""
         size = self.settings.page_chunk_size
-        return [
-            PageWork(job=spec, pages=list(range(first, min(first + size, spec.page_count + 1)))).model_dump_json()
-            for first in range(1, spec.page_count + 1, size)
-        ]
+        for first in range(1, spec.page_count + 1, size):
+            pages = list(range(first, min(first + size, spec.page_count + 1)))
+            yield PageWork(job=spec, pages=pages).model_dump_json()
 
     def _reject(
         self,

@@ -1,0 +1,67 @@
+"""The upload side's memory does not grow with the page count, beyond one SQS batch at a time.
+
+Measured with tracemalloc (Python allocations); pdfium's own page-tree memory while counting
+pages is native and is not seen here.
+"""
+
+from __future__ import annotations
+
+import io
+import tracemalloc
+
+import pypdfium2
+from ocr_pipeline.pipeline.model import PageWork
+from ocr_pipeline.pipeline.upload import UploadedObject
+
+from tests.support.fakes import INPUT, Pipeline
+
+
+class CountingQueue:
+    """Accepts messages like SQS does: they leave the process, only their count stays."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.pages = 0
+
+    def send_all(self, bodies) -> None:
+        for body in bodies:
+            self.sent += 1
+            self.pages += len(PageWork.model_validate_json(body).pages)
+
+
+def blank_pdf(pages: int) -> bytes:
+    document = pypdfium2.PdfDocument.new()
+    for _ in range(pages):
+        document.new_page(595, 842)
+    buffer = io.BytesIO()
+    document.save(buffer)
+    document.close()
+    return buffer.getvalue()
+
+
+def peak_bytes_to_accept(pages: int) -> tuple[int, CountingQueue]:
+    p = Pipeline(page_chunk_size=4)
+    queue = CountingQueue()
+    p.upload.queue = queue
+    p.store.put(INPUT, "docs/long.pdf", blank_pdf(pages), content_type="application/pdf")
+    upload = UploadedObject(bucket=INPUT, key="docs/long.pdf")
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        outcome = p.upload.accept(upload)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert outcome.page_count == pages
+    return peak - before, queue
+
+
+def test_planning_2000_pages_takes_no_more_memory_than_planning_10():
+    peak_bytes_to_accept(3)  # first use fills import-time and pydantic caches; measure warm, as Lambda runs
+    small, small_queue = peak_bytes_to_accept(10)
+    large, large_queue = peak_bytes_to_accept(2000)
+    assert (small_queue.pages, large_queue.pages) == (10, 2000)
+    assert large_queue.sent == 500
+    # flat: the same order of magnitude, not 200 times more
+    assert large < small * 2 + 64 * 1024, (small, large)
