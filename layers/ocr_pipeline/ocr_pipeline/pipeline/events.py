@@ -6,7 +6,6 @@ consumer can drop duplicates that at-least-once delivery produces.
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -148,7 +147,3 @@ def failed_event(data: DocumentFailed, correlation_id: str) -> EventEnvelope:
 
 def preview(text: str) -> str:
     return text if len(text) <= TEXT_PREVIEW_CHARS else text[: TEXT_PREVIEW_CHARS - 1] + "…"
-
-
-def envelope_from_json(text: str) -> EventEnvelope:
-    return EventEnvelope.model_validate(json.loads(text))

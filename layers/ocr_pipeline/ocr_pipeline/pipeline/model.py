@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..catalog import Region
-from ..tasks import OcrTask, TaskOptions
+from ..tasks import TaskOptions
 
 
 class SourceRef(BaseModel):
@@ -82,13 +82,3 @@ def job_id_for(source: SourceRef, options: TaskOptions, model: str, region: Regi
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return digest[:32]
-
-
-def options_summary(options: TaskOptions) -> dict[str, Any]:
-    return {
-        "task": options.effective_task.value if options.effective_task else None,
-        "prompt": options.prompt is not None,
-    }
-
-
-TASK_NAMES = {task.value for task in OcrTask}

@@ -6,7 +6,6 @@ Order of precedence for the task: the object's own metadata (`ocr-task`, `ocr-sc
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -138,7 +137,3 @@ class TenantRule(BaseModel):
             if kind == "static":
                 return arg
         return "default"
-
-
-def metadata_json(metadata: dict[str, str]) -> str:
-    return json.dumps(metadata, sort_keys=True, ensure_ascii=False)
