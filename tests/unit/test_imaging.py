@@ -6,7 +6,6 @@ Every image is generated here with Pillow; nothing binary is checked in.
 from __future__ import annotations
 
 import base64
-import io
 import math
 import random
 import subprocess
@@ -29,24 +28,14 @@ from ocr_pipeline.imaging import (
 from ocr_pipeline.tokens import PixelBudget, smart_resize
 from PIL import ExifTags, Image, ImageCms, ImageDraw
 
+from tests.support.images import decode, encode
+
 BUDGET = PixelBudget()
 RED = (255, 0, 0)
 WHITE = (255, 255, 255)
 
 
 # --- helpers ------------------------------------------------------------------------
-
-
-def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def decode(prepared: PreparedImage) -> Image.Image:
-    image = Image.open(io.BytesIO(prepared.data))
-    image.load()
-    return image
 
 
 def rgb_at(image: Image.Image, x: int, y: int) -> tuple[int, int, int]:

@@ -7,7 +7,6 @@ memory is allocated. Every input is generated here.
 
 from __future__ import annotations
 
-import io
 import random
 import struct
 import tracemalloc
@@ -22,13 +21,9 @@ from ocr_pipeline.imaging import PreparationLimits, prepare_image, probe_image
 from ocr_pipeline.tokens import PixelBudget
 from PIL import ExifTags, Image, ImageFile
 
+from tests.support.images import encode
+
 BUDGET = PixelBudget()
-
-
-def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
 def noise(width: int, height: int, seed: int = 0) -> Image.Image:

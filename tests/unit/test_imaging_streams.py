@@ -36,6 +36,7 @@ from ocr_pipeline.imaging import (
 from ocr_pipeline.tokens import PixelBudget, smart_resize
 from PIL import Image, ImageChops, ImageDraw
 
+from tests.support.images import decode, encode
 from tests.support.streams import CountingFile, StorageUnavailable
 
 BUDGET = PixelBudget()
@@ -43,18 +44,6 @@ RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
 
 # --- helpers ------------------------------------------------------------------------
-
-
-def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def decode(prepared: PreparedImage) -> Image.Image:
-    image = Image.open(io.BytesIO(prepared.data))
-    image.load()
-    return image
 
 
 def marked_page(index: int, mode: str = "RGB", size: tuple[int, int] = (320, 256)) -> Image.Image:

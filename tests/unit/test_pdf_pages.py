@@ -31,6 +31,7 @@ from ocr_pipeline.pdf import MAX_RENDER_DPI, pdf_page_count, prepare_pdf_page
 from ocr_pipeline.tokens import PixelBudget, smart_resize
 from PIL import Image
 
+from tests.support.images import decode
 from tests.support.streams import CountingFile, StorageUnavailable
 
 BUDGET = PixelBudget()
@@ -163,12 +164,6 @@ def form_pdf() -> bytes:
 
 
 # --- reading results ------------------------------------------------------------------
-
-
-def decode(prepared: PreparedImage) -> Image.Image:
-    image = Image.open(io.BytesIO(prepared.data))
-    image.load()
-    return image
 
 
 def dark_box(image: Image.Image) -> tuple[int, int, int, int]:

@@ -36,6 +36,20 @@ _SKIP_REASONS: dict[str, str] = {
 }
 
 
+# Queue properties that are plain SQS attributes, passed through as strings.
+_QUEUE_ATTRIBUTES = (
+    "DelaySeconds",
+    "MaximumMessageSize",
+    "MessageRetentionPeriod",
+    "ReceiveMessageWaitTimeSeconds",
+    "VisibilityTimeout",
+    "FifoQueue",
+    "ContentBasedDeduplication",
+    "DeduplicationScope",
+    "FifoThroughputLimit",
+    "SqsManagedSseEnabled",
+)
+
 # The properties each provisioned type applies, and those it leaves out on purpose (no local effect: KMS keys,
 # backups, deletion protection). Anything else is reported in StackResources.warnings.
 _APPLIED: dict[str, frozenset[str]] = {
@@ -57,16 +71,7 @@ _APPLIED: dict[str, frozenset[str]] = {
     "AWS::SQS::Queue": frozenset(
         {
             "QueueName",
-            "DelaySeconds",
-            "MaximumMessageSize",
-            "MessageRetentionPeriod",
-            "ReceiveMessageWaitTimeSeconds",
-            "VisibilityTimeout",
-            "FifoQueue",
-            "ContentBasedDeduplication",
-            "DeduplicationScope",
-            "FifoThroughputLimit",
-            "SqsManagedSseEnabled",
+            *_QUEUE_ATTRIBUTES,
             "RedrivePolicy",
             "RedriveAllowPolicy",
             "Tags",
@@ -449,18 +454,7 @@ class _Provisioner:
         props = self.resolved.properties(logical_id)
         name = self.resolved.physical_name(logical_id)
         attributes: dict[str, str] = {}
-        for key in (
-            "DelaySeconds",
-            "MaximumMessageSize",
-            "MessageRetentionPeriod",
-            "ReceiveMessageWaitTimeSeconds",
-            "VisibilityTimeout",
-            "FifoQueue",
-            "ContentBasedDeduplication",
-            "DeduplicationScope",
-            "FifoThroughputLimit",
-            "SqsManagedSseEnabled",
-        ):
+        for key in _QUEUE_ATTRIBUTES:
             if key in props:
                 attributes[key] = cfn_string(props[key])
         for key in ("RedrivePolicy", "RedriveAllowPolicy"):
