@@ -261,7 +261,7 @@ class LocalPipeline:
         final: dict[str, EventEnvelope] = {}
         for envelope in self.recorder.envelopes:
             if envelope.event_type in ("document.completed", "document.failed"):
-                key = envelope.data["source"]["key"]
+                key = (envelope.data.get("source") or {}).get("key")
                 if key in keys:
                     final.setdefault(key, envelope)
         return final

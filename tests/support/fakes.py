@@ -9,6 +9,7 @@ from ocr_pipeline.adapters.memory import MemoryEventBus, MemoryJobStore, MemoryO
 from ocr_pipeline.catalog import Region
 from ocr_pipeline.client import CallOutcome, OcrCall, OcrServiceSettings, WireReply
 from ocr_pipeline.pipeline.config import PipelineSettings
+from ocr_pipeline.pipeline.intake import DocumentIntake
 from ocr_pipeline.pipeline.upload import UploadService
 from ocr_pipeline.pipeline.work import PageService
 from ocr_pipeline.recognition import Recognizer
@@ -71,7 +72,8 @@ class Pipeline:
             **settings_overrides,
         )
         self.recognizers: dict[tuple[str, Region], Recognizer] = {}
-        self.upload = UploadService(self.settings, self.store, self.queue, self.jobs, self.bus)
+        self.intake = DocumentIntake(self.settings, self.store, self.queue, self.jobs, self.bus)
+        self.upload = UploadService(self.settings, self.intake)
         self.pages = PageService(self.settings, self.store, self.jobs, self.bus, self._recognizer)
 
     def _recognizer(self, model: str, region: Region) -> Recognizer:

@@ -42,7 +42,7 @@ def blank_pdf(pages: int) -> bytes:
 def peak_bytes_to_accept(pages: int) -> tuple[int, CountingQueue]:
     p = Pipeline(page_chunk_size=4)
     queue = CountingQueue()
-    p.upload.queue = queue
+    p.intake.queue = queue
     p.store.put(INPUT, "docs/long.pdf", blank_pdf(pages), content_type="application/pdf")
     upload = UploadedObject(bucket=INPUT, key="docs/long.pdf")
     tracemalloc.start()

@@ -7,9 +7,10 @@ import json
 import pytest
 from ocr_pipeline.errors import OcrInvalidParameter, OcrServerError
 from ocr_pipeline.pipeline.events import deterministic_event_id
+from ocr_pipeline.pipeline.intake import IntakeDecision
 from ocr_pipeline.pipeline.model import PageWork
 from ocr_pipeline.pipeline.routing import RoutingRule
-from ocr_pipeline.pipeline.upload import UploadDecision, UploadedObject
+from ocr_pipeline.pipeline.upload import UploadedObject
 from ocr_pipeline.tasks import OcrTask
 
 from tests.support.fakes import INPUT, RESULTS, FakeOcrService, Pipeline, text_png
@@ -39,7 +40,7 @@ def test_notification_keys_are_decoded_as_s3_encodes_them(encoded, decoded):
 def test_an_image_upload_becomes_one_job_and_one_page_message():
     p = Pipeline()
     outcome = upload(p, "docs/receipt.png")
-    assert outcome.decision is UploadDecision.ENQUEUED and outcome.page_count == 1
+    assert outcome.decision is IntakeDecision.ENQUEUED and outcome.page_count == 1
     work = PageWork.model_validate_json(p.queue.bodies[0])
     assert work.pages == [1] and work.job.job_id == outcome.job_id
     assert work.job.options.effective_task is OcrTask.TEXT_RECOGNITION
@@ -50,7 +51,7 @@ def test_a_redelivered_event_creates_no_second_job():
     p = Pipeline()
     first = upload(p, "docs/receipt.png")
     again = p.upload.accept(UploadedObject(bucket=INPUT, key="docs/receipt.png"))
-    assert again.decision is UploadDecision.DUPLICATE and again.job_id == first.job_id
+    assert again.decision is IntakeDecision.DUPLICATE and again.job_id == first.job_id
     assert len(p.queue.bodies) == 1
 
 
@@ -58,7 +59,7 @@ def test_new_content_under_the_same_key_is_a_new_job():
     p = Pipeline()
     first = upload(p, "docs/receipt.png", text_png("first"))
     second = upload(p, "docs/receipt.png", text_png("second version"))
-    assert second.decision is UploadDecision.ENQUEUED and second.job_id != first.job_id
+    assert second.decision is IntakeDecision.ENQUEUED and second.job_id != first.job_id
 
 
 def test_metadata_task_and_inline_schema_win_over_rules():
@@ -89,7 +90,7 @@ def test_longest_prefix_rule_applies_and_its_schema_object_is_read():
 def test_an_unknown_task_fails_the_document_once_with_a_stable_code():
     p = Pipeline()
     outcome = upload(p, "docs/a.png", **{"ocr-task": "summarise"})
-    assert outcome.decision is UploadDecision.REJECTED
+    assert outcome.decision is IntakeDecision.REJECTED
     p.upload.accept(UploadedObject(bucket=INPUT, key="docs/a.png"))  # redelivered
     failed = p.bus.of_type("document.failed")
     assert len(failed) == 1 and failed[0].data["error"]["code"] == "request.invalid"
@@ -99,7 +100,7 @@ def test_an_unknown_task_fails_the_document_once_with_a_stable_code():
 def test_an_object_over_the_size_limit_is_refused_before_download():
     p = Pipeline(max_input_bytes=1000)
     outcome = upload(p, "docs/big.png", b"\x89PNG" + b"\x00" * 5000)
-    assert outcome.decision is UploadDecision.REJECTED
+    assert outcome.decision is IntakeDecision.REJECTED
     assert p.bus.of_type("document.failed")[0].data["error"]["code"] == "input.too_large"
 
 
@@ -107,7 +108,7 @@ def test_events_other_than_creates_are_ignored():
     p = Pipeline()
     p.store.put(INPUT, "docs/a.png", text_png())
     outcome = p.upload.accept(UploadedObject(bucket=INPUT, key="docs/a.png", event_name="ObjectRemoved:Delete"))
-    assert outcome.decision is UploadDecision.IGNORED and p.queue.bodies == []
+    assert outcome.decision is IntakeDecision.IGNORED and p.queue.bodies == []
 
 
 def test_tenant_comes_from_the_rule():
@@ -201,7 +202,7 @@ def test_a_page_message_that_ran_out_of_deliveries_still_ends_its_document():
     p = Pipeline(ocr=FakeOcrService(fail=lambda call: OcrServerError("down", status_code=500)))
     upload(p, "docs/a.png")
     body = p.queue.bodies.pop(0)
-    DeadLetterService(p.upload, p.pages).handle(body)
+    DeadLetterService(p.upload, p.pages, p.intake).handle(body, "m-1")
     (failed,) = p.bus.of_type("document.failed")
     assert failed.data["error"]["code"] == "page.retries_exhausted"
     assert p.ocr.calls == []  # the dead letter is not one more attempt
@@ -217,7 +218,7 @@ def test_an_upload_that_failed_every_attempt_fails_its_document():
         "requestPayload": {"Records": [notification("docs/b.png")]},
         "responsePayload": {"errorType": "Runtime.ExitError", "errorMessage": "out of memory"},
     }
-    DeadLetterService(p.upload, p.pages).handle(json.dumps(record))
+    DeadLetterService(p.upload, p.pages, p.intake).handle(json.dumps(record), "m-2")
     (failed,) = p.bus.of_type("document.failed")
     assert failed.data["error"]["code"] == "upload.failed" and "out of memory" in failed.data["error"]["message"]
 
@@ -271,7 +272,7 @@ def test_every_page_message_delivered_twice_in_shuffled_order_is_counted_and_bil
 def test_a_document_over_the_page_limit_fails_with_a_clear_code():
     p = Pipeline(max_pages=5)
     outcome = upload(p, "docs/fax.tiff", multipage_tiff(6))
-    assert outcome.decision is UploadDecision.REJECTED
+    assert outcome.decision is IntakeDecision.REJECTED
     assert p.bus.of_type("document.failed")[0].data["error"]["code"] == "document.too_many_pages"
     assert p.queue.bodies == []
 

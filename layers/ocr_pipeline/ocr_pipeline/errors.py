@@ -41,6 +41,34 @@ class InvalidRequest(OcrPipelineError):
     code = "request.invalid"
 
 
+class MalformedRequest(InvalidRequest):
+    """A request message that is not a JSON object at all."""
+
+    code = "request.malformed"
+
+
+class SourceForbidden(InvalidRequest):
+    """A request named a source it may not use: a bucket or host not allowed, or a private address."""
+
+    code = "request.source_forbidden"
+
+
+# --- sources fetched by URL ----------------------------------------------------------------
+
+
+class SourceFetchFailed(OcrPipelineError):
+    """The URL answered with something other than the document (4xx, a redirect, the wrong size)."""
+
+    code = "source.fetch_failed"
+
+
+class SourceUnavailable(OcrPipelineError):
+    """The URL's server or the network failed in a way that may pass: worth another delivery."""
+
+    code = "source.unavailable"
+    retryable = True
+
+
 # --- images -------------------------------------------------------------------
 
 
@@ -229,3 +257,9 @@ class UploadFailed(OcrPipelineError):
     """The upload function failed on an object on every attempt Lambda made."""
 
     code = "upload.failed"
+
+
+class RequestRetriesExhausted(OcrPipelineError):
+    """A request message was delivered until its queue gave up on it and moved it to the dead-letter queue."""
+
+    code = "request.retries_exhausted"

@@ -97,6 +97,15 @@ class S3ObjectStore:
         except Exception as exc:
             raise self._typed(exc, bucket, key) from None
 
+    def put_file(self, bucket: str, key: str, body: BinaryIO, content_type: str | None = None) -> ObjectInfo:
+        extra = {"ContentType": content_type} if content_type else {}
+        try:
+            # upload_fileobj switches to a multipart upload for large files, so memory stays bounded.
+            self.client.upload_fileobj(body, bucket, key, ExtraArgs=extra)
+        except Exception as exc:
+            raise self._typed(exc, bucket, key) from None
+        return self.head(bucket, key)
+
     def get_text(self, bucket: str, key: str) -> str:
         return self.get_bytes(bucket, key).decode("utf-8")
 

@@ -56,6 +56,9 @@ class MemoryObjectStore:
     def put_json(self, bucket: str, key: str, body: str) -> None:
         self.put(bucket, key, body.encode("utf-8"), content_type="application/json")
 
+    def put_file(self, bucket: str, key: str, body: BinaryIO, content_type: str | None = None) -> ObjectInfo:
+        return self.put(bucket, key, body.read(), content_type=content_type)
+
     def get_text(self, bucket: str, key: str) -> str:
         return self.get_bytes(bucket, key).decode("utf-8")
 

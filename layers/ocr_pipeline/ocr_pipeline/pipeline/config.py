@@ -12,6 +12,7 @@ from ..client.settings import OcrServiceSettings
 from ..errors import ConfigurationError
 from ..tasks import DEFAULT_TASK, OcrTask
 from .routing import RoutingRule, TenantRule, parse_routing_rules
+from .sources import SourcePolicy
 
 DEFAULT_TENANT_RULE = "metadata:ocr-tenant,static:default"
 
@@ -35,9 +36,21 @@ class PipelineSettings(BaseModel):
     claim_lease_s: float = Field(default=960.0, gt=0)
     result_prefix: str = "results/"
     work_prefix: str = "jobs/"
+    # Copies of documents that requests named by URL, keyed by their SHA-256.
+    source_prefix: str = "sources/"
+    # Requests may name objects in the input bucket and in these.
+    input_bucket: str | None = None
+    request_source_buckets: list[str] = Field(default_factory=list)
+    # Hosts request URLs may name: exact names or "*.example.com".
+    url_allowlist: list[str] = Field(default_factory=list)
     ocr: OcrServiceSettings
 
-    @field_validator("result_prefix", "work_prefix")
+    @property
+    def source_policy(self) -> SourcePolicy:
+        buckets = {*self.request_source_buckets, *([self.input_bucket] if self.input_bucket else [])}
+        return SourcePolicy(buckets=frozenset(buckets), url_hosts=tuple(self.url_allowlist))
+
+    @field_validator("result_prefix", "work_prefix", "source_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
         return value if not value or value.endswith("/") else value + "/"
@@ -60,6 +73,9 @@ class PipelineSettings(BaseModel):
             "max_pages": env.get("MAX_PAGES") or None,
             "page_chunk_size": env.get("PAGE_CHUNK_SIZE") or None,
             "claim_lease_s": env.get("CLAIM_LEASE_S") or None,
+            "input_bucket": env.get("INPUT_BUCKET") or None,
+            "request_source_buckets": _names(env.get("REQUEST_SOURCE_BUCKETS")),
+            "url_allowlist": _names(env.get("URL_ALLOWLIST")),
             "ocr": OcrServiceSettings.from_env(env),
         }
         try:
@@ -67,3 +83,8 @@ class PipelineSettings(BaseModel):
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ConfigurationError(f"invalid pipeline settings: {problems}") from None
+
+
+def _names(text: str | None) -> list[str]:
+    """A comma-separated list, as CloudFormation joins a CommaDelimitedList."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]

@@ -77,7 +77,8 @@ class DocumentCompleted(BaseModel):
 
 class DocumentFailed(BaseModel):
     job_id: str
-    source: SourceRef
+    # None only for a request whose source could not be read or was refused before it was looked at.
+    source: SourceRef | None
     tenant: str | None = None
     task: str | None = None
     page_count: int | None = None

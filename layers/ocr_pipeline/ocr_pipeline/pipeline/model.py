@@ -26,6 +26,8 @@ class SourceRef(BaseModel):
     key: str
     version_id: str | None = None
     etag: str | None = None
+    # Where the document was downloaded from, when a request named a URL; bucket/key then hold our copy.
+    url: str | None = None
 
     @property
     def uri(self) -> str:
@@ -67,12 +69,16 @@ class PageWork(BaseModel):
     pages: list[int] = Field(min_length=1)  # 1-based page numbers
 
 
-def job_id_for(source: SourceRef, options: TaskOptions, model: str, region: Region) -> str:
+def job_id_for(
+    source: SourceRef, options: TaskOptions, model: str, region: Region, *, requester: str | None = None
+) -> str:
     """Deterministic, so a redelivered event finds the job it already created.
 
     A re-upload of new content under the same key has a new version id / etag, hence a new job.
+    `requester` (a request's tenant and correlation id) keeps two requests for the same document
+    apart: each asked for, and is owed, its own answer.
     """
-    identity = {
+    identity: dict[str, object] = {
         "bucket": source.bucket,
         "key": source.key,
         "version": source.version_id or source.etag,
@@ -80,5 +86,7 @@ def job_id_for(source: SourceRef, options: TaskOptions, model: str, region: Regi
         "model": model,
         "region": region.value,
     }
+    if requester is not None:
+        identity["requester"] = requester
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return digest[:32]

@@ -55,6 +55,10 @@ class ObjectStore(Protocol):
 
     def put_json(self, bucket: str, key: str, body: str) -> None: ...
 
+    def put_file(self, bucket: str, key: str, body: BinaryIO, content_type: str | None = None) -> ObjectInfo:
+        """Store a (possibly large) file from its current position; returns the stored object's info."""
+        ...
+
     def get_text(self, bucket: str, key: str) -> str: ...
 
     def list_keys(self, bucket: str, prefix: str) -> list[str]: ...
@@ -62,6 +66,24 @@ class ObjectStore(Protocol):
 
 class WorkQueue(Protocol):
     def send_all(self, bodies: Iterable[str]) -> None: ...
+
+
+class Download(BaseModel):
+    size: int
+    sha256: str
+    content_type: str | None = None
+
+
+class SourceFetcher(Protocol):
+    """Reads documents named by URL. The caller decides which addresses are safe; the fetcher connects only to those."""
+
+    def resolve(self, host: str, port: int) -> list[str]:
+        """Every IP address `host` resolves to now."""
+        ...
+
+    def download(self, url: str, address: str, sink: BinaryIO, max_bytes: int) -> Download:
+        """GET `url` over a connection to `address` (TLS still verified for the URL's host), into `sink`."""
+        ...
 
 
 class EventBus(Protocol):

@@ -10,11 +10,14 @@ import threading
 from functools import cache
 
 from ..adapters.aws import DynamoJobStore, S3ObjectStore, SnsEventBus, SqsWorkQueue
+from ..adapters.web import HttpSourceFetcher
 from ..catalog import Region
 from ..client import QwenOcrClient
 from ..recognition import Recognizer
 from .config import PipelineSettings
 from .failures import DeadLetterService
+from .intake import DocumentIntake
+from .requests import RequestService
 from .upload import UploadService
 from .work import PageService, RecognizerFactory
 
@@ -41,15 +44,26 @@ def recognizer_factory(settings: PipelineSettings) -> RecognizerFactory:
 
 
 @cache
-def upload_service() -> UploadService:
+def document_intake() -> DocumentIntake:
     settings = pipeline_settings()
-    return UploadService(
+    return DocumentIntake(
         settings,
         store=S3ObjectStore(),
         queue=SqsWorkQueue(settings.page_queue_url),
         jobs=DynamoJobStore(settings.jobs_table),
         bus=SnsEventBus(settings.topic_arn),
     )
+
+
+@cache
+def upload_service() -> UploadService:
+    return UploadService(pipeline_settings(), document_intake())
+
+
+@cache
+def request_service() -> RequestService:
+    settings = pipeline_settings()
+    return RequestService(settings, document_intake(), HttpSourceFetcher(), settings.source_policy)
 
 
 @cache
@@ -66,4 +80,4 @@ def page_service() -> PageService:
 
 @cache
 def dead_letter_service() -> DeadLetterService:
-    return DeadLetterService(upload_service(), page_service())
+    return DeadLetterService(upload_service(), page_service(), document_intake())

@@ -1,0 +1,34 @@
+"""OCR requests from the request queue → validate, fetch the source, and admit the document like an upload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from ocr_pipeline.pipeline.requests import RequestService
+from ocr_pipeline.pipeline.wiring import request_service
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext, service: RequestService | None = None) -> dict[str, Any]:
+    service = service or request_service()
+
+    def record_handler(record: SQSRecord) -> None:
+        # Bad requests come back as REJECTED (answered with document.failed); only what another
+        # delivery may fix raises, so that the record is reported as failed and retried.
+        outcome = service.handle(record.body, record.message_id)
+        logger.info("request handled", extra={"message_id": record.message_id, **outcome.model_dump(exclude_none=True)})
+        metrics.add_metric(name=f"Requests{outcome.decision.value.title()}", unit=MetricUnit.Count, value=1)
+
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

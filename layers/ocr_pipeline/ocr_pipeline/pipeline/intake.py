@@ -1,0 +1,195 @@
+"""Taking a document in, whichever way it arrived (an upload or a request): record the job and fan its pages out.
+
+The intake never decodes or renders pages, so its time and memory do not grow with the page
+count beyond the messages it sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from ..catalog import Region
+from ..errors import DocumentTooManyPages, InputTooLarge, OcrPipelineError
+from ..imaging import PreparationLimits
+from ..tasks import TaskOptions
+from .config import PipelineSettings
+from .documents import SNIFF_BYTES, count_pages, detect_kind
+from .events import DocumentFailed, ErrorInfo, deterministic_event_id, failed_event
+from .model import DocumentKind, JobSpec, PageWork, SourceRef, job_id_for
+from .ports import EventBus, JobStore, ObjectStore, WorkQueue
+
+
+class IntakeDecision(StrEnum):
+    ENQUEUED = "enqueued"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+    IGNORED = "ignored"
+
+
+class IntakeOutcome(BaseModel):
+    decision: IntakeDecision
+    job_id: str | None = None
+    page_count: int | None = None
+    reason: str | None = None
+
+
+class Admission(BaseModel):
+    """A document whose source, task and payer are known; its pages are not counted yet."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: SourceRef
+    size: int
+    content_type: str | None = None
+    options: TaskOptions
+    model: str
+    region: Region
+    tenant: str
+    correlation_id: str | None = None  # the job id when the sender gave none
+    requester: str | None = None  # see job_id_for
+
+    @property
+    def job_id(self) -> str:
+        return job_id_for(self.source, self.options, self.model, self.region, requester=self.requester)
+
+
+class Rejection(BaseModel):
+    """What a failed document is announced with, when it failed before its pages were counted."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    source: SourceRef | None
+    size: int = 0
+    content_type: str | None = None
+    options: TaskOptions | None = None
+    model: str
+    region: Region
+    tenant: str | None
+    correlation_id: str | None = None
+
+
+def rejection_job_id(*identity: object) -> str:
+    """For a document refused before its options were known: identified by whatever raw request there was."""
+    return deterministic_event_id("rejected", *identity).replace("-", "")
+
+
+class DocumentIntake:
+    def __init__(
+        self, settings: PipelineSettings, store: ObjectStore, queue: WorkQueue, jobs: JobStore, bus: EventBus
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.queue = queue
+        self.jobs = jobs
+        self.bus = bus
+        self.limits = PreparationLimits(max_input_bytes=settings.max_input_bytes)
+
+    def admit(self, admission: Admission) -> IntakeOutcome:
+        """Count the pages, create the job once, and send its page messages."""
+        source = admission.source
+        job_id = admission.job_id
+        try:
+            if admission.size > self.settings.max_input_bytes:
+                raise InputTooLarge(
+                    f"the object is {admission.size} bytes; the limit is {self.settings.max_input_bytes}",
+                    size=admission.size,
+                )
+            head = self.store.get_bytes(source.bucket, source.key, source.version_id, byte_range=(0, SNIFF_BYTES - 1))
+            kind = detect_kind(head)
+            page_count = 1
+            if kind is not DocumentKind.IMAGE:
+                with self.store.open_reader(source.bucket, source.key, source.version_id, admission.size) as reader:
+                    page_count = count_pages(reader, kind, self.limits)
+            if page_count > self.settings.max_pages:
+                raise DocumentTooManyPages(
+                    f"the document has {page_count} pages; the limit is {self.settings.max_pages}"
+                )
+        except OcrPipelineError as error:
+            if error.retryable:
+                raise
+            return self.reject(self.rejection_of(admission), error)
+        spec = JobSpec(
+            job_id=job_id,
+            source=source,
+            kind=kind,
+            size_bytes=admission.size,
+            content_type=admission.content_type,
+            options=admission.options,
+            model=admission.model,
+            region=admission.region,
+            tenant=admission.tenant,
+            correlation_id=admission.correlation_id or job_id,
+            page_count=page_count,
+        )
+        if not self.jobs.create_job(spec):
+            existing = self.jobs.get_job(job_id)
+            if existing is not None and existing.dispatched:
+                return IntakeOutcome(decision=IntakeDecision.DUPLICATE, job_id=job_id, page_count=page_count)
+            # Created by a delivery that died before its pages were all accepted: send them again;
+            # workers are idempotent per page, so a page sent twice is recognised and billed once.
+        self.queue.send_all(self.page_messages(spec))
+        self.jobs.mark_dispatched(job_id)
+        return IntakeOutcome(decision=IntakeDecision.ENQUEUED, job_id=job_id, page_count=page_count)
+
+    def page_messages(self, spec: JobSpec) -> Iterator[str]:
+        """Lazily, so the sender holds one SQS batch at a time whatever the page count."""
+        size = self.settings.page_chunk_size
+        for first in range(1, spec.page_count + 1, size):
+            pages = list(range(first, min(first + size, spec.page_count + 1)))
+            yield PageWork(job=spec, pages=pages).model_dump_json()
+
+    @staticmethod
+    def rejection_of(admission: Admission) -> Rejection:
+        return Rejection(
+            job_id=admission.job_id,
+            source=admission.source,
+            size=admission.size,
+            content_type=admission.content_type,
+            options=admission.options,
+            model=admission.model,
+            region=admission.region,
+            tenant=admission.tenant,
+            correlation_id=admission.correlation_id,
+        )
+
+    def reject(self, rejection: Rejection, error: OcrPipelineError) -> IntakeOutcome:
+        """Record the document as failed and say so on the topic, once per document."""
+        job_id = rejection.job_id
+        correlation_id = rejection.correlation_id or job_id
+        info = ErrorInfo.of(error.code, error.message)
+        announce = True
+        if rejection.source is not None:
+            spec = JobSpec(
+                job_id=job_id,
+                source=rejection.source,
+                kind=DocumentKind.IMAGE,
+                size_bytes=rejection.size,
+                content_type=rejection.content_type,
+                options=rejection.options or TaskOptions(),
+                model=rejection.model,
+                region=rejection.region,
+                tenant=rejection.tenant or "",
+                correlation_id=correlation_id,
+                page_count=1,
+            )
+            created = self.jobs.create_job(spec, failed_with=info)
+            existing = None if created else self.jobs.get_job(job_id)
+            announce = created or (existing is not None and not existing.dispatched)
+        # A source-less rejection has no job record; its event id alone lets consumers drop a repeat.
+        if announce:
+            task = rejection.options.effective_task if rejection.options else None
+            event = DocumentFailed(
+                job_id=job_id,
+                source=rejection.source,
+                tenant=rejection.tenant,
+                task=task.value if task else None,
+                error=info,
+            )
+            self.bus.publish(failed_event(event, correlation_id))
+            if rejection.source is not None:
+                self.jobs.mark_dispatched(job_id)
+        return IntakeOutcome(decision=IntakeDecision.REJECTED, job_id=job_id, reason=f"{error.code}: {error.message}")
