@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out
 
-.PHONY: setup run test unit integration lint format bench build deploy emulator clean
+.PHONY: setup run up test unit integration lint format schemas bench build deploy emulator clean
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,10 @@ $(VENV)/.installed: pyproject.toml
 ## run then exits 1, which is the expected outcome here; any other failure still stops make.
 run: setup
 	$(BIN)/ocr-pipeline run samples --out $(OUT) || [ $$? -eq 1 ]
+
+## The local stack in the foreground, for developing against it with any AWS SDK (Ctrl-C stops it).
+up: setup
+	$(BIN)/ocr-pipeline up
 
 ## Every test, plus the template linter.
 test: setup
@@ -40,6 +44,10 @@ lint: setup
 format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## The published JSON schema of OCR requests, regenerated from the model (a test checks they agree).
+schemas: setup
+	$(BIN)/python -m ocr_pipeline.pipeline.requests
 
 bench: setup
 	@echo "make bench: the benchmarks are not built yet (see README, Status and known limits)" >&2; exit 1

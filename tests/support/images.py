@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from ocr_pipeline.imaging import PreparedImage
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
@@ -18,3 +18,15 @@ def decode(prepared: PreparedImage) -> Image.Image:
     image = Image.open(io.BytesIO(prepared.data))
     image.load()
     return image
+
+
+def multipage_tiff(pages: int) -> bytes:
+    """A TIFF whose frame N reads "page N"."""
+    frames = []
+    for number in range(1, pages + 1):
+        frame = Image.new("L", (320, 200), 255)
+        ImageDraw.Draw(frame).text((20, 80), f"page {number}", fill=0)
+        frames.append(frame)
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="TIFF", save_all=True, append_images=frames[1:])
+    return buffer.getvalue()

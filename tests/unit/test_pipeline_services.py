@@ -14,6 +14,7 @@ from ocr_pipeline.pipeline.upload import UploadedObject
 from ocr_pipeline.tasks import OcrTask
 
 from tests.support.fakes import INPUT, RESULTS, FakeOcrService, Pipeline, text_png
+from tests.support.images import multipage_tiff
 
 
 def notification(key: str, event_name: str = "ObjectCreated:Put") -> dict:
@@ -224,21 +225,6 @@ def test_an_upload_that_failed_every_attempt_fails_its_document():
 
 
 # --- multi-page documents -----------------------------------------------------------------
-
-
-def multipage_tiff(pages: int) -> bytes:
-    import io
-
-    from PIL import Image, ImageDraw
-
-    frames = []
-    for number in range(1, pages + 1):
-        frame = Image.new("L", (320, 200), 255)
-        ImageDraw.Draw(frame).text((20, 80), f"page {number}", fill=0)
-        frames.append(frame)
-    buffer = io.BytesIO()
-    frames[0].save(buffer, format="TIFF", save_all=True, append_images=frames[1:])
-    return buffer.getvalue()
 
 
 def test_a_multipage_tiff_fans_out_in_chunks_and_assembles_in_order():

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ocr_devkit.stack.cfn import load_template
+from ocr_devkit.stack.cfn import load_template, resolve_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")
@@ -17,10 +17,26 @@ def of_type(kind: str) -> dict[str, dict[str, Any]]:
     return {name: r for name, r in RESOURCES.items() if r["Type"] == kind}
 
 
+def attached_policies(function: dict[str, Any]) -> list[dict[str, Any]]:
+    """Inline policy documents, and the documents of this template's managed policies the function refers to."""
+    documents = []
+    for policy in function["Properties"].get("Policies", []):
+        if isinstance(policy, dict) and "Fn::If" in policy:
+            _, chosen, otherwise = policy["Fn::If"]
+            assert otherwise == {"Ref": "AWS::NoValue"}
+            policy = chosen
+        if isinstance(policy, dict) and set(policy) == {"Ref"}:
+            managed = RESOURCES[policy["Ref"]]
+            assert managed["Type"] == "AWS::IAM::ManagedPolicy", "only managed policies of this template"
+            policy = managed["Properties"]["PolicyDocument"]
+        assert isinstance(policy, dict) and "Statement" in policy, "no AWS managed policies: they are too broad"
+        documents.append(policy)
+    return documents
+
+
 def statements(function: dict[str, Any]) -> list[dict[str, Any]]:
     found = []
-    for policy in function["Properties"].get("Policies", []):
-        assert isinstance(policy, dict) and "Statement" in policy, "policies are inline statements, not managed ARNs"
+    for policy in attached_policies(function):
         for statement in policy["Statement"]:
             if "Fn::If" in statement:  # conditional statement: check both branches
                 found.extend(s for s in statement["Fn::If"][1:] if isinstance(s, dict) and "Effect" in s)
@@ -85,10 +101,32 @@ def test_dead_letter_queues_and_function_errors_raise_alarms():
     watched = {str(alarm["Properties"]["Dimensions"][0]["Value"]) for alarm in alarms.values()}
     for name in FUNCTIONS:
         assert str({"Ref": name}) in watched
-    assert str({"Fn::GetAtt": ["PageDeadLetterQueue", "QueueName"]}) in watched
+    for queue in ("PageDeadLetterQueue", "RequestDeadLetterQueue", "UploadFailureQueue", "LastResortQueue"):
+        assert str({"Fn::GetAtt": [queue, "QueueName"]}) in watched
 
 
 def test_the_table_is_encrypted_and_expires_old_jobs():
     (table,) = of_type("AWS::DynamoDB::Table").values()
     assert table["Properties"]["SSESpecification"]["SSEEnabled"] is True
     assert table["Properties"]["TimeToLiveSpecification"]["Enabled"] is True
+
+
+@pytest.mark.parametrize("partition_region", ["us-east-1", "cn-north-1"])
+def test_extra_request_buckets_are_readable_object_by_object_and_nothing_more(partition_region):
+    """Given two extra buckets, the shared read policy names exactly their objects, in the stack's partition."""
+    resolved = resolve_template(
+        ROOT / "template.yaml",
+        stack_name="t",
+        region=partition_region,
+        parameters={"RequestSourceBuckets": "partner-a,partner-b"},
+    )
+    document = resolved.resolve(resolved.properties("RequestSourceReadPolicy")["PolicyDocument"])
+    (statement,) = document["Statement"]
+    partition = "aws-cn" if partition_region.startswith("cn-") else "aws"
+    assert statement["Action"] == ["s3:GetObject", "s3:GetObjectVersion"]
+    assert statement["Resource"] == [f"arn:{partition}:s3:::partner-a/*", f"arn:{partition}:s3:::partner-b/*"]
+
+
+def test_without_extra_request_buckets_there_is_no_extra_read_policy():
+    resolved = resolve_template(ROOT / "template.yaml", stack_name="t")
+    assert "RequestSourceReadPolicy" not in {r.logical_id for r in resolved.of_type("AWS::IAM::ManagedPolicy")}

@@ -682,7 +682,12 @@ class ResolvedTemplate:
                 f"arn:{PARTITION}:cloudformation:{self.region}:{self.account_id}:stack/{self.stack_name}/"
                 f"{_uuid_like(self.stack_name)}"
             ),
-            "AWS::Partition": PARTITION,
+            # As CloudFormation answers in China and GovCloud regions; moto's own ARNs stay in "aws".
+            "AWS::Partition": "aws-cn"
+            if self.region.startswith("cn-")
+            else "aws-us-gov"
+            if self.region.startswith("us-gov-")
+            else PARTITION,
             "AWS::URLSuffix": URL_SUFFIX,
             "AWS::NotificationARNs": [],
         }[name]

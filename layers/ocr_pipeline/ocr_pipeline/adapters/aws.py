@@ -167,7 +167,11 @@ class SnsEventBus:
         return self._client
 
     def publish(self, envelope: EventEnvelope) -> None:
-        attributes = {"event_type": {"DataType": "String", "StringValue": envelope.event_type}}
+        # Attributes let subscribers filter (FilterPolicy) without reading the message body.
+        attributes = {
+            "event_type": {"DataType": "String", "StringValue": envelope.event_type},
+            "correlation_id": {"DataType": "String", "StringValue": envelope.correlation_id},
+        }
         tenant = envelope.data.get("tenant")
         if isinstance(tenant, str) and tenant:
             attributes["tenant"] = {"DataType": "String", "StringValue": tenant}

@@ -81,7 +81,7 @@ class OcrRequest(BaseModel):
 def request_json_schema() -> dict[str, Any]:
     schema = OcrRequest.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = f"https://github.com/ocr-pipeline/ocr-pipeline/schemas/ocr-request.v{REQUEST_SCHEMA_VERSION}.json"
+    schema["$id"] = f"urn:ocr-pipeline:ocr-request:v{REQUEST_SCHEMA_VERSION}"
     return schema
 
 
@@ -212,3 +212,12 @@ class RequestService:
             info = self.store.put_file(self.settings.result_bucket, key, sink, download.content_type)
         ref = SourceRef(bucket=self.settings.result_bucket, key=key, etag=download.sha256, url=target.url)
         return ref, info.model_copy(update={"size": download.size})
+
+
+if __name__ == "__main__":  # `make schemas` regenerates the published file from the model
+    import sys
+    from pathlib import Path
+
+    target = Path(__file__).resolve().parent.parent / "schemas" / f"ocr-request.v{REQUEST_SCHEMA_VERSION}.json"
+    target.write_text(json.dumps(request_json_schema(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {target}", file=sys.stderr)
