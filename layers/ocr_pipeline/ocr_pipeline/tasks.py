@@ -6,10 +6,20 @@ import json
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from .catalog import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from .errors import InvalidRequest
+from .validation import check_validator_names
 
 # The vendor allows result_schema objects nested at most three levels deep.
 MAX_SCHEMA_DEPTH = 3
@@ -48,6 +58,23 @@ class TaskOptions(BaseModel):
     min_pixels: int = Field(default=DEFAULT_MIN_PIXELS, gt=0)
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, gt=0)
     enable_rotate: bool = False
+    # Opt-in checks of extracted values: field path -> validator name (see validation.py).
+    validators: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("validators")
+    @classmethod
+    def _known_validators(cls, value: dict[str, str]) -> dict[str, str]:
+        check_validator_names(value)
+        return value
+
+    @model_serializer(mode="wrap")
+    def _omit_no_validators(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Without validators the options serialise as before they existed, so job ids (a hash
+        # of the options) and page messages of such documents stay what they were.
+        data: dict[str, Any] = handler(self)
+        if not self.validators:
+            data.pop("validators", None)
+        return data
 
     @field_validator("result_schema")
     @classmethod
@@ -69,6 +96,9 @@ class TaskOptions(BaseModel):
             raise ValueError("give either a built-in task or a free prompt, not both")
         if self.min_pixels > self.max_pixels:
             raise ValueError("min_pixels must not exceed max_pixels")
+        if self.validators and self.effective_task not in (OcrTask.KEY_INFORMATION_EXTRACTION, None):
+            # Only extraction (or a free prompt answered in JSON) has fields; checks would find nothing.
+            raise ValueError("validators apply to key_information_extraction or a free prompt, whose reply has fields")
         return self
 
     @property

@@ -12,6 +12,7 @@ from ..pricing import format_money
 from ..recognition import ImageSummary, Recognition
 from ..results import Word
 from ..usage import ZERO_USAGE, Usage
+from ..validation import FieldCheck, ValidationSummary, summarise, validate_fields
 from .events import ErrorInfo
 from .model import JobSpec, SourceRef
 from .ports import PageStatus
@@ -35,6 +36,8 @@ class PageResult(BaseModel):
     attempts: int | None = None
     image: ImageSummary | None = None
     error: ErrorInfo | None = None
+    # Checks of the fields the job's validators name; None when it names none.
+    validation: list[FieldCheck] | None = None
 
     @field_serializer("cost")
     def _money(self, value: Decimal | None) -> str | None:
@@ -82,6 +85,7 @@ class DocumentResult(BaseModel):
     cost: Decimal | None
     currency: str | None
     completed_at: datetime
+    validation: ValidationSummary | None = None
 
     @field_serializer("cost")
     def _money(self, value: Decimal | None) -> str | None:
@@ -94,6 +98,16 @@ PAGE_SEPARATOR = "\n\n"
 def assemble(spec: JobSpec, pages: list[PageResult]) -> DocumentResult:
     """Pages in page order, with totals. Costs add up only when every priced page has a price."""
     ordered = sorted(pages, key=lambda p: p.page)
+    validation = None
+    if spec.options.validators:
+        # Checked here rather than per page, so every page of a job is checked by the same rules.
+        ordered = [
+            p.model_copy(update={"validation": validate_fields(p.kv, spec.options.validators)})
+            if p.status is PageStatus.DONE
+            else p
+            for p in ordered
+        ]
+        validation = summarise({p.page: p.validation for p in ordered if p.validation is not None})
     numbers = [p.page for p in ordered]
     if numbers != list(range(1, spec.page_count + 1)):
         raise ValueError(f"job {spec.job_id}: expected pages 1..{spec.page_count}, have {numbers[:10]}…")
@@ -118,4 +132,5 @@ def assemble(spec: JobSpec, pages: list[PageResult]) -> DocumentResult:
         cost=sum((c for c in costs if c is not None), Decimal(0)) if priced else None,
         currency=currencies.pop() if priced else None,
         completed_at=datetime.now(UTC),
+        validation=validation,
     )

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from ..pricing import format_money
+from ..validation import ValidationSummary
 from .model import SourceRef
 
 EVENT_VERSION = "1"
@@ -69,6 +70,8 @@ class DocumentCompleted(BaseModel):
     usage: UsageTotals
     cost: Decimal | None
     currency: str | None
+    # Counts and paths of checked fields, when the job named validators; the values are in the result.
+    validation: ValidationSummary | None = None
 
     @field_serializer("cost")
     def _money(self, value: Decimal | None) -> str | None:

@@ -1,17 +1,19 @@
 """Which task a document gets, and which tenant pays for it.
 
 Order of precedence for the task: the object's own metadata (`ocr-task`, `ocr-schema`,
-`ocr-prompt`), then the longest matching key-prefix rule, then the default task.
+`ocr-prompt`), then the longest matching key-prefix rule, then the default task. Field
+validators: the object's `ocr-validate` metadata, else those of the rule that chose the task.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from ..errors import ConfigurationError, InvalidRequest
 from ..tasks import DEFAULT_TASK, OcrTask, TaskOptions, parse_schema_text
+from ..validation import check_validator_names, parse_validators
 
 META_TASK = "ocr-task"
 META_SCHEMA = "ocr-schema"
@@ -19,6 +21,8 @@ META_PROMPT = "ocr-prompt"
 META_TENANT = "ocr-tenant"
 META_CORRELATION_ID = "ocr-correlation-id"
 META_MODEL = "ocr-model"
+# `path=validator,...` or a JSON object {path: validator}; see validation.py.
+META_VALIDATE = "ocr-validate"
 
 
 class RoutingRule(BaseModel):
@@ -32,6 +36,16 @@ class RoutingRule(BaseModel):
     # Inline result_schema, or the key of a JSON object holding it in the input bucket.
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     schema_key: str | None = None
+    # Field path -> validator name, applied to documents this rule chooses the task for.
+    validators: dict[str, str] | None = None
+
+    @field_validator("validators")
+    @classmethod
+    def _known_validators(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        # A typo in the stack's rules is a configuration error at cold start, not a failed document.
+        if value is not None:
+            check_validator_names(value)
+        return value
 
 
 _RULES = TypeAdapter(list[RoutingRule])
@@ -53,6 +67,7 @@ class TaskChoice(BaseModel):
     prompt: str | None = None
     inline_schema: dict[str, Any] | None = None
     schema_key: str | None = None
+    validators: dict[str, str] | None = None
     decided_by: str  # "metadata", "rule:<prefix>" or "default", for logs and results
 
 
@@ -60,6 +75,7 @@ def choose_task(
     key: str, metadata: dict[str, str], rules: list[RoutingRule], default: OcrTask = DEFAULT_TASK
 ) -> TaskChoice:
     meta = {k.lower(): v for k, v in metadata.items()}
+    validators = _validators_from_metadata(meta.get(META_VALIDATE))
     if any(name in meta for name in (META_TASK, META_SCHEMA, META_PROMPT)):
         raw_task = meta.get(META_TASK)
         try:
@@ -71,7 +87,12 @@ def choose_task(
         if (inline or schema_key) and task is None:
             task = OcrTask.KEY_INFORMATION_EXTRACTION
         return TaskChoice(
-            task=task, prompt=meta.get(META_PROMPT), inline_schema=inline, schema_key=schema_key, decided_by="metadata"
+            task=task,
+            prompt=meta.get(META_PROMPT),
+            inline_schema=inline,
+            schema_key=schema_key,
+            validators=validators,
+            decided_by="metadata",
         )
     matching = [rule for rule in rules if key.startswith(rule.prefix)]
     if matching:
@@ -84,9 +105,19 @@ def choose_task(
             prompt=rule.prompt,
             inline_schema=rule.schema_,
             schema_key=rule.schema_key,
+            validators=validators if validators is not None else rule.validators,
             decided_by=f"rule:{rule.prefix}",
         )
-    return TaskChoice(task=default, decided_by="default")
+    return TaskChoice(task=default, validators=validators, decided_by="default")
+
+
+def _validators_from_metadata(value: str | None) -> dict[str, str] | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        return parse_validators(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"metadata {META_VALIDATE}: {exc}") from None
 
 
 def _schema_reference(value: str | None) -> tuple[dict[str, Any] | None, str | None]:
@@ -100,7 +131,12 @@ def _schema_reference(value: str | None) -> tuple[dict[str, Any] | None, str | N
 
 
 def task_options(choice: TaskChoice, schema: dict[str, Any] | None) -> TaskOptions:
-    return TaskOptions.build(task=choice.task, result_schema=schema or choice.inline_schema, prompt=choice.prompt)
+    return TaskOptions.build(
+        task=choice.task,
+        result_schema=schema or choice.inline_schema,
+        prompt=choice.prompt,
+        validators=choice.validators,
+    )
 
 
 def schema_from_object(body: bytes, key: str) -> dict[str, Any]:
