@@ -197,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--duplicate-rate", type=float, default=0.0, help="share of deliveries the runner repeats")
     run.add_argument("--seed", type=int, default=None, help="seed for injected faults and duplicates")
     run.set_defaults(handler=command_run)
+
+    from ocr_devkit.operate import add_commands
+
+    add_commands(commands)
     return parser
 
 

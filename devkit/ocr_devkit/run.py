@@ -56,6 +56,7 @@ class RunOptions(BaseModel):
     seed: int | None = None
     emulator_latency_ms: int = 0
     max_concurrency: int | None = None
+    stack_port: int | None = None  # the local AWS endpoint's port; a free one when None
 
 
 class Upload(BaseModel):
@@ -284,10 +285,10 @@ class LocalPipeline:
 
 
 @contextmanager
-def local_pipeline(
+def local_stack(
     options: RunOptions, *, log_dir: Path, extra_parameters: dict[str, str] | None = None
-) -> Iterator[LocalPipeline]:
-    """Emulator (unless a real backend is chosen) + local stack from template.yaml + an event recorder."""
+) -> Iterator[tuple[Any, Any]]:
+    """Emulator (unless a real backend is chosen) + the local stack from template.yaml, with the API key stored."""
     from ocr_devkit.stack import LocalStack
 
     with ExitStack() as stack:
@@ -304,10 +305,20 @@ def local_pipeline(
                 log_dir=log_dir,
                 duplicate_rate=options.duplicate_rate,
                 seed=options.seed,
+                port=options.stack_port,
             )
         )
         if api_key:
             local.boto3_client("secretsmanager").create_secret(Name=LOCAL_SECRET_NAME, SecretString=api_key)
+        yield local, emulator
+
+
+@contextmanager
+def local_pipeline(
+    options: RunOptions, *, log_dir: Path, extra_parameters: dict[str, str] | None = None
+) -> Iterator[LocalPipeline]:
+    """The local stack plus an event recorder: what `run` and the integration tests drive."""
+    with local_stack(options, log_dir=log_dir, extra_parameters=extra_parameters) as (local, emulator):
         yield LocalPipeline(local, emulator)
 
 
