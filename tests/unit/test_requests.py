@@ -89,14 +89,17 @@ def test_task_schema_model_and_region_travel_with_the_job():
     body = json.dumps(
         {
             "source": {"bucket": INPUT, "key": "a.png"},
-            "schema": {"invoice_number": ""},
+            "schema": {"invoice_number": "", "card": ""},
+            "validators": {"card": "bank_card"},
             "model": "qwen-vl-ocr-latest",
             "region": "cn",
         }
     )
     service(p).handle(body, "m-1")
     job = PageWork.model_validate_json(p.queue.bodies[0]).job
-    assert job.options.task == "key_information_extraction" and job.options.result_schema == {"invoice_number": ""}
+    assert job.options.task == "key_information_extraction"
+    assert job.options.result_schema == {"invoice_number": "", "card": ""}
+    assert job.options.validators == {"card": "bank_card"}
     assert (job.model, job.region.value) == ("qwen-vl-ocr-latest", "cn")
     assert job.correlation_id == "m-1"  # none given: the SQS message id
 
@@ -127,6 +130,8 @@ def test_the_same_message_delivered_twice_is_one_job_but_two_requests_are_two():
          "request.invalid", "c-5"),
         ('{"correlation_id": "c-6", "source": {"bucket": "someone-elses", "key": "a.png"}}',
          "request.source_forbidden", "c-6"),
+        ('{"correlation_id": "c-7", "source": {"bucket": "input-bucket", "key": "a"}, "schema": {"n": ""},'
+         ' "validators": {"n": "horoscope"}}', "request.invalid", "c-7"),
     ],
 )  # fmt: skip
 def test_a_bad_request_is_answered_with_a_validation_code_and_not_retried(body, code, correlation_id):

@@ -64,6 +64,9 @@ class OcrRequest(BaseModel):
         description="result_schema for key_information_extraction (implies that task); at most 3 levels deep.",
     )
     prompt: str | None = Field(default=None, min_length=1, max_length=8000, description="A free prompt, not a task.")
+    validators: dict[str, str] | None = Field(
+        default=None, description="Field checks on the reply: {field path: validator name}, see the README."
+    )
     model: str | None = Field(default=None, min_length=1, max_length=128)
     region: Region | None = None
     tenant: Identifier | None = Field(default=None, description="Who is billed; from the tenant rule when omitted.")
@@ -75,7 +78,7 @@ class OcrRequest(BaseModel):
         task = self.task
         if self.schema_ is not None and task is None:
             task = OcrTask.KEY_INFORMATION_EXTRACTION
-        return TaskOptions.build(task=task, result_schema=self.schema_, prompt=self.prompt)
+        return TaskOptions.build(task=task, result_schema=self.schema_, prompt=self.prompt, validators=self.validators)
 
 
 def request_json_schema() -> dict[str, Any]:
