@@ -21,6 +21,7 @@ from ocr_pipeline.errors import ConfigurationError, InvalidRequest, OcrPipelineE
 from ocr_pipeline.pricing import format_money
 from ocr_pipeline.recognition import Recognition, Recognizer
 from ocr_pipeline.tasks import OcrTask, TaskOptions, parse_schema_text
+from ocr_pipeline.validation import parse_validators, validate_fields
 
 EXIT_OK = 0
 EXIT_DOCUMENT_FAILED = 1
@@ -133,15 +134,38 @@ def command_recognize(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise InvalidRequest(f"no such file: {path}")
     options = task_options_from(args)
+    if args.validate:
+        options = with_validators(options, args.validate)
     data = path.read_bytes()
     with service_settings(args) as settings:
         recognizer = Recognizer(QwenOcrClient(settings), settings)
         recognition = recognizer.recognize_bytes(data, options)
+    checks = validate_fields(recognition.result.kv, options.validators) if options.validators else None
     if args.json:
-        print(json.dumps(recognition_json(recognition), ensure_ascii=False))
+        payload = recognition_json(recognition)
+        if checks is not None:
+            payload["validation"] = [c.model_dump() for c in checks]
+        print(json.dumps(payload, ensure_ascii=False))
     else:
         print_recognition(recognition)
+        for check in checks or []:
+            verdict = {True: "valid", False: "INVALID", None: "not checked"}[check.valid]
+            print(
+                f"-- {check.path} ({check.validator}): {verdict}{f': {check.reason}' if check.reason else ''}",
+                file=sys.stderr,
+            )
     return EXIT_OK
+
+
+def with_validators(options: TaskOptions, pairs: list[str]) -> TaskOptions:
+    """--validate PATH=VALIDATOR, repeatable; the pairs go through TaskOptions' own checks."""
+    validators: dict[str, str] = {}
+    for pair in pairs:
+        try:
+            validators.update(parse_validators(pair))
+        except ValueError as exc:
+            raise InvalidRequest(f"--validate {pair!r}: {exc}") from None
+    return TaskOptions.build(**{**options.model_dump(), "validators": validators})
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -166,6 +190,7 @@ def command_run(args: argparse.Namespace) -> int:
         fault_rate=args.fault_rate,
         duplicate_rate=args.duplicate_rate,
         seed=args.seed,
+        overlays=args.overlays,
     )
     display = None if args.json or not sys.stderr.isatty() else ProgressDisplay()
     if display is not None:
@@ -186,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     recognize = commands.add_parser("recognize", help="recognise one image and print the result")
     recognize.add_argument("image", help="an image file (BMP, JPEG, PNG, TIFF, WEBP, HEIC, GIF)")
     add_service_arguments(recognize)
+    recognize.add_argument(
+        "--validate", action="append", metavar="PATH=VALIDATOR", help="check an extracted field (repeatable)"
+    )
     recognize.set_defaults(handler=command_recognize)
 
     run = commands.add_parser("run", help="run the whole pipeline locally on files and folders")
@@ -196,11 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fault-rate", type=float, default=0.0, help="emulator faults: share of OCR calls (0-1)")
     run.add_argument("--duplicate-rate", type=float, default=0.0, help="share of deliveries the runner repeats")
     run.add_argument("--seed", type=int, default=None, help="seed for injected faults and duplicates")
+    run.add_argument(
+        "--overlays", action="store_true", help="draw the boxes of advanced_recognition into out/overlays/"
+    )
     run.set_defaults(handler=command_run)
 
     from ocr_devkit.operate import add_commands
 
     add_commands(commands)
+
+    from ocr_devkit import estimate, overlay
+
+    estimate.add_commands(commands)
+    overlay.add_commands(commands)
     return parser
 
 

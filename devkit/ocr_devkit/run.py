@@ -57,6 +57,7 @@ class RunOptions(BaseModel):
     emulator_latency_ms: int = 0
     max_concurrency: int | None = None
     stack_port: int | None = None  # the local AWS endpoint's port; a free one when None
+    overlays: bool = False  # draw advanced_recognition boxes into out/overlays/
 
 
 class Upload(BaseModel):
@@ -354,6 +355,10 @@ def run_pipeline(options: RunOptions, *, on_progress: ProgressCallback | None = 
             target = out / "results" / _result_name(upload.key)
             if envelope is not None and envelope.event_type == "document.completed":
                 target.write_bytes(pipeline.read_result(envelope.data["result_uri"]))
+                if options.overlays:
+                    from ocr_devkit.overlay import write_run_overlays
+
+                    write_run_overlays(target, upload.path, out / "overlays")
             else:
                 target.write_text(json.dumps(outcome.model_dump(), indent=2, ensure_ascii=False), encoding="utf-8")
             outcome.result_file = str(target)
