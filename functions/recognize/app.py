@@ -9,6 +9,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from ocr_pipeline.adapters.idempotency import Once
 from ocr_pipeline.pipeline.model import PageWork
 from ocr_pipeline.pipeline.wiring import page_service
 from ocr_pipeline.pipeline.work import PageService
@@ -27,11 +28,12 @@ SAFETY_MARGIN_MS = 10_000
 def handler(event: dict[str, Any], context: LambdaContext, service: PageService | None = None) -> dict[str, Any]:
     service = service or page_service()
     deadline = service.deadline_from(context.get_remaining_time_in_millis() - SAFETY_MARGIN_MS)
+    once = Once(service.settings.idempotency_table, name="pages", key="[job.job_id, pages]")
 
     def record_handler(record: SQSRecord) -> None:
         work = PageWork.model_validate_json(record.body)
         logger.append_keys(job_id=work.job.job_id)
-        service.process(work, deadline=deadline)
+        once.run(work, lambda: service.process(work, deadline=deadline), context)
         metrics.add_metric(name="PagesProcessed", unit=MetricUnit.Count, value=len(work.pages))
 
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -9,7 +9,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from ocr_pipeline.pipeline.requests import RequestService
+from ocr_pipeline.adapters.idempotency import Once
+from ocr_pipeline.pipeline.intake import IntakeOutcome
+from ocr_pipeline.pipeline.requests import RequestMessage, RequestService
 from ocr_pipeline.pipeline.wiring import request_service
 
 logger = Logger()
@@ -23,11 +25,16 @@ processor = BatchProcessor(event_type=EventType.SQS)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext, service: RequestService | None = None) -> dict[str, Any]:
     service = service or request_service()
+    once = Once(service.settings.idempotency_table, name="request", key="message_id")
 
     def record_handler(record: SQSRecord) -> None:
         # Bad requests come back as REJECTED (answered with document.failed); only what another
         # delivery may fix raises, so that the record is reported as failed and retried.
-        outcome = service.handle(record.body, record.message_id)
+        message = RequestMessage(message_id=record.message_id, body=record.body)
+        stored = once.run(
+            message, lambda: service.handle(message.body, message.message_id).model_dump(mode="json"), context
+        )
+        outcome = IntakeOutcome.model_validate(stored)
         logger.info("request handled", extra={"message_id": record.message_id, **outcome.model_dump(exclude_none=True)})
         metrics.add_metric(name=f"Requests{outcome.decision.value.title()}", unit=MetricUnit.Count, value=1)
 

@@ -8,6 +8,8 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from ocr_pipeline.adapters.idempotency import Once
+from ocr_pipeline.pipeline.intake import IntakeOutcome
 from ocr_pipeline.pipeline.upload import UploadedObject, UploadService
 from ocr_pipeline.pipeline.wiring import upload_service
 
@@ -24,7 +26,13 @@ def handler(event: dict[str, Any], context: LambdaContext, service: UploadServic
         logger.info("skipping s3:TestEvent")
         return {"outcomes": []}
     service = service or upload_service()
-    outcomes = [service.accept(UploadedObject.from_notification(record.raw_event)) for record in S3Event(event).records]
+    # One object version is one document, however often S3 or Lambda's retries deliver its event.
+    once = Once(service.settings.idempotency_table, name="upload", key="[bucket, key, version_id, etag]")
+    outcomes = []
+    for record in S3Event(event).records:
+        upload = UploadedObject.from_notification(record.raw_event)
+        stored = once.run(upload, lambda upload=upload: service.accept(upload).model_dump(mode="json"), context)
+        outcomes.append(IntakeOutcome.model_validate(stored))
     for outcome in outcomes:
         logger.info("upload handled", extra=outcome.model_dump(exclude_none=True))
         metrics.add_metric(name=f"Uploads{outcome.decision.value.title()}", unit=MetricUnit.Count, value=1)

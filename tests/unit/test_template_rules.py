@@ -105,10 +105,23 @@ def test_dead_letter_queues_and_function_errors_raise_alarms():
         assert str({"Fn::GetAtt": [queue, "QueueName"]}) in watched
 
 
-def test_the_table_is_encrypted_and_expires_old_jobs():
-    (table,) = of_type("AWS::DynamoDB::Table").values()
+@pytest.mark.parametrize("name", sorted(of_type("AWS::DynamoDB::Table")))
+def test_tables_are_encrypted_and_expire_old_records(name):
+    table = RESOURCES[name]
     assert table["Properties"]["SSESpecification"]["SSEEnabled"] is True
     assert table["Properties"]["TimeToLiveSpecification"]["Enabled"] is True
+
+
+def test_every_function_that_takes_deliveries_guards_them_with_the_idempotency_table():
+    for name in ("UploadFunction", "RecognizeFunction", "RequestFunction"):
+        granted = {
+            action
+            for statement in statements(FUNCTIONS[name])
+            if statement["Resource"] == {"Fn::GetAtt": ["IdempotencyTable", "Arn"]}
+            for action in statement["Action"]
+        }
+        assert granted == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+    assert TEMPLATE.globals["Function"]["Environment"]["Variables"]["IDEMPOTENCY_TABLE"] == {"Ref": "IdempotencyTable"}
 
 
 @pytest.mark.parametrize("partition_region", ["us-east-1", "cn-north-1"])

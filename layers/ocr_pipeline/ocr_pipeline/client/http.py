@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from .. import errors
 from .credentials import ApiKeyProvider, api_key_provider_for
+from .ratelimit import RateLimiter, shared_limiter
 from .settings import OcrServiceSettings
 from .wire import OcrCall, WireReply, build_body, error_from_reply, parse_reply
 
@@ -85,6 +86,7 @@ class QwenOcrClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
         self._http = http
@@ -93,6 +95,9 @@ class QwenOcrClient:
         self._clock = clock
         self._jitter = jitter
         self.stats = RetryStats()
+        self._limiter = limiter
+        if limiter is None and settings.requests_per_second is not None:
+            self._limiter = shared_limiter(settings.requests_per_second)
 
     @property
     def http(self) -> httpx.Client:
@@ -147,6 +152,11 @@ class QwenOcrClient:
         return ceiling * self._jitter()
 
     def _attempt(self, payload: bytes, headers: dict[str, str], call: OcrCall, deadline: float | None) -> WireReply:
+        if self._limiter is not None and not self._limiter.acquire(
+            None if deadline is None else deadline - DEADLINE_MARGIN_S
+        ):
+            # Retryable: the message goes back to the queue and is tried when there is room again.
+            raise errors.OcrTimeout("the requests-per-second limit leaves no slot before the deadline")
         timeout = self.http.timeout
         if deadline is not None:
             remaining = deadline - self._clock() - DEADLINE_MARGIN_S

@@ -37,6 +37,8 @@ class OcrServiceSettings(BaseModel):
     max_attempts: int = Field(default=5, ge=1)
     backoff_base_s: float = Field(default=0.5, ge=0)
     backoff_max_s: float = Field(default=20.0, ge=0)
+    # This process's share of the stack's requests-per-second limit; None: no limit.
+    requests_per_second: float | None = Field(default=None, gt=0)
     # Pixels per token side for models we do not know (self-hosted Qwen-VL); Qwen3-VL uses 32.
     unknown_model_patch: int = Field(default=32, gt=0)
 
@@ -68,6 +70,7 @@ class OcrServiceSettings(BaseModel):
             "api_key_secret_arn": env.get("DASHSCOPE_API_KEY_SECRET_ARN"),
             "read_timeout_s": env.get("OCR_READ_TIMEOUT_S"),
             "max_attempts": env.get("OCR_MAX_ATTEMPTS"),
+            "requests_per_second": _share_of_limit(env.get("OCR_RPS_LIMIT"), env.get("OCR_RPS_SHARES")),
         }
         fields.update(overrides)
         if (
@@ -82,3 +85,13 @@ class OcrServiceSettings(BaseModel):
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ConfigurationError(f"invalid OCR service settings: {problems}") from None
+
+
+def _share_of_limit(limit: str | None, shares: str | None) -> float | None:
+    """OCR_RPS_LIMIT (the whole stack's) divided over OCR_RPS_SHARES instances; 0 or unset: unlimited."""
+    try:
+        total = float(limit) if limit else 0.0
+        parts = max(1, int(shares)) if shares else 1
+    except ValueError:
+        raise ConfigurationError(f"OCR_RPS_LIMIT={limit!r} / OCR_RPS_SHARES={shares!r} are not numbers") from None
+    return total / parts if total > 0 else None

@@ -43,6 +43,8 @@ class PipelineSettings(BaseModel):
     request_source_buckets: list[str] = Field(default_factory=list)
     # Hosts request URLs may name: exact names or "*.example.com".
     url_allowlist: list[str] = Field(default_factory=list)
+    # Powertools Idempotency records; None turns the guard off (the services stay safe to repeat).
+    idempotency_table: str | None = None
     ocr: OcrServiceSettings
 
     @property
@@ -76,6 +78,7 @@ class PipelineSettings(BaseModel):
             "input_bucket": env.get("INPUT_BUCKET") or None,
             "request_source_buckets": _names(env.get("REQUEST_SOURCE_BUCKETS")),
             "url_allowlist": _names(env.get("URL_ALLOWLIST")),
+            "idempotency_table": env.get("IDEMPOTENCY_TABLE") or None,
             "ocr": OcrServiceSettings.from_env(env),
         }
         try:

@@ -127,6 +127,13 @@ def _problems(exc: ValidationError) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
+class RequestMessage(BaseModel):
+    """A request as the queue delivered it: its SQS message id and raw body."""
+
+    message_id: str
+    body: str
+
+
 class RequestService:
     def __init__(
         self, settings: PipelineSettings, intake: DocumentIntake, fetcher: SourceFetcher, policy: SourcePolicy

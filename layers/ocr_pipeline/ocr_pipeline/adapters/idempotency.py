@@ -1,0 +1,93 @@
+"""Powertools Idempotency (DynamoDB) in front of each function's unit of work.
+
+At-least-once delivery repeats S3 events and SQS messages. The services are already safe to repeat
+(deterministic job ids, conditional writes, one transaction per page), so this guard is the cheap
+front door: a repeat of work that finished returns the stored outcome without touching S3, the API
+or the jobs table, and a repeat of work still in progress waits for it (within its own remaining
+time) and then returns its outcome, instead of running beside it. Failing at once would put the
+message back and count a receive each time, which can drive a message that is being processed
+fine into its dead-letter queue. Keys are business identities, named by a JMESPath over the payload:
+the object version for uploads, the job and its pages for page work, the message for requests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+from pydantic import BaseModel
+
+from .aws import aws_client
+
+# Longer than any redelivery: SQS gives up after maxReceiveCount x visibility (5 x 30 min), Lambda's
+# async retries within 6 h.
+EXPIRES_AFTER_S = 24 * 3600
+# Stop waiting for a repeat's twin this long before our own invocation ends, to report back in time.
+WAIT_MARGIN_S = 15.0
+
+
+@cache
+def _persistence(table_name: str) -> DynamoDBPersistenceLayer:
+    return DynamoDBPersistenceLayer(table_name=table_name, boto3_client=aws_client("dynamodb"))
+
+
+class Once:
+    def __init__(
+        self,
+        table_name: str | None,
+        *,
+        name: str,
+        key: str,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.table_name = table_name
+        self.name = name
+        self.key = key
+        self._sleep = sleep
+        self._clock = clock
+
+    def run(self, payload: BaseModel, work: Callable[[], dict[str, Any] | None], context: Any = None) -> Any:
+        """`work()` once per key of `payload`; its (JSON) result is stored and returned to repeats.
+
+        Without a table (unit tests, a bare `sam local invoke`) the work simply runs.
+        """
+        if self.table_name is None:
+            return work()
+        config = IdempotencyConfig(
+            event_key_jmespath=self.key, raise_on_no_idempotency_key=True, expires_after_seconds=EXPIRES_AFTER_S
+        )
+        if context is not None:
+            # An in-progress record of a crashed invocation expires with that invocation's time.
+            config.register_lambda_context(context)
+
+        def guarded(payload: dict[str, Any]) -> dict[str, Any] | None:
+            return work()
+
+        once = idempotent_function(
+            guarded,
+            data_keyword_argument="payload",
+            persistence_store=_persistence(self.table_name),
+            config=config,
+            key_prefix=self.name,
+        )
+        remaining_s = context.get_remaining_time_in_millis() / 1000 if context is not None else 0.0
+        wait_until = self._clock() + remaining_s - WAIT_MARGIN_S
+        pause = 0.5
+        while True:
+            try:
+                return once(payload=payload.model_dump(mode="json"))
+            except IdempotencyAlreadyInProgressError:
+                # Its twin is running, or crashed and holds the key until its own invocation's end.
+                if self._clock() + pause > wait_until:
+                    raise
+                self._sleep(pause)
+                pause = min(pause * 2, 5.0)
