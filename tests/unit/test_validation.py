@@ -262,11 +262,6 @@ def test_without_validators_the_result_has_no_validation():
     assert document["validation"] is None and document["pages"][0]["validation"] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/work.py builds DocumentCompleted and must pass validation=document.validation; "
-    "that file belongs to another engineer (see README, Status)",
-)
 def test_the_completed_event_carries_the_validation_summary():
     p, _ = run_extraction({"ocr-validate": "ID Card Number=cn_resident_id"})
     (completed,) = p.bus.of_type("document.completed")

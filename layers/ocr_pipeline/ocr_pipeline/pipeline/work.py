@@ -196,6 +196,7 @@ class PageService:
                 ),
                 cost=document.cost,
                 currency=document.currency,
+                validation=document.validation,
             )
             self.bus.publish(completed_event(completed, spec.correlation_id))
             self.jobs.finish_job(job_id, JobStatus.COMPLETED, result_uri=uri)
