@@ -143,3 +143,14 @@ def test_extra_request_buckets_are_readable_object_by_object_and_nothing_more(pa
 def test_without_extra_request_buckets_there_is_no_extra_read_policy():
     resolved = resolve_template(ROOT / "template.yaml", stack_name="t")
     assert "RequestSourceReadPolicy" not in {r.logical_id for r in resolved.of_type("AWS::IAM::ManagedPolicy")}
+
+
+def test_the_dashboard_plots_every_metric_the_code_emits():
+    from ocr_pipeline.adapters.metrics import METRIC_NAMES
+
+    (dashboard,) = of_type("AWS::CloudWatch::Dashboard").values()
+    body = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    missing = [name for name in METRIC_NAMES if f'MetricName=\\"{name}\\"' not in body]
+    assert missing == []
+    for name in FUNCTIONS:
+        assert "${" + name + "}" in body

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from pydantic import BaseModel
@@ -74,6 +74,27 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when - (time.time() if now is None else now))
 
 
+class CallObserver(Protocol):
+    """Told about each call's outcome, for metrics; the client works the same without one."""
+
+    def call_succeeded(self, latency_ms: float, attempts: int) -> None: ...
+
+    def retrying(self, code: str) -> None: ...
+
+    def call_failed(self, code: str) -> None: ...
+
+
+class _Unobserved:
+    def call_succeeded(self, latency_ms: float, attempts: int) -> None:
+        pass
+
+    def retrying(self, code: str) -> None:
+        pass
+
+    def call_failed(self, code: str) -> None:
+        pass
+
+
 class QwenOcrClient:
     """Sends one OcrCall and returns the parsed reply, retrying what is worth retrying."""
 
@@ -87,6 +108,7 @@ class QwenOcrClient:
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
         limiter: RateLimiter | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
         self.settings = settings
         self._http = http
@@ -96,6 +118,7 @@ class QwenOcrClient:
         self._jitter = jitter
         self.stats = RetryStats()
         self._limiter = limiter
+        self._observer: CallObserver = observer or _Unobserved()
         if limiter is None and settings.requests_per_second is not None:
             self._limiter = shared_limiter(settings.requests_per_second)
 
@@ -127,21 +150,26 @@ class QwenOcrClient:
             attempt += 1
             try:
                 reply = self._attempt(payload, headers, call, deadline)
-                return CallOutcome(reply=reply, attempts=attempt, latency_ms=(self._clock() - started) * 1000)
+                latency_ms = (self._clock() - started) * 1000
+                self._observer.call_succeeded(latency_ms, attempt)
+                return CallOutcome(reply=reply, attempts=attempt, latency_ms=latency_ms)
             except errors.OcrServiceError as error:
                 if not error.retryable:
+                    self._observer.call_failed(error.code)
                     raise
                 delay = self._backoff(attempt, error)
                 out_of_attempts = attempt >= self.settings.max_attempts
                 out_of_time = deadline is not None and self._clock() + delay + DEADLINE_MARGIN_S >= deadline
                 if out_of_attempts or out_of_time:
                     why = "attempts" if out_of_attempts else "time before the deadline"
+                    self._observer.call_failed(errors.OcrRetriesExhausted.code)
                     raise errors.OcrRetriesExhausted(
                         f"gave up after {attempt} attempt(s), out of {why}; last error {error.code}: {error.message}",
                         last_error=error,
                         attempts=attempt,
                     ) from error
                 self.stats.record(error)
+                self._observer.retrying(error.code)
                 self._sleep(delay)
 
     def _backoff(self, attempt: int, error: errors.OcrServiceError) -> float:

@@ -10,6 +10,7 @@ import threading
 from functools import cache
 
 from ..adapters.aws import DynamoJobStore, S3ObjectStore, SnsEventBus, SqsWorkQueue
+from ..adapters.metrics import MeteredEventBus, MetricsCallObserver
 from ..adapters.web import HttpSourceFetcher
 from ..catalog import Region
 from ..client import QwenOcrClient
@@ -37,7 +38,7 @@ def recognizer_factory(settings: PipelineSettings) -> RecognizerFactory:
             key = (model, region)
             if key not in cache_:
                 ocr = settings.ocr.model_copy(update={"model": model, "region": region})
-                cache_[key] = Recognizer(QwenOcrClient(ocr), ocr)
+                cache_[key] = Recognizer(QwenOcrClient(ocr, observer=MetricsCallObserver()), ocr)
             return cache_[key]
 
     return recognizer
@@ -51,7 +52,7 @@ def document_intake() -> DocumentIntake:
         store=S3ObjectStore(),
         queue=SqsWorkQueue(settings.page_queue_url),
         jobs=DynamoJobStore(settings.jobs_table),
-        bus=SnsEventBus(settings.topic_arn),
+        bus=MeteredEventBus(SnsEventBus(settings.topic_arn)),
     )
 
 
@@ -73,7 +74,7 @@ def page_service() -> PageService:
         settings,
         store=S3ObjectStore(),
         jobs=DynamoJobStore(settings.jobs_table),
-        bus=SnsEventBus(settings.topic_arn),
+        bus=MeteredEventBus(SnsEventBus(settings.topic_arn)),
         recognizers=recognizer_factory(settings),
     )
 

@@ -1,0 +1,96 @@
+"""Powertools Metrics (CloudWatch EMF) from what the pipeline already says: its events and its OCR calls.
+
+Metrics are derived at the two edges every unit of work crosses (publishing an event, calling the API),
+so the domain core stays free of telemetry. Plain counts go into the invocation's metric set, flushed
+by each handler's `@metrics.log_metrics`; metrics split by a dimension (error code, currency) are
+written at once with `single_metric`, because EMF gives one dimension set per record.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from ..pipeline.events import EventEnvelope
+from ..pipeline.ports import EventBus
+
+# The names the dashboard in template.yaml plots; a test keeps the two in step.
+DOCUMENTS_COMPLETED = "DocumentsCompleted"
+DOCUMENTS_FAILED = "DocumentsFailed"
+PAGES_RECOGNISED = "PagesRecognised"
+PAGES_FAILED = "PagesFailed"
+INPUT_TOKENS = "InputTokens"
+OUTPUT_TOKENS = "OutputTokens"
+IMAGE_TOKENS = "ImageTokens"
+COST = "Cost"
+OCR_LATENCY = "OcrLatency"
+OCR_CALLS = "OcrCalls"
+OCR_RETRIES = "OcrRetries"
+OCR_THROTTLED = "OcrThrottled"
+OCR_CALL_FAILURES = "OcrCallFailures"
+METRIC_NAMES = (
+    DOCUMENTS_COMPLETED,
+    DOCUMENTS_FAILED,
+    PAGES_RECOGNISED,
+    PAGES_FAILED,
+    INPUT_TOKENS,
+    OUTPUT_TOKENS,
+    IMAGE_TOKENS,
+    COST,
+    OCR_LATENCY,
+    OCR_CALLS,
+    OCR_RETRIES,
+    OCR_THROTTLED,
+    OCR_CALL_FAILURES,
+)
+
+
+def _count_by(name: str, dimension: str, value: str, amount: float = 1, unit: MetricUnit = MetricUnit.Count) -> None:
+    with single_metric(name=name, unit=unit, value=amount) as metric:
+        metric.add_dimension(name=dimension, value=value)
+
+
+class MeteredEventBus:
+    """An EventBus that also counts documents, pages, tokens, cost and failures by code."""
+
+    def __init__(self, inner: EventBus, metrics: Metrics | None = None) -> None:
+        self.inner = inner
+        self.metrics = metrics or Metrics()
+
+    def publish(self, envelope: EventEnvelope) -> None:
+        self.inner.publish(envelope)
+        data = envelope.data
+        if envelope.event_type == "usage.recorded":
+            self.metrics.add_metric(name=PAGES_RECOGNISED, unit=MetricUnit.Count, value=1)
+            self.metrics.add_metric(name=INPUT_TOKENS, unit=MetricUnit.Count, value=data["input_tokens"])
+            self.metrics.add_metric(name=OUTPUT_TOKENS, unit=MetricUnit.Count, value=data["output_tokens"])
+            self.metrics.add_metric(name=IMAGE_TOKENS, unit=MetricUnit.Count, value=data["image_tokens"])
+            if data.get("cost") is not None and data.get("currency"):
+                _count_by(COST, "Currency", data["currency"], float(Decimal(data["cost"])), MetricUnit.NoUnit)
+        elif envelope.event_type == "document.completed":
+            self.metrics.add_metric(name=DOCUMENTS_COMPLETED, unit=MetricUnit.Count, value=1)
+            if data.get("pages_failed"):
+                self.metrics.add_metric(name=PAGES_FAILED, unit=MetricUnit.Count, value=len(data["pages_failed"]))
+        elif envelope.event_type == "document.failed":
+            _count_by(DOCUMENTS_FAILED, "ErrorCode", data["error"]["code"])
+
+
+class MetricsCallObserver:
+    """Told by the OCR client about each call: latency, retries (throttles apart) and failures by code."""
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics or Metrics()
+
+    def call_succeeded(self, latency_ms: float, attempts: int) -> None:
+        self.metrics.add_metric(name=OCR_CALLS, unit=MetricUnit.Count, value=1)
+        self.metrics.add_metric(name=OCR_LATENCY, unit=MetricUnit.Milliseconds, value=latency_ms)
+
+    def retrying(self, code: str) -> None:
+        if code == "ocr.throttled":
+            self.metrics.add_metric(name=OCR_THROTTLED, unit=MetricUnit.Count, value=1)
+        _count_by(OCR_RETRIES, "ErrorCode", code)
+
+    def call_failed(self, code: str) -> None:
+        _count_by(OCR_CALL_FAILURES, "ErrorCode", code)
