@@ -40,3 +40,20 @@ def test_recognize_handler_reports_only_the_failed_record():
     result = recognize.handler(event, FakeLambdaContext(), service=p.pages)
     assert result == {"batchItemFailures": [{"itemIdentifier": "bad-1"}]}
     assert [e.event_type for e in p.bus.events] == ["usage.recorded", "document.completed"]
+
+
+def test_request_handler_admits_good_requests_and_answers_bad_ones_without_retrying():
+    from ocr_pipeline.pipeline.requests import RequestService
+    from ocr_pipeline.pipeline.sources import SourcePolicy
+
+    requests = load_function("requests")
+    p = Pipeline()
+    event = load_event("requests_sqs_batch")
+    p.store.put("ocr-input-example", "incoming/receipt.png", text_png(), content_type="image/png")
+    service = RequestService(p.settings, p.intake, fetcher=None, policy=SourcePolicy(buckets={"ocr-input-example"}))
+    result = requests.handler(event, FakeLambdaContext(), service=service)
+    assert result == {"batchItemFailures": []}
+    assert PageWork.model_validate_json(p.queue.bodies[0]).job.correlation_id == "order-4711"
+    (failed,) = p.bus.of_type("document.failed")
+    assert failed.data["error"]["code"] == "request.malformed"
+    assert failed.correlation_id == event["Records"][1]["messageId"]
