@@ -23,6 +23,10 @@ from pydantic import BaseModel, Field
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 LOCAL_SECRET_NAME = "ocr-pipeline/local/dashscope-api-key"
+# With injected faults, a hung call must cost seconds, not the production read timeout of minutes: the
+# functions' client gives up after FAULT_RUN_READ_TIMEOUT_S, before the emulator drops the connection.
+FAULT_RUN_READ_TIMEOUT_S = 10.0
+FAULT_RUN_HANG_S = 12.0
 EMULATOR_API_KEY = "emulator-local-key"
 SUPPORTED_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif", ".gif", ".pdf"}
 CONTENT_TYPES = {
@@ -140,7 +144,10 @@ def ocr_backend(options: RunOptions) -> Iterator[tuple[dict[str, str], str | Non
         from ocr_devkit.emulator.server import EmulatorServer
 
         with EmulatorServer(
-            fault_rate=options.fault_rate, seed=options.seed, latency_ms=options.emulator_latency_ms
+            fault_rate=options.fault_rate,
+            seed=options.seed,
+            latency_ms=options.emulator_latency_ms,
+            hang_seconds=FAULT_RUN_HANG_S,
         ) as server:
             parameters.update(OcrProtocol="dashscope", OcrBaseUrl=options.base_url or server.native_base)
             yield parameters, EMULATOR_API_KEY, server
@@ -285,6 +292,13 @@ class LocalPipeline:
         return bytes(self.s3.get_object(Bucket=self.result_bucket, Key=key)["Body"].read())
 
 
+def fault_run_environment(options: RunOptions) -> dict[str, str]:
+    """What the functions get on top of the template's environment when the emulator injects faults."""
+    if options.backend != "emulator" or options.fault_rate <= 0:
+        return {}
+    return {"OCR_READ_TIMEOUT_S": f"{FAULT_RUN_READ_TIMEOUT_S:g}"}
+
+
 @contextmanager
 def local_stack(
     options: RunOptions, *, log_dir: Path, extra_parameters: dict[str, str] | None = None
@@ -304,6 +318,7 @@ def local_stack(
                 TEMPLATE,
                 parameters=parameters,
                 log_dir=log_dir,
+                extra_env=fault_run_environment(options),
                 duplicate_rate=options.duplicate_rate,
                 seed=options.seed,
                 port=options.stack_port,

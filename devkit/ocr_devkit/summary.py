@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -73,7 +76,59 @@ def print_summary(report: RunReport) -> None:
         f"{len(report.documents)} documents, {len(report.failed)} not completed · total cost {money} · "
         f"events: {events} → {report.events_file} · {report.elapsed_s} s"
     )
+    figures = run_figures(report)
+    faults = ", ".join(f"{count} {kind}" for kind, count in figures["faults_by_kind"].items() if count)
+    console.print(
+        f"documents {figures['documents']} · pages {figures['pages']} (recognised {figures['pages_recognised']}) · "
+        f"faults injected {figures['faults_injected']}{f' ({faults})' if faults else ''} · "
+        f"retries {figures['retries']} · redeliveries {figures['redeliveries']} · "
+        f"completed {figures['completed']} · failed {figures['failed']} · "
+        f"billing events {figures['billing_events']} · duplicates delivered {figures['duplicates_delivered']}, "
+        f"dropped {figures['duplicates_dropped']} · repeated event ids {figures['repeated_event_ids']}",
+        highlight=False,
+    )
+
+
+def run_figures(report: RunReport) -> dict[str, Any]:
+    """What a fault-injection run is judged on, each figure read from what the run recorded.
+
+    - faults injected, and retries (API requests identical to an earlier one: a client retry or a
+      redelivered page calling again), from the emulator's counters;
+    - duplicates delivered (deliveries the runner invoked twice) and dropped (of those, invocations
+      that succeeded without one AWS write), and redeliveries (SQS records received again, async
+      events invoked again), from the runner's counters;
+    - billing events and repeated event ids, from the events the topic published;
+    - pages recognised: the pages of completed documents, less their failed pages.
+    """
+    functions = report.stats.get("functions", {})
+    emulator = report.stats.get("emulator") or {}
+    faults = dict(emulator.get("faults", {}))
+    ids = Counter(json.loads(line)["event_id"] for line in _lines(Path(report.events_file)))
+    return {
+        "documents": len(report.documents),
+        "pages": sum(d.pages or 0 for d in report.documents),
+        "pages_recognised": sum(
+            (d.pages or 0) - len(d.pages_failed) for d in report.documents if d.status == "completed"
+        ),
+        "completed": sum(d.status == "completed" for d in report.documents),
+        "failed": sum(d.status == "failed" for d in report.documents),
+        "timed_out": sum(d.status == "timed_out" for d in report.documents),
+        "faults_injected": sum(faults.values()),
+        "faults_by_kind": faults,
+        "retries": emulator.get("repeated_requests", 0),
+        "redeliveries": sum(f.get("retries", 0) for f in functions.values()),
+        "billing_events": report.event_counts.get("usage.recorded", 0),
+        "duplicates_delivered": sum(f.get("duplicates", 0) for f in functions.values()),
+        "duplicates_dropped": sum(f.get("duplicates_dropped", 0) for f in functions.values()),
+        "repeated_event_ids": sum(count - 1 for count in ids.values() if count > 1),
+    }
+
+
+def _lines(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def report_json(report: RunReport) -> dict[str, Any]:
-    return report.model_dump(mode="json")
+    return {**report.model_dump(mode="json"), "figures": run_figures(report)}

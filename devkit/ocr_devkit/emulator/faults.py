@@ -6,6 +6,7 @@ import base64
 import binascii
 import copy
 import hashlib
+import json
 import random
 import threading
 import time
@@ -247,19 +248,31 @@ class Recorder:
         self._statuses: Counter[str] = Counter()
         self._errors: Counter[str] = Counter()
         self._successes = 0
+        # Digests of every request body seen (images as their own digests): a body seen before is a
+        # retry, by the client or by a redelivered page, whatever the caller's own counters say.
+        self._seen: set[bytes] = set()
+        self._repeats = 0
 
     def received(self, endpoint: str, path: str, body: Any, *, key_suffix: str | None) -> dict[str, Any]:
         """Log a request as it arrives; the returned entry is completed by `answered`."""
         with self._lock:
             self._sequence += 1
             self._requests[endpoint] += 1
+            redacted = redact_images(body)
+            digest = hashlib.sha256(
+                json.dumps([endpoint, path, redacted], sort_keys=True, default=str).encode()
+            ).digest()
+            repeat = digest in self._seen
+            self._seen.add(digest)
+            self._repeats += 1 if repeat else 0
             entry: dict[str, Any] = {
                 "seq": self._sequence,
                 "received_at": time.time(),
                 "endpoint": endpoint,
                 "path": path,
                 "key_suffix": key_suffix,
-                "body": redact_images(body),
+                "body": redacted,
+                "repeat": repeat,
                 "status": None,
                 "fault": None,
                 "error_code": None,
@@ -306,6 +319,8 @@ class Recorder:
                 "requests": {"native": 0, "compatible": 0, **self._requests},
                 "faults": {kind.value: self._faults[kind.value] for kind in FaultKind},
                 "successes": self._successes,
+                # Requests identical to an earlier one (same endpoint, parameters and image bytes).
+                "repeated_requests": self._repeats,
                 "errors": dict(self._errors),
                 "statuses": dict(self._statuses),
             }
@@ -318,3 +333,5 @@ class Recorder:
             self._statuses.clear()
             self._errors.clear()
             self._successes = 0
+            self._seen.clear()
+            self._repeats = 0

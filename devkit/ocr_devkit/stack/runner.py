@@ -21,6 +21,8 @@ Local shortcuts (same semantics, faster clock):
   async retries wait this long instead of Lambda's 1–2 minutes. `None` keeps the real clock.
 * `duplicate_rate`: a share of deliveries is invoked twice with the identical event, as at-least-once
   delivery can. The original invocation decides what is deleted; the duplicate only counts in the stats.
+  Workers then count their successful AWS writes per invocation, and a duplicate that succeeded without
+  writing anything counts as dropped (`duplicates_dropped`): the function recognised it as a repeat.
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ class InvocationResult:
     source: str = "invoke"
     attempt: int = 1
     duplicate: bool = False
+    writes: int | None = None  # successful state-changing AWS calls, when the workers count them
     event: Any = None
 
     def to_dict(self, *, include_event: bool = False) -> dict[str, Any]:
@@ -136,6 +139,7 @@ class FunctionStats:
     timeouts: int = 0
     retries: int = 0  # SQS records delivered again, async re-invocations
     duplicates: int = 0  # deliveries invoked twice on purpose (duplicate_rate)
+    duplicates_dropped: int = 0  # of those, invocations that succeeded and changed nothing
     dropped_events: int = 0  # async events that failed every attempt
     cold_starts: int = 0
     cold_start_ms: list[float] = field(default_factory=list)
@@ -168,6 +172,7 @@ class _CallOutcome:
     duration_ms: float = 0.0
     timed_out: bool = False
     worker_lost: bool = False  # the worker exited or was killed: do not reuse it
+    writes: int | None = None
 
 
 _MAIN_LOCK = threading.Lock()
@@ -251,7 +256,7 @@ class _Worker:
                 worker_lost=True,
             )
         try:
-            _, _, ok, payload, duration_ms, _memory = self.conn.recv()
+            _, _, ok, payload, duration_ms, _memory, writes = self.conn.recv()
         except (EOFError, OSError):
             self.kill()
             error = {
@@ -260,11 +265,11 @@ class _Worker:
             }
             return _CallOutcome(ok=False, error=error, duration_ms=elapsed, worker_lost=True)
         if ok:
-            return _CallOutcome(ok=True, payload=json.loads(payload), duration_ms=duration_ms)
+            return _CallOutcome(ok=True, payload=json.loads(payload), duration_ms=duration_ms, writes=writes)
         lost = payload.get("errorType") == "Runtime.ExitError"
         if lost:
             self.process.join(5)
-        return _CallOutcome(ok=False, error=payload, duration_ms=duration_ms, worker_lost=lost)
+        return _CallOutcome(ok=False, error=payload, duration_ms=duration_ms, worker_lost=lost, writes=writes)
 
     def _exit_message(self) -> str:
         self.process.join(1)
@@ -314,6 +319,7 @@ class _FunctionPool:
             memory_mb=spec.memory_mb,
             timeout_s=spec.timeout_s,
             parent_pid=os.getpid(),
+            count_writes=self.runner.options.duplicate_rate > 0,
         )
 
     def pids(self) -> list[int]:
@@ -355,6 +361,7 @@ class _FunctionPool:
             source=source,
             attempt=attempt,
             duplicate=duplicate,
+            writes=outcome.writes,
             event=event,
         )
         self.runner._record(result, killed=outcome.timed_out)
@@ -736,7 +743,10 @@ class Runner:
             result = pool.invoke(event, source=source.label)
             failed = self._failed_message_ids(result, event, spec.report_batch_item_failures)
             if self._should_duplicate():
-                pool.invoke(event, source=source.label, duplicate=True)
+                repeat = pool.invoke(event, source=source.label, duplicate=True)
+                repeat_failed = self._failed_message_ids(repeat, event, spec.report_batch_item_failures)
+                if repeat.writes == 0 and not repeat_failed:
+                    self._count(source.function, duplicates_dropped=1)
             if not self._stopping.is_set():
                 self._settle(source, messages, failed)
         except Exception:
@@ -856,7 +866,9 @@ class Runner:
             if self._stopping.wait(delay):
                 return
         if self._should_duplicate():
-            pool.invoke(event, source=label, duplicate=True)
+            repeat = pool.invoke(event, source=label, duplicate=True)
+            if repeat.ok and repeat.writes == 0:
+                self._count(pool.spec.logical_id, duplicates_dropped=1)
         if self._stopping.is_set():
             return
         if result.ok:

@@ -5,7 +5,11 @@ the handler's own imports cost. The parent (`runner.py`) talks to it over a pipe
 
     parent → worker   ("invoke", request_id, event_json) | ("stop",)
     worker → parent   ("ready", init_ms) | ("init_error", error, init_ms)
-                      ("result", request_id, ok, payload_json | error, duration_ms, max_memory_mb)
+                      ("result", request_id, ok, payload_json | error, duration_ms, max_memory_mb, writes)
+
+`writes` is the number of AWS calls of the invocation that changed something (a put, an update, a
+publish, a send...) and succeeded, when the runner asked for it (`count_writes`), else None: it tells
+a repeated delivery that the function rightly ignored from one that did the work again.
 
 The parent enforces the function timeout: it kills a worker that does not answer in time.
 """
@@ -26,6 +30,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+# AWS operations that change state, by the start of their name (PutObject, TransactWriteItems, Publish...).
+WRITE_OPERATIONS = ("Put", "Update", "Delete", "TransactWrite", "BatchWrite", "Publish", "Send", "Create", "Copy")
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -39,6 +46,7 @@ class WorkerConfig:
     memory_mb: int
     timeout_s: int
     parent_pid: int
+    count_writes: bool = False
 
 
 class LambdaContext:
@@ -110,6 +118,34 @@ def _log_error(error: dict[str, Any]) -> None:
     )
 
 
+class _WriteCounter:
+    """Counts successful state-changing AWS calls of every botocore client created from now on."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def install(self) -> None:
+        import botocore.session
+
+        create_client = botocore.session.Session.create_client
+        counter = self
+
+        def counting_create_client(session: Any, *args: Any, **kwargs: Any) -> Any:
+            client = create_client(session, *args, **kwargs)
+            client.meta.events.register("after-call", counter._after_call)
+            return client
+
+        botocore.session.Session.create_client = counting_create_client  # type: ignore[method-assign]
+
+    def _after_call(self, http_response: Any, model: Any, **_: Any) -> None:
+        if model.name.startswith(WRITE_OPERATIONS) and http_response.status_code < 300:
+            self.writes += 1
+
+    def take(self) -> int:
+        writes, self.writes = self.writes, 0
+        return writes
+
+
 def serve(conn: Connection, config: WorkerConfig) -> None:
     """Entry point of the worker process."""
     # Ctrl-C reaches the whole process group; the runner decides when workers stop.
@@ -124,7 +160,12 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
 
     started = time.perf_counter()
     init_error: dict[str, Any] | None = None
+    counter: _WriteCounter | None = None
     try:
+        if config.count_writes:
+            # Before the handler's import, so that a client it builds at import time is counted too.
+            counter = _WriteCounter()
+            counter.install()
         module = importlib.import_module(config.handler_module)
         handler = getattr(module, config.handler_attribute)
     except ImportError as exc:
@@ -155,6 +196,8 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
         print(f"START RequestId: {request_id} Version: $LATEST")
         started = time.perf_counter()
         exiting = False
+        if counter is not None:
+            counter.take()
         try:
             result = handler(json.loads(event_json), LambdaContext(config, request_id, deadline))
             try:
@@ -178,8 +221,9 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
             f"\tMemory Size: {config.memory_mb} MB\tMax Memory Used: {memory} MB{init}"
         )
         first = False
+        writes = counter.take() if counter is not None else None
         try:
-            conn.send(("result", request_id, reply[0], reply[1], duration_ms, memory))
+            conn.send(("result", request_id, reply[0], reply[1], duration_ms, memory, writes))
         except (BrokenPipeError, OSError):
             return
         if exiting:
