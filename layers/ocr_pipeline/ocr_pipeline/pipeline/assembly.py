@@ -13,7 +13,7 @@ from ..recognition import ImageSummary, Recognition
 from ..results import Word
 from ..usage import ZERO_USAGE, Usage
 from ..validation import FieldCheck, ValidationSummary, summarise, validate_fields
-from .events import ErrorInfo
+from .events import ErrorInfo, PageMethod
 from .model import JobSpec, SourceRef
 from .ports import PageStatus
 
@@ -38,10 +38,25 @@ class PageResult(BaseModel):
     error: ErrorInfo | None = None
     # Checks of the fields the job's validators name; None when it names none.
     validation: list[FieldCheck] | None = None
+    # How the text was obtained: by the model, or read from the PDF's own text layer.
+    method: PageMethod = "ocr"
 
     @field_serializer("cost")
     def _money(self, value: Decimal | None) -> str | None:
         return None if value is None else format_money(value)
+
+    @classmethod
+    def from_text_layer(cls, page: int, text: str, currency: str | None) -> PageResult:
+        """A page read from its text layer: no model call, so no tokens and nothing to pay."""
+        return cls(
+            page=page,
+            status=PageStatus.DONE,
+            text=text,
+            usage=ZERO_USAGE,
+            cost=Decimal(0),
+            currency=currency,
+            method="text_layer",
+        )
 
     @classmethod
     def recognised(cls, page: int, recognition: Recognition) -> PageResult:
@@ -86,6 +101,8 @@ class DocumentResult(BaseModel):
     currency: str | None
     completed_at: datetime
     validation: ValidationSummary | None = None
+    # Pages read from the PDF's text layer instead of the model (see PageResult.method).
+    text_layer_pages: int = 0
 
     @field_serializer("cost")
     def _money(self, value: Decimal | None) -> str | None:
@@ -133,4 +150,5 @@ def assemble(spec: JobSpec, pages: list[PageResult]) -> DocumentResult:
         currency=currencies.pop() if priced else None,
         completed_at=datetime.now(UTC),
         validation=validation,
+        text_layer_pages=sum(1 for p in done if p.method == "text_layer"),
     )

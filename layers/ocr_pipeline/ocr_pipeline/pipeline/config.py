@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -45,6 +45,9 @@ class PipelineSettings(BaseModel):
     url_allowlist: list[str] = Field(default_factory=list)
     # Powertools Idempotency records; None turns the guard off (the services stay safe to repeat).
     idempotency_table: str | None = None
+    # "prefer": a PDF page whose embedded text layer is complete is read from it, not OCR'd,
+    # when the task is plain text recognition (other tasks need the model's structure).
+    pdf_text_layer: Literal["ocr", "prefer"] = "ocr"
     ocr: OcrServiceSettings
 
     @property
@@ -79,6 +82,7 @@ class PipelineSettings(BaseModel):
             "request_source_buckets": _names(env.get("REQUEST_SOURCE_BUCKETS")),
             "url_allowlist": _names(env.get("URL_ALLOWLIST")),
             "idempotency_table": env.get("IDEMPOTENCY_TABLE") or None,
+            "pdf_text_layer": (env.get("PDF_TEXT_LAYER") or "").strip().lower() or None,
             "ocr": OcrServiceSettings.from_env(env),
         }
         try:

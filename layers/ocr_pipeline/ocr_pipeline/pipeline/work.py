@@ -23,6 +23,8 @@ from ..catalog import Region
 from ..errors import OcrPipelineError
 from ..imaging import PreparationLimits
 from ..recognition import Recognizer, budget_for
+from ..tasks import OcrTask
+from ..usage import ZERO_USAGE
 from .assembly import DocumentResult, PageResult, assemble
 from .config import PipelineSettings
 from .documents import prepare_page
@@ -30,6 +32,7 @@ from .events import (
     DocumentCompleted,
     DocumentFailed,
     ErrorInfo,
+    PageMethod,
     UsageRecorded,
     UsageTotals,
     completed_event,
@@ -81,11 +84,12 @@ class PageService:
         source: BinaryIO | None = None
         try:
             for page in work.pages:
+                method: PageMethod | None = None
                 if self.jobs.get_page(spec.job_id, page) is None:
                     if source is None:
                         source = self._open_source(spec)
-                    self._recognise_and_record(spec, page, source, deadline)
-                self._publish_usage(spec, page)
+                    method = self._recognise_and_record(spec, page, source, deadline)
+                self._publish_usage(spec, page, method)
         finally:
             if source is not None:
                 source.close()
@@ -100,7 +104,8 @@ class PageService:
     def _stored_page_keys(self, spec: JobSpec, page: int) -> list[str]:
         return self.store.list_keys(self.settings.result_bucket, self.page_prefix(spec.job_id, page))
 
-    def _recognise_and_record(self, spec: JobSpec, page: int, source: BinaryIO, deadline: float | None) -> None:
+    def _recognise_and_record(self, spec: JobSpec, page: int, source: BinaryIO, deadline: float | None) -> PageMethod:
+        """Records the page and returns how its text was obtained (PageResult.method)."""
         stored = self._stored_page_keys(spec, page)
         if stored:
             # A worker died after paying for this page but before recording it: reuse its result.
@@ -121,10 +126,18 @@ class PageService:
                 request_id=result.request_id,
             ),
         )
+        return result.method
 
     def _recognise(self, spec: JobSpec, page: int, source: BinaryIO, deadline: float | None) -> PageResult:
         recognizer = self.recognizers(spec.model, spec.region)
         try:
+            if self._may_read_text_layer(spec):
+                from ..pdf_text import judge_text_layer, read_text_layer
+
+                facts = read_text_layer(source, page)
+                if judge_text_layer(facts).complete:
+                    priced = recognizer.price(ZERO_USAGE)
+                    return PageResult.from_text_layer(page, facts.text, priced.currency if priced else None)
             image = prepare_page(source, spec.kind, page, budget_for(recognizer.model, spec.options), self.limits)
             recognition = recognizer.recognize_prepared(image, spec.options, deadline=deadline)
         except OcrPipelineError as error:
@@ -133,12 +146,23 @@ class PageService:
             return PageResult.failed(page, ErrorInfo.of(error.code, error.message))
         return PageResult.recognised(page, recognition)
 
-    def _publish_usage(self, spec: JobSpec, page: int) -> None:
+    def _may_read_text_layer(self, spec: JobSpec) -> bool:
+        # Other tasks need the model's structure (boxes, tables, fields), which a text layer lacks.
+        return (
+            self.settings.pdf_text_layer == "prefer"
+            and spec.kind is DocumentKind.PDF
+            and spec.options.effective_task is OcrTask.TEXT_RECOGNITION
+        )
+
+    def _publish_usage(self, spec: JobSpec, page: int, method: PageMethod | None = None) -> None:
         record = self.jobs.get_page(spec.job_id, page)
         if record is None or record.status is not PageStatus.DONE or record.usage_published or record.usage is None:
             return
         if not self.jobs.claim_usage_publication(spec.job_id, page, self.settings.claim_lease_s):
             return
+        if method is None:
+            # Recorded by an earlier delivery: how it was read is in its stored result.
+            method = self._load_page(record).method
         recognizer = self.recognizers(spec.model, spec.region)
         cost = recognizer.price(record.usage)
         event = UsageRecorded(
@@ -158,6 +182,7 @@ class PageService:
             cost=cost.amount if cost else None,
             price_table=cost.unit_price.price_table if cost else None,
             request_id=record.request_id,
+            method=method,
         )
         self.bus.publish(usage_event(event, spec.correlation_id))
         self.jobs.mark_usage_published(spec.job_id, page)
