@@ -62,6 +62,8 @@ class RunOptions(BaseModel):
     max_concurrency: int | None = None
     stack_port: int | None = None  # the local AWS endpoint's port; a free one when None
     overlays: bool = False  # draw advanced_recognition boxes into out/overlays/
+    # Set in every function on top of the template's environment (as `sam local invoke --env-vars`).
+    function_env: dict[str, str] = Field(default_factory=dict)
 
 
 class Upload(BaseModel):
@@ -318,7 +320,7 @@ def local_stack(
                 TEMPLATE,
                 parameters=parameters,
                 log_dir=log_dir,
-                extra_env=fault_run_environment(options),
+                extra_env={**fault_run_environment(options), **options.function_env},
                 duplicate_rate=options.duplicate_rate,
                 seed=options.seed,
                 port=options.stack_port,

@@ -20,16 +20,22 @@ import importlib
 import json
 import math
 import os
+import re
 import resource
 import signal
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+# Devkit-only switches read from the worker's environment (nothing in the layer reads them): a regex of
+# S3 keys after whose PutObject the worker dies, and the marker file that makes it happen only once.
+CRASH_AFTER_PUT = "OCR_DEVKIT_CRASH_AFTER_PUT"
+CRASH_MARKER = "OCR_DEVKIT_CRASH_MARKER"
 # AWS operations that change state, by the start of their name (PutObject, TransactWriteItems, Publish...).
 WRITE_OPERATIONS = ("Put", "Update", "Delete", "TransactWrite", "BatchWrite", "Publish", "Send", "Create", "Copy")
 
@@ -118,24 +124,28 @@ def _log_error(error: dict[str, Any]) -> None:
     )
 
 
+def _on_every_new_client(register: Callable[[Any], None]) -> None:
+    """Call `register(client)` for every botocore client created from now on in this process."""
+    import botocore.session
+
+    create_client = botocore.session.Session.create_client
+
+    def create_and_register(session: Any, *args: Any, **kwargs: Any) -> Any:
+        client = create_client(session, *args, **kwargs)
+        register(client)
+        return client
+
+    botocore.session.Session.create_client = create_and_register  # type: ignore[method-assign]
+
+
 class _WriteCounter:
-    """Counts successful state-changing AWS calls of every botocore client created from now on."""
+    """Counts successful state-changing AWS calls."""
 
     def __init__(self) -> None:
         self.writes = 0
 
-    def install(self) -> None:
-        import botocore.session
-
-        create_client = botocore.session.Session.create_client
-        counter = self
-
-        def counting_create_client(session: Any, *args: Any, **kwargs: Any) -> Any:
-            client = create_client(session, *args, **kwargs)
-            client.meta.events.register("after-call", counter._after_call)
-            return client
-
-        botocore.session.Session.create_client = counting_create_client  # type: ignore[method-assign]
+    def register(self, client: Any) -> None:
+        client.meta.events.register("after-call", self._after_call)
 
     def _after_call(self, http_response: Any, model: Any, **_: Any) -> None:
         if model.name.startswith(WRITE_OPERATIONS) and http_response.status_code < 300:
@@ -144,6 +154,37 @@ class _WriteCounter:
     def take(self) -> int:
         writes, self.writes = self.writes, 0
         return writes
+
+
+class _CrashAfterPut:
+    """Kills the worker the moment an S3 PutObject of a key matching `pattern` has succeeded.
+
+    For crash-safety tests: the process dies as a Lambda environment can, between two steps of the
+    handler. Only the worker that creates `marker` first crashes, so it happens once per run.
+    """
+
+    def __init__(self, pattern: str, marker: str) -> None:
+        self.pattern = re.compile(pattern)
+        self.marker = marker
+
+    def register(self, client: Any) -> None:
+        client.meta.events.register("before-parameter-build.s3.PutObject", self._remember_key)
+        client.meta.events.register("after-call.s3.PutObject", self._after_put)
+
+    @staticmethod
+    def _remember_key(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["devkit_put_key"] = params.get("Key")
+
+    def _after_put(self, http_response: Any, context: dict[str, Any], **_: Any) -> None:
+        key = context.get("devkit_put_key")
+        if http_response.status_code >= 300 or not key or not self.pattern.search(key):
+            return
+        try:
+            os.close(os.open(self.marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            return
+        print(f"[devkit] {CRASH_AFTER_PUT}: the worker dies after storing s3 key {key}", flush=True)
+        os._exit(137)
 
 
 def serve(conn: Connection, config: WorkerConfig) -> None:
@@ -162,10 +203,13 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
     init_error: dict[str, Any] | None = None
     counter: _WriteCounter | None = None
     try:
+        # Before the handler's import, so that a client it builds at import time is hooked too.
         if config.count_writes:
-            # Before the handler's import, so that a client it builds at import time is counted too.
             counter = _WriteCounter()
-            counter.install()
+            _on_every_new_client(counter.register)
+        if config.environment.get(CRASH_AFTER_PUT) and config.environment.get(CRASH_MARKER):
+            crash = _CrashAfterPut(config.environment[CRASH_AFTER_PUT], config.environment[CRASH_MARKER])
+            _on_every_new_client(crash.register)
         module = importlib.import_module(config.handler_module)
         handler = getattr(module, config.handler_attribute)
     except ImportError as exc:
