@@ -65,10 +65,15 @@ def pdf_page_count(source: PdfSource) -> int:
     """The number of pages, read from the document's page tree without drawing anything.
 
     Raises DocumentEncrypted for a password-protected PDF, DocumentEmpty for one without
-    pages and DocumentUnreadable for anything PDFium cannot open.
+    pages and DocumentUnreadable for anything PDFium cannot open, or whose last page cannot
+    be loaded.
     """
     with _PDFIUM, _document(source) as (document, _):
-        return len(document)
+        count = len(document)
+        # PDFium takes the page tree's /Count as written: a few hundred bytes claiming 5,000
+        # pages would fan out work for pages that do not exist. Loading the last one proves it.
+        document[count - 1].close()
+        return count
 
 
 def prepare_pdf_page(
