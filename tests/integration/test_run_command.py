@@ -56,6 +56,8 @@ def test_multipage_samples_come_back_whole_and_in_order(sample_run, name, pages)
         assert f"page{number}" in page["text"].replace(" ", "").lower()
 
 
+# About 4 minutes on two idle cores (CPU OCR in the emulator); the mark only guards against a hang.
+@pytest.mark.timeout(1500)
 def test_a_200_page_pdf_comes_back_as_one_result_in_order_with_one_bill_per_page(tmp_path):
     from PIL import Image, ImageDraw, ImageFont
 
