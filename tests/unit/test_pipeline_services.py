@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from ocr_pipeline.errors import OcrInvalidParameter, OcrServerError
+from ocr_pipeline.errors import OcrInvalidParameter, OcrPipelineError, OcrServerError
 from ocr_pipeline.pipeline.events import deterministic_event_id
 from ocr_pipeline.pipeline.intake import IntakeDecision
 from ocr_pipeline.pipeline.model import PageWork
@@ -276,3 +276,30 @@ def test_a_document_with_some_failed_pages_completes_and_marks_them():
     (completed,) = p.bus.of_type("document.completed")
     assert completed.data["pages_failed"] == [2]
     assert sorted(e.data["page"] for e in p.bus.of_type("usage.recorded")) == [1, 3]
+
+
+def test_a_worker_that_died_holding_the_billing_claim_is_taken_over_after_its_lease():
+    # Given a page recorded by a worker that took the usage claim and died before publishing
+    now = [1000.0]
+    p = Pipeline(claim_lease_s=60)
+    p.jobs._clock = lambda: now[0]
+    upload(p, "docs/receipt.png")
+    work = PageWork.model_validate_json(p.queue.bodies[0])
+    p.jobs.mark_usage_published = lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed"))  # type: ignore[method-assign]
+    publish = p.bus.publish
+    p.bus.publish = lambda envelope: (_ for _ in ()).throw(SystemExit("killed"))  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        p.pages.process(work)
+    p.bus.publish = publish  # type: ignore[method-assign]
+    del p.jobs.mark_usage_published
+    # When the message comes back while the lease still runs, it is handed back, not deleted
+    with pytest.raises(OcrPipelineError) as held:
+        p.pages.process(work)
+    assert held.value.retryable and held.value.code == "pipeline.claim_held"
+    assert p.bus.of_type("usage.recorded") == []
+    # Then after the lease the next delivery publishes the bill and the ending, once
+    now[0] += 61
+    p.pages.process(work)
+    p.pages.process(work)
+    assert len(p.bus.of_type("usage.recorded")) == 1 and len(p.bus.of_type("document.completed")) == 1
+    assert len(p.ocr.calls) == 1

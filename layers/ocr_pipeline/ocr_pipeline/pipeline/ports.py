@@ -23,6 +23,17 @@ class StorageError(OcrPipelineError):
     retryable = True
 
 
+class ClaimHeld(OcrPipelineError):
+    """Another worker holds the claim to publish this page's bill or this document's ending.
+
+    Retryable: the message comes back after the claim's lease, so a claimant that died is taken over
+    instead of the message being deleted with the work undone.
+    """
+
+    code = "pipeline.claim_held"
+    retryable = True
+
+
 class QueueSendError(OcrPipelineError):
     """Some entries of a batch were not accepted; `failed` lists their ids and reasons."""
 

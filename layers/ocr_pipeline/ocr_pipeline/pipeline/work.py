@@ -41,7 +41,7 @@ from .events import (
     usage_event,
 )
 from .model import DocumentKind, JobSpec, PageWork
-from .ports import EventBus, JobStatus, JobStore, ObjectStore, PageRecord, PageStatus
+from .ports import ClaimHeld, EventBus, JobStatus, JobStore, ObjectStore, PageRecord, PageStatus
 
 RecognizerFactory = Callable[[str, Region], Recognizer]
 
@@ -159,7 +159,7 @@ class PageService:
         if record is None or record.status is not PageStatus.DONE or record.usage_published or record.usage is None:
             return
         if not self.jobs.claim_usage_publication(spec.job_id, page, self.settings.claim_lease_s):
-            return
+            raise ClaimHeld(f"page {page} of job {spec.job_id}: its usage event is being published elsewhere")
         if method is None:
             # Recorded by an earlier delivery: how it was read is in its stored result.
             method = self._load_page(record).method
@@ -194,7 +194,7 @@ class PageService:
         if job is None or not job.settled or job.status not in (JobStatus.RUNNING, JobStatus.FINALIZING):
             return None
         if not self.jobs.claim_finalization(job_id, self.settings.claim_lease_s):
-            return None
+            raise ClaimHeld(f"job {job_id} is being finalised elsewhere")
         spec = job.spec
         records = self.jobs.list_pages(job_id)
         pages = [self._load_page(record) for record in records]
