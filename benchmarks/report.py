@@ -130,7 +130,10 @@ def _cold_start_rows(r: dict[str, Any]) -> list[Row]:
                     f"{entry['as_built_ms']} ms as built ({entry['compiled_ms']} ms with .pyc)",
                     f"< {r['goal_import_ms']:g} ms",
                     _status(entry["met"]),
-                    "" if entry["met"] else f"slowest: {slowest}",
+                    ""
+                    if entry["met"]
+                    else "as built (pip --no-compile: no .pyc, and Lambda's /opt is read-only) every cold "
+                    f"start compiles the layer's sources; slowest packages, compiled: {slowest}",
                 )
             )
     layer = r.get("layer", {})
@@ -146,7 +149,13 @@ def _cold_start_rows(r: dict[str, Any]) -> list[Row]:
                 f"{layer['unzipped_mb']} MB ({layer['built_for']})",
                 f"< {r['goal_layer_mb']:g} MB",
                 _status(layer["met"]),
-                ("largest: " if layer["met"] else "missed: largest parts are ") + largest,
+                ("largest: " if layer["met"] else "largest parts: ")
+                + largest
+                + (
+                    ""
+                    if layer["met"] or "botocore" not in largest
+                    else "; botocore comes in through aws-xray-sdk although the runtime provides it"
+                ),
             )
         )
     return rows
@@ -162,7 +171,8 @@ def _fanout_rows(r: dict[str, Any]) -> list[Row]:
             f"+{small['process_peak_added_kib']} KiB",
             f"flat (≤ {r['flat_limit_kib']} KiB)",
             _status(r["met"]),
-            f"{large['messages']} messages of up to 10 entries' worth of pages; the process peak includes PDFium's page tree",
+            f"{large['messages']} page messages; the process peak (resident memory, fresh process) includes "
+            "PDFium's page tree, which tracemalloc does not see",
         )
     ]
 
