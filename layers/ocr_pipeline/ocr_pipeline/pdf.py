@@ -87,10 +87,27 @@ def prepare_pdf_page(
     The mapping's original space is the page as displayed (after its /Rotate, within its crop
     box) in PDF points, so the model's boxes map back to positions on the page.
     """
+    steps: list[PreparationStep] = []
+    with open_page(source, page_number, forms=True) as (page, page_count, forms_error):
+        width, height = page.get_size()
+        rotation = page.get_rotation()
+        finest = MAX_RENDER_DPI / POINTS_PER_INCH
+        target = render_target(width * finest, height * finest, budget, limits)
+        image = _draw(page, target.content)
+    steps.append(_render_step(page_number, page_count, (width, height), rotation, target.content))
+    if forms_error is not None:
+        steps.append(PreparationStep(action="forms_ignored", detail=f"form fields not drawn: {forms_error}"))
+    return prepare_rendered(image, target, limits, source_format="PDF", original_size=(width, height), steps=steps)
+
+
+@contextmanager
+def open_page(
+    source: PdfSource, page_number: int, *, forms: bool = False
+) -> Iterator[tuple[pdfium.PdfPage, int, str | None]]:
+    """Page `page_number` (1-based), the document's page count and any forms error, under the PDFium lock."""
     if page_number < 1:
         raise InvalidRequest(f"page numbers start at 1, got {page_number}", page=page_number)
-    steps: list[PreparationStep] = []
-    with _PDFIUM, _document(source, forms=True) as (document, forms_error):
+    with _PDFIUM, _document(source, forms=forms) as (document, forms_error):
         page_count = len(document)
         if page_number > page_count:
             raise InvalidRequest(
@@ -100,17 +117,9 @@ def prepare_pdf_page(
             )
         page = document[page_number - 1]
         try:
-            width, height = page.get_size()
-            rotation = page.get_rotation()
-            finest = MAX_RENDER_DPI / POINTS_PER_INCH
-            target = render_target(width * finest, height * finest, budget, limits)
-            image = _draw(page, target.content)
+            yield page, page_count, forms_error
         finally:
             page.close()
-    steps.append(_render_step(page_number, page_count, (width, height), rotation, target.content))
-    if forms_error is not None:
-        steps.append(PreparationStep(action="forms_ignored", detail=f"form fields not drawn: {forms_error}"))
-    return prepare_rendered(image, target, limits, source_format="PDF", original_size=(width, height), steps=steps)
 
 
 def _render_step(

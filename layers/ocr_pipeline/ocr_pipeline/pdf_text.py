@@ -16,11 +16,9 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import InvalidRequest
-
 # PDFium is entered under pdf.py's lock and through its opener, which turns every PDFium
 # failure into a typed document error and reads a file source by ranges.
-from .pdf import _PDFIUM, PdfSource, _document
+from .pdf import PdfSource, open_page
 
 
 class TextLayerFacts(BaseModel):
@@ -85,27 +83,14 @@ def judge_text_layer(facts: TextLayerFacts, rule: TextLayerRule = DEFAULT_RULE) 
 
 def read_text_layer(source: PdfSource, page_number: int) -> TextLayerFacts:
     """The facts about page `page_number` (1-based). Raises the document errors pdf.py raises."""
-    if page_number < 1:
-        raise InvalidRequest(f"page numbers start at 1, got {page_number}", page=page_number)
-    with _PDFIUM, _document(source) as (document, _):
-        page_count = len(document)
-        if page_number > page_count:
-            raise InvalidRequest(
-                f"the document has {page_count} pages, there is no page {page_number}",
-                page=page_number,
-                page_count=page_count,
-            )
-        page = document[page_number - 1]
+    with open_page(source, page_number) as (page, _, _):
+        textpage = page.get_textpage()
         try:
-            textpage = page.get_textpage()
-            try:
-                text, visible, unreadable = _text(textpage)
-            finally:
-                textpage.close()
-            text_objects, invisible = _text_objects(page)
-            coverage = _image_coverage(page)
+            text, visible, unreadable = _text(textpage)
         finally:
-            page.close()
+            textpage.close()
+        text_objects, invisible = _text_objects(page)
+        coverage = _image_coverage(page)
     return TextLayerFacts(
         text=text,
         visible_chars=visible,
