@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -15,7 +15,6 @@ from ocr_pipeline.pipeline.wiring import page_service
 from ocr_pipeline.pipeline.work import PageService
 
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 # Keep this much of the invocation for storing and publishing after the last OCR call.
@@ -23,7 +22,6 @@ SAFETY_MARGIN_MS = 10_000
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext, service: PageService | None = None) -> dict[str, Any]:
     service = service or page_service()

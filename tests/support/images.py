@@ -14,6 +14,15 @@ def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
     return buffer.getvalue()
 
 
+def encode_heic(image: Image.Image, **options: object) -> bytes:
+    """A HEIC written by pillow_heif, whose opener stays unregistered: reading is the layer's own (pi_heif)."""
+    import pillow_heif
+
+    buffer = io.BytesIO()
+    pillow_heif.from_pillow(image).save(buffer, format="HEIF", **options)
+    return buffer.getvalue()
+
+
 def decode(prepared: PreparedImage) -> Image.Image:
     image = Image.open(io.BytesIO(prepared.data))
     image.load()

@@ -28,7 +28,7 @@ from ocr_pipeline.imaging import (
 from ocr_pipeline.tokens import PixelBudget, smart_resize
 from PIL import ExifTags, Image, ImageCms, ImageDraw
 
-from tests.support.images import decode, encode
+from tests.support.images import decode, encode, encode_heic
 
 BUDGET = PixelBudget()
 RED = (255, 0, 0)
@@ -140,12 +140,11 @@ def test_a_later_frame_can_be_chosen_and_a_missing_one_is_a_request_error() -> N
         prepare_image(data, BUDGET, frame=3)
 
 
-def test_heic_is_decoded_through_pillow_heif() -> None:
+def test_heic_is_decoded_through_pi_heif() -> None:
     # Given a HEIC written by pillow_heif
-    pillow_heif = pytest.importorskip("pillow_heif")
-    pillow_heif.register_heif_opener()
+    pytest.importorskip("pillow_heif")
     try:
-        data = encode(page_with_red_corner(640, 480), "HEIF", quality=90)
+        data = encode_heic(page_with_red_corner(640, 480), quality=90)
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
         pytest.skip(f"this libheif cannot encode HEIF: {exc}")
 
@@ -706,7 +705,7 @@ def test_source_metadata_is_not_sent() -> None:
 # --- the layer's footprint ------------------------------------------------------------
 
 
-def test_preparing_common_formats_loads_neither_pillow_heif_nor_numpy() -> None:
+def test_preparing_common_formats_loads_neither_libheif_nor_numpy() -> None:
     # Given a fresh interpreter, When a PNG is prepared
     script = (
         "import io, sys\n"
@@ -715,7 +714,7 @@ def test_preparing_common_formats_loads_neither_pillow_heif_nor_numpy() -> None:
         "from ocr_pipeline.tokens import PixelBudget\n"
         "buffer = io.BytesIO(); Image.new('RGB', (64, 64)).save(buffer, 'PNG')\n"
         "prepare_image(buffer.getvalue(), PixelBudget())\n"
-        "print(sorted(m for m in ('pillow_heif', 'numpy') if m in sys.modules))\n"
+        "print(sorted(m for m in ('pi_heif', 'pillow_heif', 'numpy') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
 

@@ -29,7 +29,7 @@ from ocr_pipeline.errors import (
 from ocr_pipeline.imaging import PreparationLimits, PreparedImage
 from ocr_pipeline.pdf import MAX_RENDER_DPI, pdf_page_count, prepare_pdf_page
 from ocr_pipeline.tokens import PixelBudget, smart_resize
-from PIL import Image
+from PIL import Image, ImageChops
 
 from tests.support.images import decode
 from tests.support.streams import CountingFile, StorageUnavailable
@@ -315,7 +315,35 @@ def test_a_colour_page_stays_colour_and_a_grey_page_becomes_grey() -> None:
     left, top, right, bottom = dark_box(decode(red))
     assert decode(red).getpixel(((left + right) // 2, (top + bottom) // 2)) == (220, 0, 0)
     assert decode(black).mode == "L"
-    assert ("convert_mode", "RGB -> L: every pixel is grey") in [(s.action, s.detail) for s in black.steps]
+    assert [s.action for s in black.steps if s.action == "convert_mode"] == ["convert_mode"]
+    assert [s.action for s in red.steps if s.action == "convert_mode"] == []
+
+
+def test_a_small_colour_mark_keeps_an_a4_page_in_colour() -> None:
+    # Given a black-on-white A4 page with one red square of 2 x 2 points (8 x 8 px at the default budget)
+    document = drawn_pdf([A4], [(300, 400, 2, 2)], colour=(200, 30, 30), text="Invoice 2024-001")
+
+    # When it is prepared at the default budget
+    prepared = prepare_pdf_page(document, 1, BUDGET)
+
+    # Then the square is still red: the colour check's preview saw it
+    image = decode(prepared)
+    assert image.mode == "RGB"
+    redder = ImageChops.subtract(image.getchannel("R"), image.getchannel("G")).point(lambda v: 255 if v > 100 else 0)
+    box = redder.getbbox()
+    assert box is not None
+    left, top = prepared.mapping.to_original_point(box[0], box[1])
+    assert (left, top) == (pytest.approx(300, abs=1), pytest.approx(400, abs=1))
+
+
+def test_a_grey_page_is_drawn_in_grey_with_its_own_grey_levels() -> None:
+    # Given a page with a mid-grey rectangle, When it is prepared
+    grey = decode(prepare_pdf_page(drawn_pdf([A4], [(50, 50, 100, 100)], colour=(90, 90, 90)), 1, SMALL))
+
+    # Then it is stored as grey, and the rectangle keeps its level
+    assert grey.mode == "L"
+    left, top, right, bottom = dark_box(grey)
+    assert grey.getpixel(((left + right) // 2, (top + bottom) // 2)) == pytest.approx(90, abs=2)
 
 
 def test_form_field_values_are_drawn() -> None:

@@ -173,9 +173,9 @@ def decode_image_url(url: Any, *, param: str) -> ReceivedImage:
 def _open(data: bytes, mime: str, *, param: str) -> Image.Image:
     if mime == "image/heic":
         try:
-            from pillow_heif import register_heif_opener
+            from pi_heif import register_heif_opener
         except ImportError:
-            raise invalid("HEIC images need pillow-heif, which this emulator lacks", param=param) from None
+            raise invalid("HEIC images need pi-heif, which this emulator lacks", param=param) from None
         register_heif_opener()
     try:
         image = Image.open(io.BytesIO(data))

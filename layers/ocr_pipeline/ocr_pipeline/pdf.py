@@ -33,6 +33,7 @@ from .imaging import (
     PreparationLimits,
     PreparationStep,
     PreparedImage,
+    is_grey,
     prepare_rendered,
     render_target,
 )
@@ -52,6 +53,10 @@ _PDFIUM = threading.Lock()
 # Annotations (stamps, highlights, filled-in form appearances) are part of what a reader sees.
 # Reverse byte order makes PDFium write RGBx, which Pillow maps without a copy.
 _RENDER_FLAGS = pdfium_c.FPDF_ANNOT | pdfium_c.FPDF_REVERSE_BYTE_ORDER
+_RENDER_FLAGS_GREY = pdfium_c.FPDF_ANNOT | pdfium_c.FPDF_GRAYSCALE
+# The colour check draws the page at this fraction of its size first (1/16 of the pixels).
+PREVIEW_SCALE = 4
+_GREY_DETAIL = f"drawn in grey: a colour drawing at 1/{PREVIEW_SCALE} scale has only grey pixels"
 _WHITE = 0xFFFFFFFF
 
 _LOAD_ERRORS = {
@@ -93,8 +98,11 @@ def prepare_pdf_page(
         rotation = page.get_rotation()
         finest = MAX_RENDER_DPI / POINTS_PER_INCH
         target = render_target(width * finest, height * finest, budget, limits)
-        image = _draw(page, target.content)
+        grey = _looks_grey(page, target.content)
+        image = _draw(page, target.content, grey=grey)
     steps.append(_render_step(page_number, page_count, (width, height), rotation, target.content))
+    if grey:
+        steps.append(PreparationStep(action="convert_mode", detail=_GREY_DETAIL))
     if forms_error is not None:
         steps.append(PreparationStep(action="forms_ignored", detail=f"form fields not drawn: {forms_error}"))
     return prepare_rendered(image, target, limits, source_format="PDF", original_size=(width, height), steps=steps)
@@ -135,17 +143,38 @@ def _render_step(
     )
 
 
-def _draw(page: pdfium.PdfPage, size: tuple[int, int]) -> Image.Image:
-    """The page, as displayed, mapped onto exactly `size` pixels on white."""
+def _looks_grey(page: pdfium.PdfPage, size: tuple[int, int]) -> bool:
+    """Whether a colour drawing of the page at 1/PREVIEW_SCALE of `size` has only grey pixels.
+
+    Most pages are black on white, and for them the full drawing can go straight into a grey
+    bitmap: a third of the memory to fill and to encode, and no per-pixel check of 8 million
+    pixels afterwards. Colour survives the preview's averaging (a red pixel among white ones
+    is pink), so only colour too faint and too small to tint one preview pixel is lost.
+    """
+    width, height = (max(1, side // PREVIEW_SCALE) for side in size)
+    preview = _draw(page, (width, height), grey=False)
+    try:
+        return is_grey(preview)
+    finally:
+        preview.close()
+
+
+def _draw(page: pdfium.PdfPage, size: tuple[int, int], *, grey: bool) -> Image.Image:
+    """The page, as displayed, mapped onto exactly `size` pixels on white, in colour (RGBX) or grey (L)."""
     width, height = size
-    bitmap = pdfium.PdfBitmap.new_native(width, height, pdfium_c.FPDFBitmap_BGRx, rev_byteorder=True)
+    if grey:
+        bitmap = pdfium.PdfBitmap.new_native(width, height, pdfium_c.FPDFBitmap_Gray)
+        flags = _RENDER_FLAGS_GREY
+    else:
+        bitmap = pdfium.PdfBitmap.new_native(width, height, pdfium_c.FPDFBitmap_BGRx, rev_byteorder=True)
+        flags = _RENDER_FLAGS
     try:
         pdfium_c.FPDFBitmap_FillRect(bitmap, 0, 0, width, height, _WHITE)
         # Rotation 0 means "as the page says": PDFium applies /Rotate itself.
-        pdfium_c.FPDF_RenderPageBitmap(bitmap, page, 0, 0, width, height, 0, _RENDER_FLAGS)
+        pdfium_c.FPDF_RenderPageBitmap(bitmap, page, 0, 0, width, height, 0, flags)
         if page.formenv:
             # Form fields are drawn after the page, as PDFium's form-fill API asks.
-            pdfium_c.FPDF_FFLDraw(page.formenv, bitmap, page, 0, 0, width, height, 0, _RENDER_FLAGS)
+            pdfium_c.FPDF_FFLDraw(page.formenv, bitmap, page, 0, 0, width, height, 0, flags)
         # The image shares the bitmap's Python-owned buffer, which outlives the PDFium bitmap.
         return bitmap.to_pil()
     finally:
