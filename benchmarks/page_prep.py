@@ -2,7 +2,7 @@
 
 Each side runs in a fresh process (probe.py) for its time per page and peak memory. The text the
 emulator's OCR engine reads is compared on page 1 prepared both ways, and the PDF's time is split
-into drawing and finishing (grey check, encoding), so that a missed goal says where the time went.
+into drawing (colour check, then the page) and finishing (encoding), so that the figure says where the time goes.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def baseline_available() -> str | None:
 
 
 def pdf_breakdown(repeats: int = 9) -> dict[str, float]:
-    """Median ms of drawing page 1 and of finishing it (grey check, encoding), as prepare_pdf_page does them."""
+    """Median ms of drawing page 1 (colour check, then the page) and of finishing it (encoding), as prepare_pdf_page does."""
     document = text_pdf(1)
     draw, finish = [], []
     with pdf._PDFIUM, pdf._document(document, forms=True) as (opened, _):
@@ -70,7 +70,7 @@ def pdf_breakdown(repeats: int = 9) -> dict[str, float]:
         target = render_target(width * finest, height * finest, workloads.DEFAULT_BUDGET, DEFAULT_LIMITS)
         for _ in range(repeats):
             started = time.perf_counter()
-            drawn = pdf._draw(page, target.content)
+            drawn = pdf._draw(page, target.content, grey=pdf._looks_grey(page, target.content))
             draw.append(time.perf_counter() - started)
         page.close()
     for _ in range(repeats):
