@@ -473,6 +473,27 @@ def test_latency_delays_successful_replies(server: EmulatorServer, http: httpx.C
     assert time.monotonic() - started >= 0.4
 
 
+class _SlowEngine:
+    """An OCR engine that takes a second per image and reads nothing."""
+
+    def recognise(self, image: object, *, correct_rotation: bool = False) -> list[object]:
+        time.sleep(1.0)
+        return []
+
+
+def test_latency_is_a_service_time_that_covers_the_emulators_own_work() -> None:
+    # Given an emulator whose OCR takes 1 s and whose latency is 1.5 s
+    with EmulatorServer(engine=_SlowEngine(), latency_ms=1500) as emulator, httpx.Client(timeout=30) as client:
+        # When one image is sent
+        started = time.monotonic()
+        reply = client.post(emulator.base_url + NATIVE_PATH, headers=AUTH, json=native_body(data_url(TWO_LINES_PNG)))
+        elapsed = time.monotonic() - started
+
+    # Then the reply took the latency, not the OCR's second on top of it (2.5 s)
+    assert reply.status_code == 200
+    assert 1.5 <= elapsed < 2.3
+
+
 def test_stopping_does_not_wait_for_a_hanging_request() -> None:
     # Given a separate emulator holding a request for 30 s
     emulator = EmulatorServer(script=["hang"], hang_seconds=30).start()

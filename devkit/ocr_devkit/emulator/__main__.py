@@ -27,7 +27,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="comma-separated kinds drawn by --fault-rate (default: all of them)",
     )
     parser.add_argument("--seed", type=int, help="seed of the random faults, for a reproducible run")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every successful reply")
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="least time from a request's arrival to its successful reply"
+    )
     parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds sent with a 429")
     parser.add_argument("--hang-seconds", type=float, default=30.0, help="how long a hang fault holds the connection")
     parser.add_argument("--verbose", action="store_true", help="log every request")

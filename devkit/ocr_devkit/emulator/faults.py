@@ -28,7 +28,8 @@ class FaultInjector:
 
     Scripted faults come first, one per request, in order. Once the script is empty, each request
     fails with probability `fault_rate`, the kind drawn uniformly from `kinds`, from a generator
-    seeded with `seed` so that a run can be replayed. `latency_ms` delays every successful reply.
+    seeded with `seed` so that a run can be replayed. `latency_ms` is the least time from a request's
+    arrival to its successful reply.
     """
 
     def __init__(

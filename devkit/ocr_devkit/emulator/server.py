@@ -25,6 +25,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from http import HTTPStatus
@@ -316,6 +317,9 @@ class _Handler(BaseHTTPRequestHandler):
     # --- the vendor's endpoints ---------------------------------------------------------------
 
     def _api(self, mode: Mode, path: str) -> None:
+        # Latency is a service time, as a real API's is: it runs from the request's arrival and
+        # covers the emulator's own decoding and OCR, which would otherwise be added on top.
+        arrived = time.monotonic()
         request_id = new_request_id()
         raw = self._read_body()
         if raw is None:
@@ -359,9 +363,9 @@ class _Handler(BaseHTTPRequestHandler):
             payload = native_body(reply, request_id)
         else:
             payload = compatible_body(reply, request.model, new_completion_id())
-        latency = self.emulator.faults.latency_ms
-        if latency > 0:
-            self.emulator.stopping.wait(latency / 1000)
+        remaining = self.emulator.faults.latency_ms / 1000 - (time.monotonic() - arrived)
+        if remaining > 0:
+            self.emulator.stopping.wait(remaining)
         # Recorded before the reply leaves, so a client that reads the log right after its reply sees it complete.
         self.emulator.recorder.answered(entry, status=200, request_id=request_id, usage=payload.get("usage"))
         self._send_json(200, payload)
