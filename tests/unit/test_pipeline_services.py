@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from ocr_pipeline.errors import OcrInvalidParameter, OcrPipelineError, OcrServerError
@@ -253,6 +254,39 @@ def test_every_page_message_delivered_twice_in_shuffled_order_is_counted_and_bil
     billed = sorted(e.data["page"] for e in p.bus.of_type("usage.recorded"))
     assert billed == [1, 2, 3, 4, 5, 6]
     assert len({e.event_id for e in p.bus.events}) == len(p.bus.events)
+
+
+def test_a_page_is_stored_and_billed_while_the_next_page_is_being_recognised():
+    # Given a 3-page TIFF in one message, and a store that holds page 1's result until the model
+    # has been asked for page 2 (or 10 s have passed)
+    p = Pipeline(page_chunk_size=3)
+    upload(p, "docs/fax.tiff", multipage_tiff(3))
+    second_call = threading.Event()
+    answer = p.ocr.recognize
+
+    def recognize(call, *, deadline=None):
+        if len(p.ocr.calls) == 1:
+            second_call.set()
+        return answer(call, deadline=deadline)
+
+    held: list[bool] = []
+    put_json = p.store.put_json
+
+    def holding_put_json(bucket: str, key: str, body: str) -> None:
+        if "/pages/000001-" in key:
+            held.append(second_call.wait(timeout=10))
+        put_json(bucket, key, body)
+
+    p.ocr.recognize = recognize  # type: ignore[method-assign]
+    p.store.put_json = holding_put_json  # type: ignore[method-assign]
+
+    # When the message is processed
+    p.drain()
+
+    # Then page 2's call came while page 1 was still being stored, and every page was billed once, in order
+    assert held == [True]
+    assert [e.data["page"] for e in p.bus.of_type("usage.recorded")] == [1, 2, 3]
+    assert len(p.bus.of_type("document.completed")) == 1
 
 
 def test_a_document_over_the_page_limit_fails_with_a_clear_code():

@@ -63,7 +63,8 @@ class MemoryObjectStore:
         return self.get_bytes(bucket, key).decode("utf-8")
 
     def list_keys(self, bucket: str, prefix: str) -> list[str]:
-        return sorted(k for (b, k) in self.objects if b == bucket and k.startswith(prefix))
+        # A snapshot of the keys: another thread may be storing while this one lists.
+        return sorted(k for (b, k) in tuple(self.objects) if b == bucket and k.startswith(prefix))
 
 
 class MemoryWorkQueue:

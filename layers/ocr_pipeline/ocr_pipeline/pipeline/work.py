@@ -17,6 +17,7 @@ import io
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 from ..catalog import Region
@@ -79,20 +80,36 @@ class PageService:
     # --- pages ------------------------------------------------------------------------------
 
     def process(self, work: PageWork, *, deadline: float | None = None) -> None:
-        """Process a message's pages; a retryable failure raises so the message is delivered again."""
+        """Process a message's pages; a retryable failure raises so the message is delivered again.
+
+        Pages are recognised one after another, one model call at a time (what OcrMaxConcurrency
+        counts), while one more thread stores, records and bills each page, in order: the next
+        page's call does not wait for the S3, DynamoDB and SNS round trips of the one before.
+        """
         spec = work.job
         source: BinaryIO | None = None
-        try:
-            for page in work.pages:
-                method: PageMethod | None = None
-                if self.jobs.get_page(spec.job_id, page) is None:
+        settling: list[Future[None]] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="settle-page") as settler:
+            try:
+                for page in work.pages:
+                    if self.jobs.get_page(spec.job_id, page) is not None:
+                        settling.append(settler.submit(self._publish_usage, spec, page))
+                        continue
                     if source is None:
                         source = self._open_source(spec)
-                    method = self._recognise_and_record(spec, page, source, deadline)
-                self._publish_usage(spec, page, method)
-        finally:
-            if source is not None:
-                source.close()
+                    stored = self._stored_page_keys(spec, page)
+                    if stored:
+                        # A worker died after paying for this page but before recording it: reuse its result.
+                        settling.append(settler.submit(self._record_stored, spec, page, stored[0]))
+                    else:
+                        result = self._recognise(spec, page, source, deadline)
+                        settling.append(settler.submit(self._store_and_record, spec, page, result))
+            finally:
+                if source is not None:
+                    source.close()
+        # Every page handed over has been settled (or has failed) by now; a failure fails the delivery.
+        for settled in settling:
+            settled.result()
         self.finalize_if_settled(spec.job_id)
 
     def _open_source(self, spec: JobSpec) -> BinaryIO:
@@ -104,29 +121,28 @@ class PageService:
     def _stored_page_keys(self, spec: JobSpec, page: int) -> list[str]:
         return self.store.list_keys(self.settings.result_bucket, self.page_prefix(spec.job_id, page))
 
-    def _recognise_and_record(self, spec: JobSpec, page: int, source: BinaryIO, deadline: float | None) -> PageMethod:
-        """Records the page and returns how its text was obtained (PageResult.method)."""
-        stored = self._stored_page_keys(spec, page)
-        if stored:
-            # A worker died after paying for this page but before recording it: reuse its result.
-            key = stored[0]
-            result = PageResult.model_validate_json(self.store.get_text(self.settings.result_bucket, key))
-        else:
-            result = self._recognise(spec, page, source, deadline)
-            key = self.page_prefix(spec.job_id, page) + uuid.uuid4().hex + ".json"
-            self.store.put_json(self.settings.result_bucket, key, result.model_dump_json())
-        self.jobs.record_page(
-            spec.job_id,
-            PageRecord(
-                page=page,
-                status=result.status,
-                result_key=key,
-                usage=result.usage,
-                error=result.error,
-                request_id=result.request_id,
-            ),
+    def _store_and_record(self, spec: JobSpec, page: int, result: PageResult) -> None:
+        key = self.page_prefix(spec.job_id, page) + uuid.uuid4().hex + ".json"
+        # Stored before it is recorded: a worker that dies in between leaves it for the next delivery.
+        self.store.put_json(self.settings.result_bucket, key, result.model_dump_json())
+        self._record(spec, page, key, result)
+
+    def _record_stored(self, spec: JobSpec, page: int, key: str) -> None:
+        result = PageResult.model_validate_json(self.store.get_text(self.settings.result_bucket, key))
+        self._record(spec, page, key, result)
+
+    def _record(self, spec: JobSpec, page: int, key: str, result: PageResult) -> None:
+        record = PageRecord(
+            page=page,
+            status=result.status,
+            result_key=key,
+            usage=result.usage,
+            error=result.error,
+            request_id=result.request_id,
         )
-        return result.method
+        # Recorded by us, the record is known; recorded by another delivery first, it is read back.
+        ours = self.jobs.record_page(spec.job_id, record)
+        self._publish_usage(spec, page, result.method, record if ours else None)
 
     def _recognise(self, spec: JobSpec, page: int, source: BinaryIO, deadline: float | None) -> PageResult:
         recognizer = self.recognizers(spec.model, spec.region)
@@ -154,8 +170,10 @@ class PageService:
             and spec.options.effective_task is OcrTask.TEXT_RECOGNITION
         )
 
-    def _publish_usage(self, spec: JobSpec, page: int, method: PageMethod | None = None) -> None:
-        record = self.jobs.get_page(spec.job_id, page)
+    def _publish_usage(
+        self, spec: JobSpec, page: int, method: PageMethod | None = None, record: PageRecord | None = None
+    ) -> None:
+        record = record or self.jobs.get_page(spec.job_id, page)
         if record is None or record.status is not PageStatus.DONE or record.usage_published or record.usage is None:
             return
         if not self.jobs.claim_usage_publication(spec.job_id, page, self.settings.claim_lease_s):
