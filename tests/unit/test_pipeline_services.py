@@ -289,6 +289,40 @@ def test_a_page_is_stored_and_billed_while_the_next_page_is_being_recognised():
     assert len(p.bus.of_type("document.completed")) == 1
 
 
+def test_the_next_page_is_looked_up_and_prepared_while_the_model_reads_this_one():
+    # Given a 3-page TIFF in one message, and a model that holds its answer for page 1 until
+    # page 2 has been looked up and prepared (or 10 s have passed)
+    p = Pipeline(page_chunk_size=3)
+    upload(p, "docs/fax.tiff", multipage_tiff(3))
+    second_prepared = threading.Event()
+    prepare = p.pages._prepare
+
+    def watched_prepare(spec, page, source):
+        prepared = prepare(spec, page, source)
+        if page == 2:
+            second_prepared.set()
+        return prepared
+
+    waited: list[bool] = []
+    answer = p.ocr.recognize
+
+    def recognize(call, *, deadline=None):
+        if not p.ocr.calls:
+            waited.append(second_prepared.wait(timeout=10))
+        return answer(call, deadline=deadline)
+
+    p.pages._prepare = watched_prepare  # type: ignore[method-assign]
+    p.ocr.recognize = recognize  # type: ignore[method-assign]
+
+    # When the message is processed
+    p.drain()
+
+    # Then page 2 was ready before page 1's answer came, and every page was billed once, in order
+    assert waited == [True]
+    assert [e.data["page"] for e in p.bus.of_type("usage.recorded")] == [1, 2, 3]
+    assert len(p.ocr.calls) == 3
+
+
 def test_a_document_over_the_page_limit_fails_with_a_clear_code():
     p = Pipeline(max_pages=5)
     outcome = upload(p, "docs/fax.tiff", multipage_tiff(6))

@@ -18,11 +18,12 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from ..catalog import Region
 from ..errors import OcrPipelineError
-from ..imaging import PreparationLimits
+from ..imaging import PreparationLimits, PreparedImage
 from ..recognition import Recognizer, budget_for
 from ..tasks import OcrTask
 from ..usage import ZERO_USAGE
@@ -82,35 +83,63 @@ class PageService:
     def process(self, work: PageWork, *, deadline: float | None = None) -> None:
         """Process a message's pages; a retryable failure raises so the message is delivered again.
 
-        Pages are recognised one after another, one model call at a time (what OcrMaxConcurrency
-        counts), while one more thread stores, records and bills each page, in order: the next
-        page's call does not wait for the S3, DynamoDB and SNS round trips of the one before.
+        Pages go to the model one after another, one call at a time (what OcrMaxConcurrency
+        counts). Around each call two more threads keep the call's wait busy: one looks up and
+        prepares the next page (PDFium and the encoders release the GIL), the other stores,
+        records and bills the page before, in order. So a page costs the model's latency plus
+        little more, not plus its drawing and its S3, DynamoDB and SNS round trips.
         """
         spec = work.job
-        source: BinaryIO | None = None
+        source = _LazySource(lambda: self._open_source(spec))
         settling: list[Future[None]] = []
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="settle-page") as settler:
-            try:
-                for page in work.pages:
-                    if self.jobs.get_page(spec.job_id, page) is not None:
-                        settling.append(settler.submit(self._publish_usage, spec, page))
-                        continue
-                    if source is None:
-                        source = self._open_source(spec)
-                    stored = self._stored_page_keys(spec, page)
-                    if stored:
-                        # A worker died after paying for this page but before recording it: reuse its result.
-                        settling.append(settler.submit(self._record_stored, spec, page, stored[0]))
-                    else:
-                        result = self._recognise(spec, page, source, deadline)
-                        settling.append(settler.submit(self._store_and_record, spec, page, result))
-            finally:
-                if source is not None:
-                    source.close()
+        try:
+            with (
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-page") as preparer,
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="settle-page") as settler,
+            ):
+                pages = list(work.pages)
+                starts = [preparer.submit(self._start_page, spec, page, source) for page in pages[:1]]
+                for index in range(len(pages)):
+                    start = starts[index].result()
+                    if index + 1 < len(pages):
+                        # The next page is looked up and drawn while this one is with the model.
+                        starts.append(preparer.submit(self._start_page, spec, pages[index + 1], source))
+                    result = self._finish_page(spec, start, deadline)
+                    settling.append(settler.submit(self._settle, spec, start, result))
+        finally:
+            source.close()
         # Every page handed over has been settled (or has failed) by now; a failure fails the delivery.
         for settled in settling:
             settled.result()
         self.finalize_if_settled(spec.job_id)
+
+    def _start_page(self, spec: JobSpec, page: int, source: _LazySource) -> _PageStart:
+        """What a page needs: nothing (already recorded), recording (stored by a worker that died), or the model."""
+        if self.jobs.get_page(spec.job_id, page) is not None:
+            return _PageStart(page, recorded=True)
+        stored = self._stored_page_keys(spec, page)
+        if stored:
+            # A worker died after paying for this page but before recording it: reuse its result.
+            return _PageStart(page, stored_key=stored[0])
+        return _PageStart(page, prepared=self._prepare(spec, page, source.get()))
+
+    def _finish_page(self, spec: JobSpec, start: _PageStart, deadline: float | None) -> PageResult | None:
+        """The page's new result (after the model call, when it needs one), or None when nothing is new."""
+        if isinstance(start.prepared, PreparedImage):
+            return self._call_model(spec, start.page, start.prepared, deadline)
+        return start.prepared
+
+    def _settle(self, spec: JobSpec, start: _PageStart, result: PageResult | None) -> None:
+        if result is not None:
+            key = self.page_prefix(spec.job_id, start.page) + uuid.uuid4().hex + ".json"
+            # Stored before it is recorded: a worker that dies in between leaves it for the next delivery.
+            self.store.put_json(self.settings.result_bucket, key, result.model_dump_json())
+            self._record(spec, start.page, key, result)
+        elif start.stored_key is not None:
+            stored = PageResult.model_validate_json(self.store.get_text(self.settings.result_bucket, start.stored_key))
+            self._record(spec, start.page, start.stored_key, stored)
+        else:
+            self._publish_usage(spec, start.page)
 
     def _open_source(self, spec: JobSpec) -> BinaryIO:
         if spec.kind is DocumentKind.IMAGE:
@@ -120,16 +149,6 @@ class PageService:
 
     def _stored_page_keys(self, spec: JobSpec, page: int) -> list[str]:
         return self.store.list_keys(self.settings.result_bucket, self.page_prefix(spec.job_id, page))
-
-    def _store_and_record(self, spec: JobSpec, page: int, result: PageResult) -> None:
-        key = self.page_prefix(spec.job_id, page) + uuid.uuid4().hex + ".json"
-        # Stored before it is recorded: a worker that dies in between leaves it for the next delivery.
-        self.store.put_json(self.settings.result_bucket, key, result.model_dump_json())
-        self._record(spec, page, key, result)
-
-    def _record_stored(self, spec: JobSpec, page: int, key: str) -> None:
-        result = PageResult.model_validate_json(self.store.get_text(self.settings.result_bucket, key))
-        self._record(spec, page, key, result)
 
     def _record(self, spec: JobSpec, page: int, key: str, result: PageResult) -> None:
         record = PageRecord(
@@ -144,7 +163,8 @@ class PageService:
         ours = self.jobs.record_page(spec.job_id, record)
         self._publish_usage(spec, page, result.method, record if ours else None)
 
-    def _recognise(self, spec: JobSpec, page: int, source: BinaryIO, deadline: float | None) -> PageResult:
+    def _prepare(self, spec: JobSpec, page: int, source: BinaryIO) -> PreparedImage | PageResult:
+        """The page's image for the model, or already its result: read from its text layer, or failed for good."""
         recognizer = self.recognizers(spec.model, spec.region)
         try:
             if self._may_read_text_layer(spec):
@@ -154,7 +174,15 @@ class PageService:
                 if judge_text_layer(facts).complete:
                     priced = recognizer.price(ZERO_USAGE)
                     return PageResult.from_text_layer(page, facts.text, priced.currency if priced else None)
-            image = prepare_page(source, spec.kind, page, budget_for(recognizer.model, spec.options), self.limits)
+            return prepare_page(source, spec.kind, page, budget_for(recognizer.model, spec.options), self.limits)
+        except OcrPipelineError as error:
+            if error.retryable:
+                raise
+            return PageResult.failed(page, ErrorInfo.of(error.code, error.message))
+
+    def _call_model(self, spec: JobSpec, page: int, image: PreparedImage, deadline: float | None) -> PageResult:
+        recognizer = self.recognizers(spec.model, spec.region)
+        try:
             recognition = recognizer.recognize_prepared(image, spec.options, deadline=deadline)
         except OcrPipelineError as error:
             if error.retryable:
@@ -262,3 +290,30 @@ class PageService:
         if record.result_key:
             return PageResult.model_validate_json(self.store.get_text(self.settings.result_bucket, record.result_key))
         return PageResult.failed(record.page, record.error or ErrorInfo.of("internal.error", "page result missing"))
+
+
+@dataclass(frozen=True)
+class _PageStart:
+    """A page of a message, looked up and (when it needs the model) prepared."""
+
+    page: int
+    recorded: bool = False
+    stored_key: str | None = None
+    prepared: PreparedImage | PageResult | None = None
+
+
+class _LazySource:
+    """The document, opened on first use by whichever thread prepares pages, and closed once."""
+
+    def __init__(self, opener: Callable[[], BinaryIO]) -> None:
+        self._opener = opener
+        self._opened: BinaryIO | None = None
+
+    def get(self) -> BinaryIO:
+        if self._opened is None:
+            self._opened = self._opener()
+        return self._opened
+
+    def close(self) -> None:
+        if self._opened is not None:
+            self._opened.close()
