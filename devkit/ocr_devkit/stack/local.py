@@ -150,13 +150,13 @@ class LocalStack:
         return self
 
     def _start_server(self) -> None:
-        from moto.server import ThreadedMotoServer
+        from .moto_server import AtomicDynamoMotoServer
 
         werkzeug_logger = logging.getLogger("werkzeug")
         if werkzeug_logger.level == logging.NOTSET:
             werkzeug_logger.setLevel(logging.WARNING)  # one line per request otherwise
         self.port = self.port or free_port(self.host)
-        self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
+        self._server = AtomicDynamoMotoServer(ip_address=self.host, port=self.port, verbose=False)
         self._server.start()
         self._clients = ClientFactory(self.endpoint_url, self.region)
         _wait_until_answers(self.endpoint_url, timeout_s=10)

@@ -1,0 +1,45 @@
+"""moto's threaded server, with DynamoDB's requests taken one at a time.
+
+DynamoDB makes each request atomic: an ADD counts every increment, and a transaction is all or
+nothing. moto's server runs requests on parallel threads without a lock, so two updates of one
+item can lose one (read, add and write interleave), and a transaction that fails restores its whole
+table from a copy taken before it began, undoing what other requests wrote meanwhile. The
+pipeline's page counters rely on that atomicity, so DynamoDB's requests are serialised here. The
+other services stay parallel: an SQS long poll would hold a global lock for seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def one_dynamodb_request_at_a_time(app: WsgiApp) -> WsgiApp:
+    lock = threading.Lock()
+
+    def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        # DynamoDB's JSON protocol names the operation in X-Amz-Target (DynamoDB_20120810.UpdateItem).
+        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            return app(environ, start_response)
+        with lock:
+            # Drained inside the lock, so that no part of the request's work escapes it.
+            return list(app(environ, start_response))
+
+    return serve
+
+
+class AtomicDynamoMotoServer(ThreadedMotoServer):
+    """ThreadedMotoServer whose DynamoDB requests are atomic, as the real service's are."""
+
+    def _server_entry(self) -> None:
+        app = one_dynamodb_request_at_a_time(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+        self._server_ready_event.set()
+        self._server.serve_forever()
