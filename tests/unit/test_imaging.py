@@ -667,10 +667,11 @@ def test_an_image_too_large_as_png_falls_back_to_jpeg_at_falling_qualities() -> 
     assert prepared.mime_type == "image/jpeg"
     assert len(prepared.data_url) <= 60_000
     details = [step.detail for step in prepared.steps if step.action == "reencode"]
-    assert details[0].startswith("PNG of")
-    assert details[1].startswith("JPEG quality 90 is")
-    assert details[2].startswith("JPEG quality 85 is")
-    assert details[3].startswith("JPEG quality 75,")
+    assert details[0].startswith("filtered PNG of")
+    assert details[1].startswith("PNG of")
+    assert details[2].startswith("JPEG quality 90 is")
+    assert details[3].startswith("JPEG quality 85 is")
+    assert details[4].startswith("JPEG quality 75,")
     assert decode(prepared).format == "JPEG"
 
 

@@ -454,6 +454,22 @@ def test_a_grey_image_is_written_unfiltered_and_decodes_to_the_same_pixels() -> 
     assert ImageChops.difference(decode(prepared), image).getbbox() is None
 
 
+def test_a_colour_image_is_a_filtered_png_that_decodes_to_exactly_its_pixels() -> None:
+    # Given a colour picture with smooth areas and noise, of an odd size
+    ramp = Image.linear_gradient("L").resize((333, 77))
+    image = Image.merge(
+        "RGB", (ramp, Image.effect_noise((333, 77), 40), ramp.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    )
+    target = RenderTarget(content=image.size, canvas=image.size)
+
+    # When it is finished
+    prepared = prepare_rendered(image.copy(), target, source_format="test", original_size=(333.0, 77.0))
+
+    # Then it is the filtered PNG, lossless
+    assert prepared.steps[-1].detail.startswith("PNG, filtered, ISA-L deflate")
+    assert ImageChops.difference(decode(prepared), image).getbbox() is None
+
+
 def test_a_smooth_grey_image_too_big_unfiltered_gets_the_filtered_png_before_jpeg() -> None:
     # Given a diagonal grey ramp, which only PNG's row filters compress well
     ramp = Image.linear_gradient("L").resize((1024, 768)).point(lambda v: v // 2)
@@ -472,6 +488,6 @@ def test_a_smooth_grey_image_too_big_unfiltered_gets_the_filtered_png_before_jpe
     # Then the filtered PNG is sent, lossless, after the unfiltered one was recorded as too large
     details = [s.detail for s in prepared.steps if s.action == "reencode"]
     assert details[0].startswith("unfiltered PNG of")
-    assert details[1].startswith("PNG, compress_level")
+    assert details[1].startswith("PNG, filtered")
     assert prepared.mime_type == "image/png"
     assert ImageChops.difference(decode(prepared), gradient).getbbox() is None
