@@ -33,6 +33,8 @@ LAYER_DIR = ROOT / "layers" / "ocr_pipeline"
 IMPORT_REPEATS = 5
 GOAL_IMPORT_MS = 300.0
 GOAL_LAYER_MB = 60.0
+# Imported by the handlers before any code of ours runs (the layer compiled, as built).
+FLOOR_MODULES = "boto3, pydantic, aws_lambda_powertools.utilities.batch, aws_lambda_powertools.utilities.idempotency"
 LOCAL_PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 _IMPORT_PROBE = (
     "import sys, time\nstarted = time.perf_counter()\nimport {module}\nprint((time.perf_counter() - started) * 1000)\n"
@@ -187,6 +189,14 @@ def measure(log: Any = print) -> dict[str, Any]:
             bare = [import_ms(code_dir, module, local_layer, runtime, environment) for _ in range(IMPORT_REPEATS)]
             imports[function]["without_pyc_ms"] = round(statistics.median(bare), 1)
         result["imports"] = imports
+        # What no code of ours can go below: the libraries every handler starts with, on their own.
+        upload_dir, _ = next(iter(handlers().values()))
+        floor = [
+            import_ms(upload_dir, FLOOR_MODULES, local_layer, runtime, lambda_environment("floor"))
+            for _ in range(IMPORT_REPEATS)
+        ]
+        result["libraries_alone_ms"] = round(statistics.median(floor), 1)
+        result["libraries_alone"] = FLOOR_MODULES
     return result
 
 
