@@ -256,35 +256,40 @@ def test_every_page_message_delivered_twice_in_shuffled_order_is_counted_and_bil
     assert len({e.event_id for e in p.bus.events}) == len(p.bus.events)
 
 
-def test_a_page_is_stored_and_billed_while_the_next_page_is_being_recognised():
-    # Given a 3-page TIFF in one message, and a store that holds page 1's result until the model
-    # has been asked for page 2 (or 10 s have passed)
+def test_a_page_is_stored_before_the_next_is_sent_and_billed_while_it_is_recognised():
+    # Given a 3-page TIFF in one message, and a job store that holds page 1's record until the
+    # model has been asked for page 2 (or 10 s have passed)
     p = Pipeline(page_chunk_size=3)
     upload(p, "docs/fax.tiff", multipage_tiff(3))
     second_call = threading.Event()
+    stored_before_sent: list[bool] = []
     answer = p.ocr.recognize
 
     def recognize(call, *, deadline=None):
         if len(p.ocr.calls) == 1:
+            job_id = next(iter(p.jobs.jobs))
+            stored_before_sent.append(bool(p.store.list_keys(RESULTS, f"jobs/{job_id}/pages/000001-")))
             second_call.set()
         return answer(call, deadline=deadline)
 
     held: list[bool] = []
-    put_json = p.store.put_json
+    record_page = p.jobs.record_page
 
-    def holding_put_json(bucket: str, key: str, body: str) -> None:
-        if "/pages/000001-" in key:
+    def holding_record_page(job_id, record):
+        if record.page == 1:
             held.append(second_call.wait(timeout=10))
-        put_json(bucket, key, body)
+        return record_page(job_id, record)
 
     p.ocr.recognize = recognize  # type: ignore[method-assign]
-    p.store.put_json = holding_put_json  # type: ignore[method-assign]
+    p.jobs.record_page = holding_record_page  # type: ignore[method-assign]
 
     # When the message is processed
     p.drain()
 
-    # Then page 2's call came while page 1 was still being stored, and every page was billed once, in order
+    # Then page 1 was in S3 before page 2 went to the model, and was recorded while page 2 was with it
+    assert stored_before_sent == [True]
     assert held == [True]
+    # And every page was billed once, in order
     assert [e.data["page"] for e in p.bus.of_type("usage.recorded")] == [1, 2, 3]
     assert len(p.bus.of_type("document.completed")) == 1
 

@@ -84,10 +84,12 @@ class PageService:
         """Process a message's pages; a retryable failure raises so the message is delivered again.
 
         Pages go to the model one after another, one call at a time (what OcrMaxConcurrency
-        counts). Around each call two more threads keep the call's wait busy: one looks up and
-        prepares the next page (PDFium and the encoders release the GIL), the other stores,
-        records and bills the page before, in order. So a page costs the model's latency plus
-        little more, not plus its drawing and its S3, DynamoDB and SNS round trips.
+        counts), and each page's result is in S3 before the next page is sent, so a worker that
+        dies loses no result it paid for but the call in flight. Around each call two more
+        threads keep the wait busy: one looks up and prepares the next page (PDFium and the
+        encoders release the GIL), the other records and bills the page before, in order. So a
+        page costs the model's latency and one S3 write, not also its drawing and its DynamoDB
+        and SNS round trips.
         """
         spec = work.job
         source = _LazySource(lambda: self._open_source(spec))
@@ -104,8 +106,7 @@ class PageService:
                     if index + 1 < len(pages):
                         # The next page is looked up and drawn while this one is with the model.
                         starts.append(preparer.submit(self._start_page, spec, pages[index + 1], source))
-                    result = self._finish_page(spec, start, deadline)
-                    settling.append(settler.submit(self._settle, spec, start, result))
+                    settling.append(settler.submit(self._settle, spec, start, self._finish_page(spec, start, deadline)))
         finally:
             source.close()
         # Every page handed over has been settled (or has failed) by now; a failure fails the delivery.
@@ -114,32 +115,48 @@ class PageService:
         self.finalize_if_settled(spec.job_id)
 
     def _start_page(self, spec: JobSpec, page: int, source: _LazySource) -> _PageStart:
-        """What a page needs: nothing (already recorded), recording (stored by a worker that died), or the model."""
+        """What a page needs: billing only (recorded before), recording (stored by a worker that died), or the model."""
         if self.jobs.get_page(spec.job_id, page) is not None:
             return _PageStart(page, recorded=True)
         stored = self._stored_page_keys(spec, page)
         if stored:
             # A worker died after paying for this page but before recording it: reuse its result.
-            return _PageStart(page, stored_key=stored[0])
-        return _PageStart(page, prepared=self._prepare(spec, page, source.get()))
+            result = PageResult.model_validate_json(self.store.get_text(self.settings.result_bucket, stored[0]))
+            return _PageStart(page, stored_key=stored[0], ready=result)
+        return _PageStart(page, ready=self._prepare(spec, page, source.get()))
 
-    def _finish_page(self, spec: JobSpec, start: _PageStart, deadline: float | None) -> PageResult | None:
-        """The page's new result (after the model call, when it needs one), or None when nothing is new."""
-        if isinstance(start.prepared, PreparedImage):
-            return self._call_model(spec, start.page, start.prepared, deadline)
-        return start.prepared
+    def _finish_page(self, spec: JobSpec, start: _PageStart, deadline: float | None) -> _StoredPage | None:
+        """The page's result, in S3: recognised and stored now if it needed the model. None if recorded before."""
+        if start.recorded:
+            return None
+        if start.stored_key is not None:
+            assert isinstance(start.ready, PageResult)
+            return _StoredPage(start.stored_key, start.ready)
+        result = start.ready
+        if isinstance(result, PreparedImage):
+            result = self._call_model(spec, start.page, result, deadline)
+        assert isinstance(result, PageResult)
+        key = self.page_prefix(spec.job_id, start.page) + uuid.uuid4().hex + ".json"
+        # Stored before it is recorded: a worker that dies in between leaves it for the next delivery.
+        self.store.put_json(self.settings.result_bucket, key, result.model_dump_json())
+        return _StoredPage(key, result)
 
-    def _settle(self, spec: JobSpec, start: _PageStart, result: PageResult | None) -> None:
-        if result is not None:
-            key = self.page_prefix(spec.job_id, start.page) + uuid.uuid4().hex + ".json"
-            # Stored before it is recorded: a worker that dies in between leaves it for the next delivery.
-            self.store.put_json(self.settings.result_bucket, key, result.model_dump_json())
-            self._record(spec, start.page, key, result)
-        elif start.stored_key is not None:
-            stored = PageResult.model_validate_json(self.store.get_text(self.settings.result_bucket, start.stored_key))
-            self._record(spec, start.page, start.stored_key, stored)
-        else:
+    def _settle(self, spec: JobSpec, start: _PageStart, stored: _StoredPage | None) -> None:
+        """Record a stored page and bill it; bill a page recorded before, unless that was done too."""
+        if stored is None:
             self._publish_usage(spec, start.page)
+            return
+        record = PageRecord(
+            page=start.page,
+            status=stored.result.status,
+            result_key=stored.key,
+            usage=stored.result.usage,
+            error=stored.result.error,
+            request_id=stored.result.request_id,
+        )
+        # Recorded by us, the record is known; recorded by another delivery first, it is read back.
+        ours = self.jobs.record_page(spec.job_id, record)
+        self._publish_usage(spec, start.page, stored.result.method, record if ours else None)
 
     def _open_source(self, spec: JobSpec) -> BinaryIO:
         if spec.kind is DocumentKind.IMAGE:
@@ -149,19 +166,6 @@ class PageService:
 
     def _stored_page_keys(self, spec: JobSpec, page: int) -> list[str]:
         return self.store.list_keys(self.settings.result_bucket, self.page_prefix(spec.job_id, page))
-
-    def _record(self, spec: JobSpec, page: int, key: str, result: PageResult) -> None:
-        record = PageRecord(
-            page=page,
-            status=result.status,
-            result_key=key,
-            usage=result.usage,
-            error=result.error,
-            request_id=result.request_id,
-        )
-        # Recorded by us, the record is known; recorded by another delivery first, it is read back.
-        ours = self.jobs.record_page(spec.job_id, record)
-        self._publish_usage(spec, page, result.method, record if ours else None)
 
     def _prepare(self, spec: JobSpec, page: int, source: BinaryIO) -> PreparedImage | PageResult:
         """The page's image for the model, or already its result: read from its text layer, or failed for good."""
@@ -294,12 +298,24 @@ class PageService:
 
 @dataclass(frozen=True)
 class _PageStart:
-    """A page of a message, looked up and (when it needs the model) prepared."""
+    """A page of a message, looked up: recorded before, or stored by a worker that died, or ready.
+
+    `ready` is the image for the model, or already the page's result (read from its text layer,
+    failed for good, or the one stored under `stored_key`).
+    """
 
     page: int
     recorded: bool = False
     stored_key: str | None = None
-    prepared: PreparedImage | PageResult | None = None
+    ready: PreparedImage | PageResult | None = None
+
+
+@dataclass(frozen=True)
+class _StoredPage:
+    """A page result that is in S3 under `key`."""
+
+    key: str
+    result: PageResult
 
 
 class _LazySource:
