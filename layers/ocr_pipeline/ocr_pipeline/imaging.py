@@ -67,7 +67,7 @@ PNG_COMPRESS_LEVEL = 3
 # machine, 8.3 MP: a text page drawn from a PDF in 5 ms (493 KB) against zlib level 2's 30 ms
 # (502 KB) and Pillow's filtered 88 ms; a noisy grey scan in 37 ms (5.5 MB) against zlib's 188 ms
 # (5.8 MB). Smooth grey photographs grow unfiltered (+50 %), and one too big unfiltered still
-# gets Pillow's filtered PNG before any JPEG.
+# gets the filtered PNG (below) before any JPEG.
 PNG_DEFLATE_LEVEL = 1
 JPEG_FALLBACK_QUALITIES = (90, 85, 75, 60)
 
@@ -1208,10 +1208,11 @@ def _finish(
 def _encode(image: Image.Image, limits: PreparationLimits, steps: list[PreparationStep]) -> tuple[bytes, MimeType]:
     """PNG (lossless, as the vendor recommends), then JPEG at falling qualities if too large.
 
-    A grey image is first written unfiltered (fast, and as small for documents); if that is too
-    large, Pillow's filtered PNG gets its chance before any JPEG. The output is always PNG or JPEG, so the vendor's rule that only those two are accepted
-    between 4K and 8K holds whatever size smart_resize picks; its pixel count is already
-    capped at max_output_pixels (15.68 MP).
+    A grey image is first written unfiltered (fast, and as small for documents). Then, for any
+    image, the PNG with Pillow's row filters and ISA-L's deflate, then Pillow's own level 3, a
+    little smaller and slower, before any JPEG. The output is always PNG or JPEG, so the vendor's
+    rule that only those two are accepted between 4K and 8K holds whatever size smart_resize picks;
+    its pixel count is already capped at max_output_pixels (15.68 MP).
     """
     # Metadata from the source (EXIF with GPS, ICC profiles no longer true after conversion,
     # a transparent colour) would be written back by Pillow's encoders; the model needs none of it.
