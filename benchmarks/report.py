@@ -233,8 +233,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "## How it is measured",
         "",
         "- **Page preparation**: each side runs 24 PDF pages (8 text-heavy A4 pages of vector text, in turn) or "
-        "7 photos in a fresh process; peak memory is the rise of the process's resident high-water mark "
-        "(reset after the inputs are built). The baseline draws each page with pdf2image (pdftoppm) at the same "
+        "7 photos in a fresh process, with the functions' variables from template.yaml (malloc's thresholds "
+        "among them); peak memory is the rise of the process's resident high-water mark "
+        "(reset after the inputs are built) in a second run with glibc's defaults, where freed memory goes "
+        "back to the kernel and cannot hide what the work needs. The baseline draws each page with pdf2image (pdftoppm) at the same "
         "pixel size and saves it with Pillow's PNG defaults; the naive photo path is open, convert to RGB, "
         "Lanczos resize to the same size, save PNG. Recognised text compares page 1 (or the photo) prepared "
         "both ways, read by the emulator's OCR engine.",
