@@ -178,8 +178,10 @@ def measure(log: Any = print) -> dict[str, Any]:
             return result
         result["local_layer_mb"] = round(tree_bytes(local_layer) / 1e6, 1)
         imports: dict[str, Any] = {}
-        for function, (code_dir, module) in handlers().items():
-            environment = lambda_environment(function)
+        functions = handlers()
+        environments = {function: lambda_environment(function) for function in functions}
+        for function, (code_dir, module) in functions.items():
+            environment = environments[function]
             log(f"  importing {function} ({code_dir.relative_to(ROOT)}/{module}.py), {IMPORT_REPEATS} times each way")
             built = [import_ms(code_dir, module, local_layer, runtime, environment) for _ in range(IMPORT_REPEATS)]
             imports[function] = {
@@ -188,7 +190,7 @@ def measure(log: Any = print) -> dict[str, Any]:
                 "slowest": slowest_imports(code_dir, module, local_layer, runtime, environment),
             }
         # What no code of ours can go below: the libraries every handler starts with, on their own.
-        upload_dir, _ = next(iter(handlers().values()))
+        upload_dir, _ = next(iter(functions.values()))
         floor = [
             import_ms(upload_dir, FLOOR_MODULES, local_layer, runtime, lambda_environment("floor"))
             for _ in range(IMPORT_REPEATS)
@@ -197,8 +199,8 @@ def measure(log: Any = print) -> dict[str, Any]:
         result["libraries_alone"] = FLOOR_MODULES
         for bytecode in local_layer.rglob("*.pyc"):
             bytecode.unlink()
-        for function, (code_dir, module) in handlers().items():
-            environment = lambda_environment(function)
+        for function, (code_dir, module) in functions.items():
+            environment = environments[function]
             bare = [import_ms(code_dir, module, local_layer, runtime, environment) for _ in range(IMPORT_REPEATS)]
             imports[function]["without_pyc_ms"] = round(statistics.median(bare), 1)
         result["imports"] = imports
