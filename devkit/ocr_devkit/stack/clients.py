@@ -1,4 +1,4 @@
-"""boto3 clients pointed at the local moto server, with the fake credentials moto accepts."""
+"""boto3 clients pointed at the local moto server, signed by its admin user (see `strict_iam.py`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-FAKE_ACCESS_KEY_ID = "testing"
-FAKE_SECRET_ACCESS_KEY = "testing"
-FAKE_SESSION_TOKEN = "testing"
+# The local stack's admin user: its own set-up and the CLI's user-side commands sign with this key.
+# Functions never do: each signs with credentials from assuming its own role.
+ADMIN_ACCESS_KEY_ID = "AKIAOCRPIPELINELOCAL"
+ADMIN_SECRET_ACCESS_KEY = "ocr-pipeline-local-stack-admin-secret-key"
 
 _CONFIG = Config(max_pool_connections=50, retries={"max_attempts": 4, "mode": "standard"})
 
@@ -21,8 +22,8 @@ class ClientFactory:
         self.endpoint_url = endpoint_url
         self.region = region
         self._session = boto3.session.Session(
-            aws_access_key_id=FAKE_ACCESS_KEY_ID,
-            aws_secret_access_key=FAKE_SECRET_ACCESS_KEY,
+            aws_access_key_id=ADMIN_ACCESS_KEY_ID,
+            aws_secret_access_key=ADMIN_SECRET_ACCESS_KEY,
             region_name=region,
         )
 

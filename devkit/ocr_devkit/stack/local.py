@@ -18,6 +18,7 @@ import atexit
 import contextlib
 import json
 import logging
+import os
 import socket
 import tempfile
 import threading
@@ -28,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .cfn import ResolvedTemplate, resolve_template
+from .cfn import MOTO_ACCOUNT_ID, ResolvedTemplate, resolve_template
 from .clients import ClientFactory
 from .provision import StackResources, provision
 from .runner import Runner, RunnerOptions
@@ -103,6 +104,7 @@ class LocalStack:
             **dict(runner_options or {}),
         }
         self._server: Any = None
+        self._iam_enforcement: contextlib.ExitStack | None = None
         self._resolved: ResolvedTemplate | None = None
         self._resources: StackResources | None = None
         self._runner: Runner | None = None
@@ -151,15 +153,24 @@ class LocalStack:
 
     def _start_server(self) -> None:
         from .moto_server import AtomicDynamoMotoServer
+        from .strict_iam import create_admin, iam_enforced
 
         werkzeug_logger = logging.getLogger("werkzeug")
         if werkzeug_logger.level == logging.NOTSET:
             werkzeug_logger.setLevel(logging.WARNING)  # one line per request otherwise
+        # The AWS managed policies SAM attaches (AWSLambdaBasicExecutionRole, the SQS poller's, ...) must
+        # exist for a role to be created with them; moto loads its copy of them when this is set.
+        os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
         self.port = self.port or free_port(self.host)
-        self._server = AtomicDynamoMotoServer(ip_address=self.host, port=self.port, verbose=False)
+        self._server = AtomicDynamoMotoServer(
+            ip_address=self.host, port=self.port, verbose=False, account_id=MOTO_ACCOUNT_ID
+        )
         self._server.start()
         self._clients = ClientFactory(self.endpoint_url, self.region)
         _wait_until_answers(self.endpoint_url, timeout_s=10)
+        self._iam_enforcement = contextlib.ExitStack()
+        self._iam_enforcement.enter_context(iam_enforced())
+        create_admin(self._clients.client("iam"), MOTO_ACCOUNT_ID)
 
     def close(self) -> None:
         """Stop the runner and its workers, then moto. Safe to call twice, and after a failed start."""
@@ -178,6 +189,9 @@ class LocalStack:
                     urllib.request.urlopen(request, timeout=2).close()
                 self._server.stop()
                 self._server = None
+            if self._iam_enforcement is not None:
+                self._iam_enforcement.close()
+                self._iam_enforcement = None
             with LocalStack._active_lock:
                 if LocalStack._active is self:
                     LocalStack._active = None

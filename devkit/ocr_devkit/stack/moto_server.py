@@ -36,10 +36,19 @@ def one_dynamodb_request_at_a_time(app: WsgiApp) -> WsgiApp:
 
 
 class AtomicDynamoMotoServer(ThreadedMotoServer):
-    """ThreadedMotoServer whose DynamoDB requests are atomic, as the real service's are."""
+    """ThreadedMotoServer whose DynamoDB requests are atomic, and whose S3 answers a missing key as S3 does
+    (403 unless the caller may list the bucket: `strict_iam.missing_keys_as_aws`)."""
+
+    def __init__(self, *args: Any, account_id: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.account_id = account_id
 
     def _server_entry(self) -> None:
-        app = one_dynamodb_request_at_a_time(DomainDispatcherApplication(create_backend_app))
+        from .strict_iam import missing_keys_as_aws
+
+        app = one_dynamodb_request_at_a_time(
+            missing_keys_as_aws(DomainDispatcherApplication(create_backend_app), self.account_id)
+        )
         self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
         self._server_ready_event.set()
         self._server.serve_forever()

@@ -23,9 +23,10 @@ from typing import Any
 from .cfn import FUNCTION_TYPES, LAYER_TYPES, ResolvedTemplate, cfn_string
 from .clients import ClientFactory
 from .functions import S3EventSource, SnsEventSource, function_specs, hidden_queue_name
+from .roles import create_roles, function_roles
 
 _SKIP_REASONS: dict[str, str] = {
-    "AWS::IAM::": "IAM is not enforced locally",
+    "AWS::IAM::": "only function roles and managed policies are created locally",
     "AWS::CloudWatch::": "no metrics or alarms locally",
     "AWS::Logs::": "function logs go to the runner's log directory",
     "AWS::Lambda::Permission": "invoke permissions are not enforced locally",
@@ -53,6 +54,7 @@ _QUEUE_ATTRIBUTES = (
 # The properties each provisioned type applies, and those it leaves out on purpose (no local effect: KMS keys,
 # backups, deletion protection). Anything else is reported in StackResources.warnings.
 _APPLIED: dict[str, frozenset[str]] = {
+    "AWS::IAM::ManagedPolicy": frozenset({"PolicyDocument", "Description", "ManagedPolicyName", "Path", "Roles"}),
     "AWS::S3::Bucket": frozenset(
         {
             "BucketName",
@@ -290,6 +292,8 @@ class _Provisioner:
         self.dynamodb = clients.client("dynamodb")
         self.secretsmanager = clients.client("secretsmanager")
         self.ssm = clients.client("ssm")
+        self.iam = clients.client("iam")
+        self.sts = clients.client("sts")
         # bucket name → S3 API NotificationConfiguration, put once at the end
         self.notifications: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self._handlers: dict[str, Callable[[str], None]] = {
@@ -304,6 +308,7 @@ class _Provisioner:
             "AWS::Serverless::SimpleTable": self._simple_table,
             "AWS::SecretsManager::Secret": self._secret,
             "AWS::SSM::Parameter": self._parameter,
+            "AWS::IAM::ManagedPolicy": self._managed_policy,
         }
 
     def run(self) -> StackResources:
@@ -312,8 +317,8 @@ class _Provisioner:
             handler = self._handlers.get(resource.type)
             if resource.type in FUNCTION_TYPES or resource.type in LAYER_TYPES:
                 self._record(logical_id, note="run by the local runner")
-            elif resource.implicit:
-                self._skip(logical_id, "implicit SAM resource (function role): not enforced locally")
+            elif resource.type == "AWS::IAM::Role":
+                continue  # function roles are created last, once everything their policies name exists
             elif handler is None:
                 self._skip(logical_id, self._skip_reason(resource.type))
             else:
@@ -328,6 +333,7 @@ class _Provisioner:
                     self._warn(f"{logical_id}: {', '.join(unapplied)} not applied locally")
         self._wire_push_event_sources()
         self._put_bucket_notifications()
+        self._function_roles()
         return self.result
 
     # -- bookkeeping ----------------------------------------------------------------------------------------------
@@ -371,6 +377,30 @@ class _Provisioner:
 
     def _warn(self, message: str) -> None:
         self.result.warnings.append(message)
+
+    # -- IAM ------------------------------------------------------------------------------------------------------
+
+    def _managed_policy(self, logical_id: str) -> None:
+        props = self.resolved.properties(logical_id)
+        name = str(props.get("ManagedPolicyName") or self.resolved.physical_name(logical_id))
+        arn = self.iam.create_policy(
+            PolicyName=name,
+            Path=str(props.get("Path", "/")),
+            PolicyDocument=_json_text(props["PolicyDocument"]),
+            Description=str(props.get("Description", "")),
+        )["Policy"]["Arn"]
+        for role in props.get("Roles") or []:
+            self.iam.attach_role_policy(RoleName=str(role), PolicyArn=arn)
+        self._record(logical_id, attributes={"Ref": arn, "PolicyArn": arn})
+
+    def _function_roles(self) -> None:
+        """Every function's role as SAM makes it (roles.py), trusting the runner as Lambda's stand-in."""
+        runner_arn = self.sts.get_caller_identity()["Arn"]
+        specs = function_roles(self.resolved)
+        arns = create_roles(self.iam, specs, runner_arn)
+        for function, spec in specs.items():
+            if spec.logical_id in self.resolved.resources:
+                self._record(spec.logical_id, attributes={"Ref": spec.role_name, "Arn": arns[function]})
 
     # -- S3 -------------------------------------------------------------------------------------------------------
 

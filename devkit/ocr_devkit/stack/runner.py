@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from .cfn import ResolvedTemplate
-from .clients import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, FAKE_SESSION_TOKEN, ClientFactory
+from .clients import ClientFactory
 from .events import (
     dead_letter_attributes,
     destination_record,
@@ -59,6 +59,7 @@ from .events import (
 )
 from .functions import Destination, FunctionSpec, S3EventSource, SnsEventSource, SqsEventSource, function_specs
 from .provision import StackResources
+from .roles import assume, function_roles
 from .worker import WorkerConfig, serve
 
 logger = logging.getLogger(__name__)
@@ -474,6 +475,12 @@ class Runner:
         clients = ClientFactory(endpoint_url, self.region)
         self.sqs = clients.client("sqs")
         self.sns = clients.client("sns")
+        # Each function signs with its own role's credentials, as Lambda gives them: IAM is enforced.
+        sts = clients.client("sts")
+        self._credentials = {
+            function: assume(sts, role.arn(resolved.account_id), specs[function].function_name)
+            for function, role in function_roles(resolved, list(specs)).items()
+        }
         self._lock = threading.Lock()
         self._stats: dict[str, FunctionStats] = {logical_id: FunctionStats() for logical_id in specs}
         self._history: deque[InvocationResult] = deque(maxlen=options.history_size)
@@ -545,7 +552,7 @@ class Runner:
 
     def environment_for(self, spec: FunctionSpec) -> dict[str, str]:
         """A worker's whole environment: runtime defaults < the function's variables < Lambda's reserved ones
-        < the local plumbing (endpoint, fake credentials) < the caller's `extra_env`."""
+        (its role's credentials among them) < the local plumbing (endpoint) < the caller's `extra_env`."""
         region = self.region
         inherited = {key: os.environ[key] for key in _INHERITED_VARIABLES if key in os.environ}
         defaults = {
@@ -571,9 +578,7 @@ class Runner:
             "AWS_LAMBDA_LOG_STREAM_NAME": f"{today}/[$LATEST]{uuid.uuid4().hex}",
             "LAMBDA_TASK_ROOT": str(spec.code_dir),
             "LAMBDA_RUNTIME_DIR": sys.prefix,
-            "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_ACCESS_KEY,
-            "AWS_SESSION_TOKEN": FAKE_SESSION_TOKEN,
+            **self._credentials[spec.logical_id],
         }
         local = {"AWS_ENDPOINT_URL": self.endpoint_url}
         return {**inherited, **defaults, **own, **reserved, **local, **dict(self.options.extra_env)}
