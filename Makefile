@@ -1,18 +1,61 @@
 # The table of contents of the project. `make run` and `make test` work on a fresh clone.
 SHELL := /bin/bash
-PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out
 
+# Lambda runs Python 3.12 (template.yaml), so the venv is made with a 3.12 whenever one is installed
+# (.ci/find-python looks on PATH, then in pyenv's and uv's versions), else with python3.
+# PYTHON=... given on the command line or in the environment wins.
+LAMBDA_PYTHON := 3.12
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(or $(shell .ci/find-python $(LAMBDA_PYTHON)),python3)
+PYTHON_FROM := none on PATH, in pyenv or in uv
+else
+PYTHON_FROM := PYTHON was given
+endif
+version = $(shell $(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+PYTHON_VERSION := $(call version,$(PYTHON))
+VENV_VERSION := $(call version,$(BIN)/python)
+
+# SAM CLI has a venv of its own (why: .ci/sam-requirements.txt). `sam build` looks for python3.12 on
+# PATH, for the functions' builder and the layer's Makefile alike: the SAM venv's, made with a 3.12.
+# MAKEFLAGS and PYTHON stay out of it, so that a PYTHON given here never reaches the layer's Makefile.
+SAM_VENV := $(VENV)/sam
+SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
+SAM_BUILD := env -u MAKEFLAGS -u MFLAGS -u PYTHON PATH="$(abspath $(SAM_VENV))/bin:$$PATH" \
+	$(SAM) build --build-dir .aws-sam/build
+HAS_LAMBDA_PYTHON = test -x $(SAM_VENV)/bin/python$(LAMBDA_PYTHON)
+
 .PHONY: setup run up test unit integration lint format schemas bench build deploy emulator clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(SAM_VENV)/.installed
+
+# A venv made with another Python than the one chosen now (a 3.11 one, on a machine that has
+# since got a 3.12) is made again, with its SAM venv.
+ifneq ($(VENV_VERSION),$(PYTHON_VERSION))
+.PHONY: $(VENV)/.installed $(SAM_VENV)/.installed
+endif
 
 $(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON_VERSION)" || { echo "make setup: $(PYTHON) does not run; give PYTHON=<a Python 3.12>" >&2; exit 1; }
+	@if [ "$(PYTHON_VERSION)" = "$(LAMBDA_PYTHON)" ]; then \
+		echo "make setup: using Python $(PYTHON_VERSION), $(PYTHON)"; \
+	else \
+		echo "make setup: WARNING: using $(PYTHON), Python $(PYTHON_VERSION), not Lambda's $(LAMBDA_PYTHON) ($(PYTHON_FROM)): make test skips sam build" >&2; \
+	fi
+	@if [ -d $(VENV) ] && [ "$(VENV_VERSION)" != "$(PYTHON_VERSION)" ]; then \
+		echo "make setup: $(VENV) has Python $(or $(VENV_VERSION),unknown), so it is made again"; rm -rf $(VENV); fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
+	echo $(PYTHON_VERSION) > $@
+
+$(SAM_VENV)/.installed: .ci/sam-requirements.txt | $(VENV)/.installed
+	rm -rf $(SAM_VENV)
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet -r .ci/sam-requirements.txt
 	touch $@
 
 ## The main job on the bundled samples, fully offline (local stack + emulator).
@@ -25,9 +68,13 @@ run: setup
 up: setup
 	$(BIN)/ocr-pipeline up
 
-## Every test, plus the template linter.
+## Every test, plus the template linters and `sam build` (tests/integration/test_sam_build.py checks
+## what it built); without a Python 3.12 the build is skipped, with a warning.
 test: setup
 	$(BIN)/cfn-lint template.yaml
+	$(SAM) validate --lint
+	@if $(HAS_LAMBDA_PYTHON); then echo "sam build --build-dir .aws-sam/build, with $(SAM_VENV)/bin/python$(LAMBDA_PYTHON)"; $(SAM_BUILD); else \
+		echo "make test: WARNING: sam build skipped: the venv has Python $(PYTHON_VERSION), not $(LAMBDA_PYTHON) (see make setup)" >&2; fi
 	$(BIN)/python -m pytest
 
 unit: setup
@@ -62,11 +109,13 @@ bench: setup
 emulator: setup
 	$(BIN)/python -m ocr_devkit.emulator
 
-build:
-	sam build
+## The deployable build in .aws-sam/build: needs a Python 3.12 (or `$(SAM_VENV)/bin/sam build --use-container`).
+build: setup
+	@$(HAS_LAMBDA_PYTHON) || { echo "make build: the venv has Python $(PYTHON_VERSION), but the layer is compiled by Python $(LAMBDA_PYTHON): install one and run make setup" >&2; exit 1; }
+	$(SAM_BUILD)
 
 deploy: build
-	sam deploy --guided
+	$(SAM) deploy --guided
 
 clean:
 	rm -rf $(VENV) $(OUT) .aws-sam .pytest_cache .mypy_cache .ruff_cache
