@@ -42,6 +42,27 @@ def load_schema(value: str | None) -> dict[str, Any] | None:
     return parse_schema_text(value)
 
 
+def existing_template(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such template: {value}")
+    return path
+
+
+def add_template_argument(parser: argparse.ArgumentParser) -> None:
+    """`-t/--template`, as the SAM CLI spells it; the project's template.yaml when not given."""
+    from ocr_devkit.run import TEMPLATE
+
+    parser.add_argument(
+        "-t",
+        "--template",
+        type=existing_template,
+        default=TEMPLATE,
+        metavar="PATH",
+        help="the SAM template to run (default: template.yaml at the project root)",
+    )
+
+
 def add_service_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--task", choices=[t.value for t in OcrTask], help="built-in OCR task (default text_recognition)"
@@ -191,6 +212,7 @@ def command_run(args: argparse.Namespace) -> int:
         duplicate_rate=args.duplicate_rate,
         seed=args.seed,
         overlays=args.overlays,
+        template=args.template,
     )
     display = None if args.json or not sys.stderr.isatty() else ProgressDisplay()
     if display is not None:
@@ -219,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the whole pipeline locally on files and folders")
     run.add_argument("paths", nargs="+", help="files or folders (walked) to upload")
     add_service_arguments(run)
+    add_template_argument(run)
     run.add_argument("--out", required=True, help="folder for results/, events.jsonl and logs/")
     run.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for every document (900)")
     run.add_argument("--fault-rate", type=float, default=0.0, help="emulator faults: share of OCR calls (0-1)")
@@ -233,8 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(commands)
 
-    from ocr_devkit import estimate, overlay
+    from ocr_devkit import estimate, invoke, overlay
 
+    invoke.add_commands(commands)
     estimate.add_commands(commands)
     overlay.add_commands(commands)
     return parser

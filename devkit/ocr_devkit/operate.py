@@ -1,8 +1,10 @@
 """Commands for working with a running stack: `up` (the local one, in the foreground), `submit` and `replay`.
 
 `up` writes what it prints to `.ocr-pipeline/up.json` in the working directory while it runs, so that
-`submit` and `replay` find the local stack without flags. For a deployed stack, give `--stack NAME`
-(its outputs name the queues) or the URLs themselves.
+`submit`, `replay` and `invoke` find the local stack without flags. The file also holds what `invoke`
+needs to run a function exactly as the stack's runner does (`stack`: the template path, the parameters
+and function environment it was started with, and every provisioned resource), which `up` does not print.
+For a deployed stack, give `--stack NAME` (its outputs name the queues) or the URLs themselves.
 """
 
 from __future__ import annotations
@@ -46,13 +48,13 @@ class StackTarget:
 
         options: dict[str, Any] = {}
         if self.endpoint_url:
-            # The local stack takes any credentials; don't make users configure fake ones.
-            from ocr_devkit.stack.clients import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
+            # The local stack enforces IAM: user-side commands sign as its admin user.
+            from ocr_devkit.stack.clients import ADMIN_ACCESS_KEY_ID, ADMIN_SECRET_ACCESS_KEY
 
             options = {
                 "endpoint_url": self.endpoint_url,
-                "aws_access_key_id": FAKE_ACCESS_KEY_ID,
-                "aws_secret_access_key": FAKE_SECRET_ACCESS_KEY,
+                "aws_access_key_id": ADMIN_ACCESS_KEY_ID,
+                "aws_secret_access_key": ADMIN_SECRET_ACCESS_KEY,
             }
         return boto3.client(service, region_name=self.region, **options)  # type: ignore[call-overload]
 
@@ -108,17 +110,30 @@ class _StopSignal:
 
 
 def up_description(local: Any, emulator: Any) -> dict[str, Any]:
-    from ocr_devkit.stack.clients import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
+    from ocr_devkit.stack.clients import ADMIN_ACCESS_KEY_ID, ADMIN_SECRET_ACCESS_KEY
 
     description = local.describe()
     description["credentials"] = {
-        "aws_access_key_id": FAKE_ACCESS_KEY_ID,
-        "aws_secret_access_key": FAKE_SECRET_ACCESS_KEY,
-        "note": "any credentials are accepted by the local endpoint",
+        "aws_access_key_id": ADMIN_ACCESS_KEY_ID,
+        "aws_secret_access_key": ADMIN_SECRET_ACCESS_KEY,
+        "note": "the local stack's admin user; IAM is enforced, and functions sign with their own roles",
     }
     description["emulator"] = {"base_url": emulator.native_base} if emulator is not None else None
     description["state_file"] = str(STATE_FILE.resolve())
     return description
+
+
+def up_state(local: Any, description: dict[str, Any]) -> dict[str, Any]:
+    """The state file: what `up` printed, plus how to rebuild its stack without creating it again (`invoke`)."""
+    return {
+        **description,
+        "stack": {
+            "template": str(local.template_path.resolve()),
+            "parameters": dict(local.parameters),
+            "extra_env": dict(local.extra_env),
+            "resources": local.resources.to_dict(),
+        },
+    }
 
 
 def command_up(args: argparse.Namespace) -> int:
@@ -134,6 +149,7 @@ def command_up(args: argparse.Namespace) -> int:
         region=args.region,
         max_concurrency=args.max_concurrency,
         stack_port=args.port,
+        template=args.template,
     )
     parameters = dict(_parameter(p) for p in args.param or [])
     # SIGTERM (a supervisor, `kill`) stops as cleanly as Ctrl-C: the stack's context managers unwind.
@@ -143,7 +159,7 @@ def command_up(args: argparse.Namespace) -> int:
         with local_stack(options, log_dir=log_dir, extra_parameters=parameters) as (local, emulator):
             description = up_description(local, emulator)
             STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
-            STATE_FILE.write_text(json.dumps(description, indent=2), encoding="utf-8")
+            STATE_FILE.write_text(json.dumps(up_state(local, description), indent=2, default=str), encoding="utf-8")
             try:
                 print(json.dumps(description), flush=True)
                 print(f"ocr-pipeline up: serving at {local.endpoint_url}; Ctrl-C to stop", file=sys.stderr, flush=True)
@@ -374,9 +390,10 @@ def add_commands(commands: Any) -> None:
     from ocr_pipeline.catalog import Region
     from ocr_pipeline.tasks import OcrTask
 
-    from ocr_devkit.cli import BACKENDS
+    from ocr_devkit.cli import BACKENDS, add_template_argument
 
     up = commands.add_parser("up", help="run the local stack in the foreground and print its endpoints as JSON")
+    add_template_argument(up)
     up.add_argument("--backend", choices=BACKENDS, default="emulator", help="where OCR calls go (default: emulator)")
     up.add_argument("--base-url", help="replace the region's base URL (…/api/v1 or …/compatible-mode/v1)")
     up.add_argument("--model", help="the stack's default model")

@@ -62,6 +62,7 @@ class RunOptions(BaseModel):
     max_concurrency: int | None = None
     stack_port: int | None = None  # the local AWS endpoint's port; a free one when None
     overlays: bool = False  # draw advanced_recognition boxes into out/overlays/
+    template: Path = TEMPLATE  # the SAM template the local stack is derived from (`-t`)
     # Set in every function on top of the template's environment (as `sam local invoke --env-vars`).
     function_env: dict[str, str] = Field(default_factory=dict)
 
@@ -305,7 +306,7 @@ def fault_run_environment(options: RunOptions) -> dict[str, str]:
 def local_stack(
     options: RunOptions, *, log_dir: Path, extra_parameters: dict[str, str] | None = None
 ) -> Iterator[tuple[Any, Any]]:
-    """Emulator (unless a real backend is chosen) + the local stack from template.yaml, with the API key stored."""
+    """Emulator (unless a real backend is chosen) + the local stack from the template, with the API key stored."""
     from ocr_devkit.stack import LocalStack
 
     with ExitStack() as stack:
@@ -317,7 +318,7 @@ def local_stack(
         parameters.update(extra_parameters or {})
         local = stack.enter_context(
             LocalStack(
-                TEMPLATE,
+                options.template,
                 parameters=parameters,
                 log_dir=log_dir,
                 extra_env={**fault_run_environment(options), **options.function_env},

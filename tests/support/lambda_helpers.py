@@ -12,8 +12,34 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# What a sample's ${LogicalId} placeholders stand for in unit tests (`ocr-pipeline invoke` fills in the
+# running stack's names); anything else becomes an example name derived from the placeholder.
+EXAMPLE_NAMES = {
+    "AWS::Region": "us-east-1",
+    "AWS::AccountId": "123456789012",
+    "AWS::Partition": "aws",
+    "AWS::StackName": "ocr-pipeline",
+    "InputBucket": "ocr-input-example",
+    "ResultBucket": "ocr-results-example",
+}
+
+
+def example_name(name: str, where: str = "") -> str:
+    if name in EXAMPLE_NAMES:
+        return EXAMPLE_NAMES[name]
+    logical_id, _, attribute = name.partition(".")
+    if attribute == "Arn":
+        return f"arn:aws:example:us-east-1:123456789012:ocr-pipeline-{logical_id}"
+    return f"ocr-pipeline-{logical_id}"
+
+
 def load_event(name: str) -> dict:
-    return json.loads((ROOT / "events" / f"{name}.json").read_text(encoding="utf-8"))
+    """A sample from events/, its placeholders filled with example names and its "$seed" (invoke's) left out."""
+    from ocr_devkit.invoke import render_sample
+
+    sample = json.loads((ROOT / "events" / f"{name}.json").read_text(encoding="utf-8"))
+    event, _seed = render_sample(sample, example_name)
+    return event
 
 
 def load_function(name: str) -> ModuleType:
