@@ -376,3 +376,17 @@ def test_a_worker_that_died_holding_the_billing_claim_is_taken_over_after_its_le
     p.pages.process(work)
     assert len(p.bus.of_type("usage.recorded")) == 1 and len(p.bus.of_type("document.completed")) == 1
     assert len(p.ocr.calls) == 1
+
+
+def test_an_upload_deleted_before_it_is_processed_ends_once_as_not_found():
+    # Given a notification for an object that is gone by the time the function looks
+    p = Pipeline()
+    gone = UploadedObject(bucket=INPUT, key="docs/gone.png", size=123, etag='"abc"')
+    # When it is delivered, and delivered again
+    outcome = p.upload.accept(gone)
+    p.upload.accept(gone)
+    # Then the document ends once, failed with the stable code, and no page is sent
+    assert outcome.decision is IntakeDecision.REJECTED
+    failed = p.bus.of_type("document.failed")
+    assert [f.data["error"]["code"] for f in failed] == ["source.not_found"]
+    assert p.queue.bodies == []

@@ -18,6 +18,8 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
+from .cfn import MOTO_ACCOUNT_ID
+
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -39,7 +41,7 @@ class AtomicDynamoMotoServer(ThreadedMotoServer):
     """ThreadedMotoServer whose DynamoDB requests are atomic, and whose S3 answers a missing key as S3 does
     (403 unless the caller may list the bucket: `strict_iam.missing_keys_as_aws`)."""
 
-    def __init__(self, *args: Any, account_id: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, account_id: str = MOTO_ACCOUNT_ID, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.account_id = account_id
 

@@ -401,6 +401,9 @@ class _Provisioner:
         for function, spec in specs.items():
             if spec.logical_id in self.resolved.resources:
                 self._record(spec.logical_id, attributes={"Ref": spec.role_name, "Arn": arns[function]})
+        for resource in self.resolved.of_type("AWS::IAM::Role"):
+            if resource.logical_id not in self.result.resources:
+                self._skip(resource.logical_id, "not a function's role: nothing local assumes it")
 
     # -- S3 -------------------------------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ Conditions:
 
 Globals:
   Function:
-    Runtime: python3.11
+    Runtime: python3.12
     Timeout: 10
     MemorySize: 256
     Layers:
@@ -43,7 +43,7 @@ Resources:
     Type: AWS::Serverless::LayerVersion
     Properties:
       ContentUri: layer/
-      CompatibleRuntimes: [python3.11]
+      CompatibleRuntimes: [python3.12]
 
   Inbox:
     Type: AWS::S3::Bucket
@@ -133,6 +133,9 @@ Resources:
         Variables:
           WORK_QUEUE_URL: !Ref WorkQueue
           WHO: ingest
+      Policies:
+        # A SAM policy template: the local stack expands it as SAM does, and enforces it.
+        - SQSSendMessagePolicy: {QueueName: !GetAtt WorkQueue.QueueName}
       Events:
         Upload:
           Type: S3
@@ -156,6 +159,14 @@ Resources:
           TABLE_NAME: !Ref Jobs
           SECRET_ARN: !Ref ApiKey
           WHO: worker
+      Policies:
+        - SNSPublishMessagePolicy: {TopicName: !GetAtt Events.TopicName}
+        - DynamoDBWritePolicy: {TableName: !Ref Jobs}
+        - Version: "2012-10-17"
+          Statement:
+            - Effect: Allow
+              Action: [secretsmanager:GetSecretValue]
+              Resource: !Ref ApiKey
       Events:
         Work:
           Type: SQS

@@ -21,6 +21,7 @@ from ..pipeline.ports import (
     PageRecord,
     PageStatus,
     QueueSendError,
+    SourceAccessDenied,
     SourceNotFound,
     StorageError,
 )
@@ -62,7 +63,7 @@ class S3ObjectStore:
         try:
             response = self.client.head_object(Bucket=bucket, Key=key, **self._version(version_id))
         except Exception as exc:
-            raise self._typed(exc, bucket, key) from None
+            raise self._typed(exc, bucket, key, reading=True) from None
         return ObjectInfo(
             size=int(response.get("ContentLength", 0)),
             content_type=response.get("ContentType"),
@@ -81,7 +82,7 @@ class S3ObjectStore:
             response = self.client.get_object(Bucket=bucket, Key=key, **extra)
             return bytes(response["Body"].read())
         except Exception as exc:
-            raise self._typed(exc, bucket, key) from None
+            raise self._typed(exc, bucket, key, reading=True) from None
 
     def open_reader(self, bucket: str, key: str, version_id: str | None, size: int) -> BinaryIO:
         def fetch(first: int, last: int) -> bytes:
@@ -119,10 +120,18 @@ class S3ObjectStore:
         return sorted(keys)
 
     @staticmethod
-    def _typed(exc: Exception, bucket: str, key: str) -> Exception:
+    def _typed(exc: Exception, bucket: str, key: str, *, reading: bool = False) -> Exception:
+        """Missing and forbidden reads are permanent; throttling, 5xx and time-outs stay retryable."""
         code = _error_code(exc)
         if code in ("NoSuchKey", "404", "NotFound", "NoSuchVersion", "NoSuchBucket"):
             return SourceNotFound(f"s3://{bucket}/{key} does not exist", bucket=bucket, key=key)
+        if reading and code in ("AccessDenied", "403", "Forbidden"):
+            return SourceAccessDenied(
+                f"s3://{bucket}/{key} may not be read by this function (S3 answers 403 for a missing key too, "
+                "unless the reader may list the bucket)",
+                bucket=bucket,
+                key=key,
+            )
         return StorageError(f"S3 failed on s3://{bucket}/{key}: {code or type(exc).__name__}", bucket=bucket, key=key)
 
 

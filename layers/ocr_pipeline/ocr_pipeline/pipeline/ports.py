@@ -18,6 +18,13 @@ class SourceNotFound(OcrPipelineError):
     code = "source.not_found"
 
 
+class SourceAccessDenied(OcrPipelineError):
+    """The source exists or not, but this function may not read it: S3's 403. Permanent: a retry
+    meets the same policy. (Without s3:ListBucket, S3 answers a missing key with 403 too.)"""
+
+    code = "source.forbidden"
+
+
 class StorageError(OcrPipelineError):
     code = "storage.error"
     retryable = True

@@ -11,7 +11,7 @@ from ..errors import OcrPipelineError
 from .config import PipelineSettings
 from .intake import Admission, DocumentIntake, IntakeDecision, IntakeOutcome, Rejection, rejection_job_id
 from .model import SourceRef
-from .ports import ObjectInfo, SourceNotFound
+from .ports import ObjectInfo, SourceAccessDenied, SourceNotFound
 from .routing import META_CORRELATION_ID, choose_task, schema_from_object, task_options
 
 
@@ -53,10 +53,14 @@ class UploadService:
     def accept(self, upload: UploadedObject) -> IntakeOutcome:
         if not is_create_event(upload.event_name):
             return IntakeOutcome(decision=IntakeDecision.IGNORED, reason=f"not a create event: {upload.event_name}")
-        found = self._look_up(upload)
+        try:
+            found = self._look_up(upload)
+        except SourceAccessDenied as error:
+            return self.intake.reject(self._unread_rejection(upload), error)
         if found is None:
-            # Deleted (or overwritten and deleted) before we got to it: nothing left to recognise.
-            return IntakeOutcome(decision=IntakeDecision.IGNORED, reason="object no longer exists")
+            # Deleted before we got to it: nothing left to recognise, but the upload still ends, as failed.
+            missing = SourceNotFound(f"s3://{upload.bucket}/{upload.key} was deleted before it was processed")
+            return self.intake.reject(self._unread_rejection(upload), missing)
         info, source, tenant = found
         try:
             choice = choose_task(upload.key, info.metadata, self.settings.routing_rules, self.settings.default_task)
@@ -100,6 +104,18 @@ class UploadService:
             etag=(info.etag or upload.etag or "").strip('"') or None,
         )
         return info, source, self.settings.tenant_rule.tenant_for(upload.key, info.metadata)
+
+    def _unread_rejection(self, upload: UploadedObject) -> Rejection:
+        """For an object that could not be looked at: identified by what its notification said of it."""
+        source = SourceRef(
+            bucket=upload.bucket,
+            key=upload.key,
+            version_id=upload.version_id,
+            etag=(upload.etag or "").strip('"') or None,
+        )
+        return self._rejection(
+            source, ObjectInfo(size=upload.size or 0), self.settings.tenant_rule.tenant_for(upload.key, {})
+        )
 
     def _rejection(self, source: SourceRef, info: ObjectInfo, tenant: str) -> Rejection:
         """Options could not be read, so the job is identified by the object and its raw metadata."""
