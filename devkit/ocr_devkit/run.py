@@ -311,8 +311,14 @@ def local_stack(
 
     with ExitStack() as stack:
         parameters, api_key, emulator = stack.enter_context(ocr_backend(options))
-        if api_key:
-            parameters["ApiKeySecretArn"] = LOCAL_SECRET_NAME
+
+        def store_api_key(clients: Any) -> dict[str, str]:
+            """The key's secret exists before the stack, as on AWS, whose policy names its ARN."""
+            if not api_key:
+                return {}
+            secret = clients.client("secretsmanager").create_secret(Name=LOCAL_SECRET_NAME, SecretString=api_key)
+            return {"ApiKeySecretArn": secret["ARN"]}
+
         if options.max_concurrency:
             parameters["OcrMaxConcurrency"] = str(options.max_concurrency)
         parameters.update(extra_parameters or {})
@@ -325,10 +331,9 @@ def local_stack(
                 duplicate_rate=options.duplicate_rate,
                 seed=options.seed,
                 port=options.stack_port,
+                before_provision=store_api_key,
             )
         )
-        if api_key:
-            local.boto3_client("secretsmanager").create_secret(Name=LOCAL_SECRET_NAME, SecretString=api_key)
         yield local, emulator
 
 

@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,7 @@ class LocalStack:
         runner_options: Mapping[str, Any] | None = None,
         host: str = "127.0.0.1",
         port: int | None = None,
+        before_provision: Callable[[ClientFactory], Mapping[str, Any]] | None = None,
     ) -> None:
         self.template_path = Path(template)
         self.stack_name = stack_name
@@ -96,6 +97,9 @@ class LocalStack:
         self.run_functions = run_functions
         self.host = host
         self.port = port
+        # Runs against the started, empty moto server and returns more parameter values: for what a
+        # deployment expects to exist before the stack, such as a secret whose ARN is a parameter.
+        self.before_provision = before_provision
         self._runner_settings: dict[str, Any] = {
             "functions": functions,
             "retry_delay_s": retry_delay_s,
@@ -133,6 +137,9 @@ class LocalStack:
         atexit.register(self.close)
         try:
             self._start_server()
+            if self.before_provision is not None:
+                assert self._clients is not None
+                self.parameters.update(self.before_provision(self._clients))
             self._resolved = resolve_template(
                 self.template_path,
                 stack_name=self.stack_name,
