@@ -142,6 +142,50 @@ def test_a_bad_request_is_answered_with_a_validation_code_and_not_retried(body, 
     assert p.queue.bodies == []
 
 
+UNREADABLE_BODIES = [
+    pytest.param("[" * 100_000, id="nested past the parser's recursion limit"),
+    pytest.param(
+        '{"correlation_id": "c-8", "source": {"bucket": "input-bucket", "key": "a"}, "schema": '
+        + '{"a": ' * 500
+        + '""'
+        + "}" * 500
+        + "}",
+        id="parsable, but too deep for the schema check",
+    ),
+    pytest.param("1" * 5000, id="an integer too long to convert"),
+]
+
+
+@pytest.mark.parametrize("body", UNREADABLE_BODIES)
+def test_a_body_that_cannot_be_read_is_answered_malformed_instead_of_crashing_the_function(body):
+    # Given a request queue message no JSON parser should be asked to hold
+    p = Pipeline()
+    # When the request function handles it
+    outcome = service(p).handle(body, "m-10")
+    # Then it is answered like any malformed request: failed at once under its message id, nothing sent
+    assert outcome.decision is IntakeDecision.REJECTED
+    assert failure_of(p)[:2] == ("request.malformed", "m-10")
+    assert p.queue.bodies == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        *UNREADABLE_BODIES,
+        pytest.param('{"message_type": "page_work", "job": 7}', id="a page message of the wrong shape"),
+        pytest.param('{"requestPayload": {"Records": [{"s3": {}}]}}', id="an upload record of the wrong shape"),
+        pytest.param('{"requestPayload": "Records", "responsePayload": 3}', id="an upload record of wrong types"),
+    ],
+)
+def test_a_dead_letter_that_cannot_be_read_still_ends_as_document_failed(body):
+    # Given a dead letter that the dead-letter function cannot read
+    p = Pipeline()
+    # When it handles the letter
+    DeadLetterService(p.upload, p.pages, p.intake).handle(body, "m-11")
+    # Then it does not raise (which would only loop the letter) but answers it as malformed
+    assert failure_of(p)[:2] == ("request.malformed", "m-11")
+
+
 def test_a_missing_object_is_answered_as_not_found():
     p = Pipeline()
     service(p).handle(json.dumps({"source": {"bucket": INPUT, "key": "gone.png"}, "correlation_id": "c"}), "m")

@@ -4,20 +4,25 @@ Three kinds of dead letters arrive here:
 - page messages the page queue moved to its dead-letter queue after maxReceiveCount deliveries;
 - S3 events the upload function failed on every attempt (Lambda's OnFailure destination record);
 - requests the request queue gave up on (anything else is taken for one, so nothing is dropped).
+
+Reading a dead letter never raises: one that cannot be read (not JSON, nested too deep, a page message or
+failure record of the wrong shape) is answered like an unreadable request, `request.malformed` under its
+message id. Only what another delivery may fix (a store or topic that failed) is raised.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 from typing import Any
 
-from ..errors import PageRetriesExhausted, RequestRetriesExhausted, UploadFailed
+from pydantic import ValidationError
+
+from ..errors import MalformedRequest, OcrPipelineError, PageRetriesExhausted, RequestRetriesExhausted, UploadFailed
 from .events import ErrorInfo
 from .intake import DocumentIntake, IntakeOutcome, Rejection, rejection_job_id
 from .model import PageWork
 from .ports import PageRecord, PageStatus
-from .requests import readable_correlation_id
+from .requests import read_message, readable_correlation_id
 from .upload import UploadedObject, UploadService
 from .work import PageService
 
@@ -30,22 +35,40 @@ class DeadLetterService:
 
     def handle(self, body: str, message_id: str) -> list[IntakeOutcome] | None:
         try:
-            document = json.loads(body)
-        except json.JSONDecodeError:
-            document = None
-        if isinstance(document, dict) and document.get("message_type") == "page_work":
-            self.page_work_exhausted(PageWork.model_validate(document))
+            letter = self._read(body)
+        except MalformedRequest as error:
+            return [self.request_exhausted(body, message_id, error)]
+        if isinstance(letter, PageWork):
+            self.page_work_exhausted(letter)
             return None
-        if isinstance(document, dict) and "requestPayload" in document:
-            return self.upload_exhausted(document)
+        if letter is not None:
+            uploads, failure = letter
+            return [self.uploads.fail(upload, failure) for upload in uploads]
         return [self.request_exhausted(body, message_id)]
 
-    def request_exhausted(self, body: str, message_id: str) -> IntakeOutcome:
+    @staticmethod
+    def _read(body: str) -> PageWork | tuple[list[UploadedObject], UploadFailed] | None:
+        """A page message, a failed upload's objects and reason, or None for a request. Raises MalformedRequest."""
+        document = read_message(body)
+        if isinstance(document, dict) and document.get("message_type") == "page_work":
+            try:
+                return PageWork.model_validate(document)
+            except ValidationError as exc:
+                raise MalformedRequest(f"a page message of the wrong shape: {exc.error_count()} problems") from None
+        if isinstance(document, dict) and "requestPayload" in document:
+            try:
+                return _upload_failure(document)
+            except (KeyError, TypeError, AttributeError, ValidationError) as exc:
+                raise MalformedRequest(f"a failed-upload record of the wrong shape ({type(exc).__name__})") from None
+        return None
+
+    def request_exhausted(self, body: str, message_id: str, error: OcrPipelineError | None = None) -> IntakeOutcome:
         """Answer a request that ran out of deliveries (its source kept failing, or its handler crashed)."""
         settings = self.intake.settings
         tenant = None
-        with contextlib.suppress(json.JSONDecodeError, AttributeError):
-            value = json.loads(body).get("tenant")
+        with contextlib.suppress(MalformedRequest):
+            document = read_message(body)
+            value = document.get("tenant") if isinstance(document, dict) else None
             tenant = value if isinstance(value, str) else None
         rejection = Rejection(
             job_id=rejection_job_id("request", message_id, body),
@@ -55,7 +78,7 @@ class DeadLetterService:
             tenant=tenant,
             correlation_id=readable_correlation_id(body) or message_id,
         )
-        error = RequestRetriesExhausted(
+        error = error or RequestRetriesExhausted(
             "the request could not be handled before its message ran out of deliveries; see the request function's logs"
         )
         return self.intake.reject(rejection, error)
@@ -74,13 +97,16 @@ class DeadLetterService:
         # Pages recorded before the failure still get their billing event, and the document its ending.
         self.pages.process(work)
 
-    def upload_exhausted(self, record: dict[str, Any]) -> list[IntakeOutcome]:
-        response = record.get("responsePayload") or {}
-        reason = f"{response.get('errorType', 'Error')}: {response.get('errorMessage', 'no message')}"
-        error = UploadFailed(f"the upload could not be handled after Lambda's retries ({reason})")
-        payload = record.get("requestPayload") or {}
-        return [
-            self.uploads.fail(UploadedObject.from_notification(s3_record), error)
-            for s3_record in payload.get("Records", [])
-            if "s3" in s3_record
-        ]
+
+def _upload_failure(record: dict[str, Any]) -> tuple[list[UploadedObject], UploadFailed]:
+    """The objects of Lambda's OnFailure record and why their upload failed."""
+    response = record.get("responsePayload") or {}
+    if not isinstance(response, dict):
+        response = {"errorMessage": str(response)[:500]}
+    reason = f"{response.get('errorType', 'Error')}: {response.get('errorMessage', 'no message')}"
+    error = UploadFailed(f"the upload could not be handled after Lambda's retries ({reason})")
+    payload = record.get("requestPayload") or {}
+    uploads = [
+        UploadedObject.from_notification(s3_record) for s3_record in payload.get("Records", []) if "s3" in s3_record
+    ]
+    return uploads, error

@@ -4,6 +4,8 @@ A request is one JSON object, validated by `OcrRequest`; its JSON schema is publ
 `ocr_pipeline/schemas/ocr-request.v1.json` (generated from this model, and checked against it by a test).
 The answer is the usual `document.completed` or `document.failed`, carrying the request's correlation id.
 A request that cannot be read or is not allowed is answered with `document.failed` at once, never retried.
+Reading a body never raises anything but `MalformedRequest`: a message too deep, too big or badly encoded
+to parse is the sender's mistake, not a reason to crash the function and have the queue deliver it again.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from .sources import SourcePolicy
 REQUEST_SCHEMA_VERSION = 1
 # Downloads stay in memory up to this size, then spill to /tmp.
 SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
+
+# Far deeper than any valid request (a result_schema is at most 3 levels), far shallower than the
+# interpreter's recursion limit, which the schema checks and the validators walk recursively.
+MAX_MESSAGE_DEPTH = 32
 
 # Printable, without control characters: these travel in SNS message attributes and logs.
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -88,11 +94,37 @@ def request_json_schema() -> dict[str, Any]:
     return schema
 
 
-def parse_request(body: str) -> OcrRequest:
+def read_message(body: str | bytes) -> Any:
+    """The JSON value of an untrusted message body. Raises MalformedRequest and nothing else."""
     try:
         document = json.loads(body)
     except json.JSONDecodeError as exc:
         raise MalformedRequest(f"the message is not JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise MalformedRequest("the message is JSON nested too deeply to read") from None
+    except Exception as exc:  # too many digits (ValueError), undecodable bytes, out of memory...
+        raise MalformedRequest(f"the message cannot be read as JSON ({type(exc).__name__}: {exc})"[:300]) from None
+    if _nesting_exceeds(document, MAX_MESSAGE_DEPTH):
+        raise MalformedRequest(f"the message is JSON nested more than {MAX_MESSAGE_DEPTH} levels deep")
+    return document
+
+
+def _nesting_exceeds(document: Any, limit: int) -> bool:
+    """Without recursion, so the check itself cannot run out of stack."""
+    pending: list[tuple[Any, int]] = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
+
+
+def parse_request(body: str) -> OcrRequest:
+    document = read_message(body)
     if not isinstance(document, dict):
         raise MalformedRequest(f"the message is JSON but not an object ({type(document).__name__})")
     try:
@@ -104,8 +136,8 @@ def parse_request(body: str) -> OcrRequest:
 def readable_correlation_id(body: str) -> str | None:
     """The correlation id of a request that failed validation, when one can still be read from it."""
     try:
-        document = json.loads(body)
-    except json.JSONDecodeError:
+        document = read_message(body)
+    except MalformedRequest:
         return None
     value = document.get("correlation_id") if isinstance(document, dict) else None
     if not isinstance(value, str):
