@@ -503,27 +503,48 @@ def test_a_reduced_scale_decode_and_a_rotation_together_map_to_the_upright_origi
     assert (x, y) == (pytest.approx(1900, abs=8), pytest.approx(3100, abs=8))
 
 
-def test_a_tiny_image_is_upscaled_by_smart_resize() -> None:
-    # Given a 5x5 image: both sides are under the vendor's 10 px, but the aspect is fine
-    data = encode(Image.new("L", (5, 5), 0), "PNG")
+def test_a_small_image_is_upscaled_by_smart_resize() -> None:
+    # Given a 12x12 image: over the vendor's 10 px, but far under min_pixels
+    data = encode(Image.new("L", (12, 12), 0), "PNG")
 
     # When it is prepared
     prepared = prepare_image(data, BUDGET)
 
     # Then smart_resize's min_pixels upscale makes it 64x64, which the vendor accepts
-    assert (prepared.width, prepared.height) == (64, 64) == smart_resize(5, 5, BUDGET)
+    assert (prepared.width, prepared.height) == (64, 64) == smart_resize(12, 12, BUDGET)
     assert any(step.action == "resize" and "bicubic" in step.detail for step in prepared.steps)
 
 
-def test_a_side_still_under_the_minimum_after_resizing_is_too_small() -> None:
-    # Given a 5x5 image and a custom budget whose patch is only 4 px
-    data = encode(Image.new("L", (5, 5), 0), "PNG")
-    tiny_patches = PixelBudget(patch=4, min_pixels=16, max_pixels=4096)
+@pytest.mark.parametrize("size", [(1, 1), (5, 5), (10, 300), (300, 10)])
+def test_an_image_with_a_side_under_the_vendor_minimum_is_refused_not_upscaled(size: tuple[int, int]) -> None:
+    # Given an image with a side of 10 px or less, which the vendor refuses and which holds nothing to read
+    data = encode(Image.new("L", size, 0), "PNG")
+    Image.core.reset_stats()
 
-    # When it is prepared, Then the 4x4 result is refused
+    # When it is prepared, Then it is too small, from the header alone: nothing is upscaled or billed
+    with pytest.raises(ImageTooSmall) as caught:
+        prepare_image(data, BUDGET)
+    assert caught.value.code == "image.too_small"
+    assert Image.core.get_stats()["new_count"] == 0
+
+
+def test_an_image_of_exactly_the_vendor_minimum_is_accepted() -> None:
+    # Given an 11x11 image: both sides just over the vendor's 10 px
+    data = encode(Image.new("L", (11, 11), 0), "PNG")
+
+    # When it is prepared, Then it is upscaled like any small image
+    assert (prepare_image(data, BUDGET).width, prepare_image(data, BUDGET).height) == smart_resize(11, 11, BUDGET)
+
+
+def test_a_side_still_under_the_minimum_after_resizing_is_too_small() -> None:
+    # Given a 12x12 image and a custom budget that shrinks it to 8x8 (4 px patches, at most 64 pixels)
+    data = encode(Image.new("L", (12, 12), 0), "PNG")
+    tiny_patches = PixelBudget(patch=4, min_pixels=16, max_pixels=64)
+
+    # When it is prepared, Then the 8x8 result is refused
     with pytest.raises(ImageTooSmall) as caught:
         prepare_image(data, tiny_patches)
-    assert caught.value.code == "image.too_small"
+    assert caught.value.code == "image.too_small" and "would be 8x8" in caught.value.message
 
 
 @pytest.mark.parametrize("size", [(1, 5000), (5000, 1)])

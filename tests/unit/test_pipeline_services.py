@@ -106,6 +106,30 @@ def test_an_object_over_the_size_limit_is_refused_before_download():
     assert p.bus.of_type("document.failed")[0].data["error"]["code"] == "input.too_large"
 
 
+def test_a_zero_byte_upload_is_empty_at_once_not_a_storage_error_retried_into_upload_failed():
+    # Given an empty object: S3 refuses any ranged read of it (InvalidRange), as the memory store does
+    p = Pipeline()
+    # When its upload is accepted (no exception: nothing for Lambda to retry)
+    outcome = upload(p, "docs/empty.png", b"")
+    # Then the document ends once as document.empty, and no page is sent
+    assert outcome.decision is IntakeDecision.REJECTED
+    failed = p.bus.of_type("document.failed")
+    assert [f.data["error"]["code"] for f in failed] == ["document.empty"]
+    assert p.queue.bodies == []
+
+
+def test_an_object_whose_first_bytes_read_empty_is_empty_too():
+    # Given an object whose size says it has bytes but whose ranged read comes back with none
+    p = Pipeline()
+    p.store.put(INPUT, "docs/vanishing.png", text_png())
+    p.store.get_bytes = lambda *args, **kwargs: b""
+    # When its upload is accepted
+    outcome = p.upload.accept(UploadedObject(bucket=INPUT, key="docs/vanishing.png"))
+    # Then it is document.empty, not a guess at its format
+    assert outcome.decision is IntakeDecision.REJECTED
+    assert [f.data["error"]["code"] for f in p.bus.of_type("document.failed")] == ["document.empty"]
+
+
 def test_events_other_than_creates_are_ignored():
     p = Pipeline()
     p.store.put(INPUT, "docs/a.png", text_png())

@@ -242,6 +242,18 @@ def test_a_url_document_over_the_size_limit_fails_with_input_too_large():
     assert failure_of(p)[0] == "input.too_large"
 
 
+def test_an_empty_url_document_fails_as_empty_at_once():
+    # Given an allowed URL that answers with zero bytes
+    p = Pipeline()
+    url = "https://docs.example.com/empty.png"
+    fetcher = FakeFetcher({"docs.example.com": [PUBLIC_ADDRESS]}, {url: b""})
+    # When it is requested
+    outcome = service(p, fetcher).handle(json.dumps({"source": {"url": url}, "correlation_id": "e-1"}), "m")
+    # Then the request is answered document.empty, not retried
+    assert outcome.decision is IntakeDecision.REJECTED
+    assert failure_of(p)[:2] == ("document.empty", "e-1")
+
+
 def test_a_request_that_ran_out_of_deliveries_is_answered_failed():
     p = Pipeline()
     body = json.dumps({"source": {"url": "https://docs.example.com/a.png"}, "correlation_id": "late-1"})

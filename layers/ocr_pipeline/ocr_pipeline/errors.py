@@ -237,6 +237,8 @@ class DocumentEncrypted(DocumentUnreadable):
 
 
 class DocumentEmpty(DocumentUnreadable):
+    """Nothing to read: a zero-byte object, or a PDF without pages."""
+
     code = "document.empty"
 
 

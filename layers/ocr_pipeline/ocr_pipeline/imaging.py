@@ -870,10 +870,12 @@ def _plan_geometry(width: int, height: int, budget: PixelBudget, limits: Prepara
     """Decide the output size from the header alone, so impossible images cost no decoding.
 
     Precedence: an empty image is too small; then the aspect ratio, because nothing we do
-    can fix a strip that padding cannot bring within the limit, while a small side is
-    normally fixed by smart_resize's upscale (it never returns a side below one patch, so
-    with the vendor's 28 or 32 px patches ImageTooSmall only fires for custom budgets).
-    A 1x5000 strip is therefore an aspect-ratio error, not a too-small one.
+    can fix a strip that padding cannot bring within the limit; then a side under the
+    vendor's minimum (`min_side`, both sides > 10 px): such an image holds nothing worth
+    reading, and upscaling it would only bill the tokens of an invented picture. A 1x5000
+    strip is therefore an aspect-ratio error, a 5x5 image a too-small one. Images at or
+    above `min_side` but under `min_pixels` are upscaled by smart_resize as the vendor
+    would; the result is checked against `min_side` again for custom budgets.
 
     Padding goes on the short side and must make both the padded source and the
     smart_resize of it fit the ratio: rounding to whole patches can push a 200:1 image
@@ -899,6 +901,12 @@ def _plan_geometry(width: int, height: int, budget: PixelBudget, limits: Prepara
             width=width,
             height=height,
             limit=limits.max_aspect_ratio,
+        )
+    if short < limits.min_side:
+        raise ImageTooSmall(
+            f"the image is {width}x{height}; both sides must be at least {limits.min_side} px",
+            width=width,
+            height=height,
         )
     if min(target_width, target_height) < limits.min_side:
         raise ImageTooSmall(

@@ -17,6 +17,7 @@ from ..pipeline.ports import (
     PageRecord,
     PageStatus,
     SourceNotFound,
+    StorageError,
 )
 
 
@@ -47,6 +48,8 @@ class MemoryObjectStore:
         except KeyError:
             raise SourceNotFound(f"s3://{bucket}/{key} does not exist") from None
         if byte_range is not None:
+            if byte_range[0] >= len(body):  # as S3: 416 InvalidRange, which the S3 adapter maps to this
+                raise StorageError(f"S3 failed on s3://{bucket}/{key}: InvalidRange", bucket=bucket, key=key)
             return body[byte_range[0] : byte_range[1] + 1]
         return body
 

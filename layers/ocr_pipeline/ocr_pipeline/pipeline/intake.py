@@ -1,7 +1,8 @@
 """Taking a document in, whichever way it arrived (an upload or a request): record the job and fan its pages out.
 
 The intake never decodes or renders pages, so its time and memory do not grow with the page
-count beyond the messages it sends.
+count beyond the messages it sends. An empty object ends as `document.empty` before anything is read:
+S3 refuses a ranged read of zero bytes (InvalidRange), which would otherwise be retried as a storage error.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 
 from ..catalog import Region
-from ..errors import DocumentTooManyPages, InputTooLarge, OcrPipelineError
+from ..errors import DocumentEmpty, DocumentTooManyPages, InputTooLarge, OcrPipelineError
 from ..imaging import PreparationLimits
 from ..tasks import TaskOptions
 from .config import PipelineSettings
@@ -98,7 +99,11 @@ class DocumentIntake:
                     f"the object is {admission.size} bytes; the limit is {self.settings.max_input_bytes}",
                     size=admission.size,
                 )
+            if admission.size == 0:
+                raise DocumentEmpty("the object is empty (0 bytes)", size=0)
             head = self.store.get_bytes(source.bucket, source.key, source.version_id, byte_range=(0, SNIFF_BYTES - 1))
+            if not head:
+                raise DocumentEmpty("the object has no bytes to read", size=admission.size)
             kind = detect_kind(head)
             page_count = 1
             if kind is not DocumentKind.IMAGE:
