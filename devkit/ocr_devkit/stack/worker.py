@@ -90,8 +90,33 @@ def error_payload(exc: BaseException, request_id: str | None = None, error_type:
     return payload
 
 
+def vm_hwm_kb(status: str) -> int | None:
+    """The `VmHWM:` line of a /proc/<pid>/status text (the process's peak resident set), in kB."""
+    for line in status.splitlines():
+        name, _, value = line.partition(":")
+        if name == "VmHWM":
+            fields = value.split()
+            if fields and fields[0].isdigit() and fields[1:2] in ([], ["kB"]):
+                return int(fields[0])
+    return None
+
+
 def _max_memory_mb() -> int:
-    return math.ceil(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    """The environment's peak so far, as Lambda's "Max Memory Used" is.
+
+    Not ru_maxrss on Linux: exec keeps the high-water mark of the process image it replaces, so a
+    worker spawned by a big runner reported the runner's peak (707 MB for a real 78-187 MB).
+    VmHWM belongs to this process image alone.
+    """
+    try:
+        with open("/proc/self/status", encoding="utf-8") as status:
+            kb = vm_hwm_kb(status.read())
+    except OSError:
+        kb = None
+    if kb is None:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        kb = rss // 1024 if sys.platform == "darwin" else rss  # bytes on macOS, kB elsewhere
+    return math.ceil(kb / 1024)
 
 
 def _redirect_output(log_path: str) -> None:
