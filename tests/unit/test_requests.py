@@ -216,6 +216,47 @@ def test_a_forbidden_url_is_refused_before_any_connection(url, addresses):
     assert fetcher.downloads == []
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::10.0.0.1",  # NAT64 to a private address
+        "64:ff9b::7f00:1",  # NAT64 to loopback, written in hex
+        "64:ff9b::a9fe:a9fe",  # NAT64 to the instance metadata address
+        "64:ff9b:1::a00:1",  # the local-use NAT64 prefix, never public
+        "2002:0a00:0001::1",  # 6to4 from 10.0.0.1
+        "2002:7f00:1::",  # 6to4 from loopback
+        "::ffff:127.0.0.1",  # IPv4-mapped loopback
+        "::10.0.0.1",  # deprecated IPv4-compatible form
+    ],
+)
+def test_an_ipv6_address_that_embeds_a_private_ipv4_one_is_refused(address):
+    # Given a host that resolves to an IPv6 address a translator or tunnel leads to a private IPv4 address
+    p = Pipeline()
+    url = "https://docs.example.com/a.png"
+    fetcher = FakeFetcher({"docs.example.com": [address]}, {url: text_png()})
+    # When it is requested
+    service(p, fetcher).handle(json.dumps({"source": {"url": url}, "correlation_id": "v6-1"}), "m")
+    # Then it is refused, naming the IPv4 address it embeds, and nothing is downloaded
+    code, correlation_id, data = failure_of(p)
+    assert (code, correlation_id) == ("request.source_forbidden", "v6-1")
+    assert "not a public address" in data["error"]["message"]
+    assert fetcher.downloads == []
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::8.8.8.8", "2002:0808:0808::1", "::ffff:8.8.8.8", "2606:4700::1111"])
+def test_an_ipv6_address_that_leads_to_a_public_address_is_allowed(address):
+    # Given a host at an IPv6 address that embeds a public IPv4 address, or a plain public one
+    # When its addresses are checked, Then it is the one to connect to
+    assert SourcePolicy().check_addresses("docs.example.com", [address]) == address
+
+
+def test_a_literal_nat64_address_in_the_url_is_refused():
+    # Given an allowlisted literal NAT64 address for loopback, When the URL is checked, Then it is refused
+    policy = SourcePolicy(url_hosts=("64:ff9b::7f00:1",))
+    with pytest.raises(SourceForbidden, match=r"embeds 127\.0\.0\.1"):
+        policy.check_url("https://[64:ff9b::7f00:1]/a.png")
+
+
 def test_an_allowed_url_is_downloaded_from_the_checked_address_and_recognised():
     p = Pipeline()
     url = "https://cdn.docs.example.com/scans/a.png#page=1"

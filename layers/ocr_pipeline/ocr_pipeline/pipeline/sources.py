@@ -15,6 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..errors import SourceForbidden
 
 HTTPS_PORT = 443
+# IPv6 addresses that carry an IPv4 address in their last 32 bits, routed to it by a translator
+# (NAT64, RFC 6052) or that old hosts still read as IPv4 ("IPv4-compatible", RFC 4291). Python calls
+# NAT64 and 6to4 addresses global whatever they embed, so `64:ff9b::10.0.0.1` would pass as public.
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+# RFC 8215's local-use translation prefix: never globally reachable, and its IPv4 embedding depends on
+# the operator's prefix length, so it is refused outright.
+NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
 
 
 class UrlTarget(BaseModel):
@@ -96,13 +104,28 @@ def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address
 def _refuse_non_public(host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> None:
     if address is None:
         return
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    judged = _embedded_ipv4(address) or address
     # is_global is False for private, loopback, link-local (incl. 169.254.169.254), shared and reserved ranges.
-    if not address.is_global or address.is_multicast:
+    if not judged.is_global or judged.is_multicast or address in NAT64_LOCAL:
+        embeds = f" (which embeds {judged})" if judged is not address else ""
         raise SourceForbidden(
-            f"host {host!r} is at {address}, which is not a public address", host=host, address=str(address)
+            f"host {host!r} is at {address}{embeds}, which is not a public address",
+            host=host,
+            address=str(address),
         )
+
+
+def _embedded_ipv4(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one leads to (IPv4-mapped, NAT64, 6to4, IPv4-compatible), judged in its place."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in NAT64 or (address in IPV4_COMPATIBLE and int(address) > 1):  # :: and ::1 are IPv6's own
+        return ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+    return None
 
 
 def _without_fragment(parts: SplitResult) -> str:
