@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import boto3
@@ -18,12 +19,18 @@ _CONFIG = Config(max_pool_connections=50, retries={"max_attempts": 4, "mode": "s
 class ClientFactory:
     """Builds clients from one boto3 session; create clients up front, then share them between threads."""
 
-    def __init__(self, endpoint_url: str, region: str) -> None:
+    def __init__(self, endpoint_url: str, region: str, credentials: Mapping[str, str] | None = None) -> None:
+        """Signed as the admin user, or with `credentials` (AWS_ACCESS_KEY_ID, ... as Lambda sets them)."""
         self.endpoint_url = endpoint_url
         self.region = region
+        credentials = credentials or {
+            "AWS_ACCESS_KEY_ID": ADMIN_ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": ADMIN_SECRET_ACCESS_KEY,
+        }
         self._session = boto3.session.Session(
-            aws_access_key_id=ADMIN_ACCESS_KEY_ID,
-            aws_secret_access_key=ADMIN_SECRET_ACCESS_KEY,
+            aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=credentials.get("AWS_SESSION_TOKEN"),
             region_name=region,
         )
 

@@ -425,6 +425,7 @@ class _Source:
     queue_arn: str
     concurrency: int
     spec: SqsEventSource | S3EventSource | SnsEventSource
+    sqs: Any = None  # receives and deletes: the function's role for an SQS event source, as Lambda polls
     slots: threading.Semaphore = field(init=False)
     executor: ThreadPoolExecutor = field(init=False)
     thread: threading.Thread | None = None
@@ -474,13 +475,20 @@ class Runner:
             self.warnings.extend(f"{spec.logical_id}: event {event} skipped" for event in spec.skipped_events)
         clients = ClientFactory(endpoint_url, self.region)
         self.sqs = clients.client("sqs")
-        self.sns = clients.client("sns")
         # Each function signs with its own role's credentials, as Lambda gives them: IAM is enforced.
         sts = clients.client("sts")
         self._credentials = {
             function: assume(sts, role.arn(resolved.account_id), specs[function].function_name)
             for function, role in function_roles(resolved, list(specs)).items()
         }
+        # Lambda polls a function's queues and sends its OnFailure records with the function's own role
+        # (hence the SQS poller's managed policy and SAM's destination policy), and so does the runner.
+        role_clients = {
+            function: ClientFactory(endpoint_url, self.region, credentials)
+            for function, credentials in self._credentials.items()
+        }
+        self._role_sqs = {function: factory.client("sqs") for function, factory in role_clients.items()}
+        self._role_sns = {function: factory.client("sns") for function, factory in role_clients.items()}
         self._lock = threading.Lock()
         self._stats: dict[str, FunctionStats] = {logical_id: FunctionStats() for logical_id in specs}
         self._history: deque[InvocationResult] = deque(maxlen=options.history_size)
@@ -532,6 +540,7 @@ class Runner:
                             event.queue_arn,
                             concurrency,
                             event,
+                            sqs=self._role_sqs[spec.logical_id],
                         )
                     )
                 else:
@@ -546,6 +555,7 @@ class Runner:
                             queue.arn,
                             self.options.async_concurrency,
                             event,
+                            sqs=self.sqs,  # the hidden queue is the local stand-in for Lambda's own
                         )
                     )
         return sources
@@ -697,7 +707,7 @@ class Runner:
     # -- SQS ------------------------------------------------------------------------------------------------------
 
     def _receive(self, source: _Source, max_messages: int, wait_s: int) -> list[dict[str, Any]]:
-        response = self.sqs.receive_message(
+        response = source.sqs.receive_message(
             QueueUrl=source.queue_url,
             MaxNumberOfMessages=max(1, min(10, max_messages)),
             WaitTimeSeconds=wait_s,
@@ -791,12 +801,13 @@ class Runner:
         done = [m for m in messages if m["MessageId"] not in failed]
         retry = [m for m in messages if m["MessageId"] in failed]
         for chunk in _chunks(done, 10):
-            self.sqs.delete_message_batch(
+            source.sqs.delete_message_batch(
                 QueueUrl=source.queue_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
             )
         delay = self.options.retry_delay_s
         if retry and delay is not None:
+            # The faster local clock is the runner's own shortcut, not Lambda's: it signs as the admin.
             for chunk in _chunks(retry, 10):
                 self.sqs.change_message_visibility_batch(
                     QueueUrl=source.queue_url,
@@ -847,7 +858,7 @@ class Runner:
                 enqueued = time.monotonic() - max(0.0, time.time() - sent)
                 self._run_async(self._pools[source.function], event, source.label, enqueued)
             if not self._stopping.is_set():
-                self.sqs.delete_message(QueueUrl=source.queue_url, ReceiptHandle=message["ReceiptHandle"])
+                source.sqs.delete_message(QueueUrl=source.queue_url, ReceiptHandle=message["ReceiptHandle"])
         except Exception:
             logger.exception("delivering an event to %s failed", source.label)
         finally:
@@ -915,11 +926,13 @@ class Runner:
 
     def _send(self, destination: Destination, body: str, attributes: dict[str, Any], spec: FunctionSpec) -> None:
         if destination.type == "SQS":
-            self.sqs.send_message(
+            self._role_sqs[spec.logical_id].send_message(
                 QueueUrl=self._queue_url(destination.arn), MessageBody=body, MessageAttributes=attributes
             )
         elif destination.type == "SNS":
-            self.sns.publish(TopicArn=destination.arn, Message=body, MessageAttributes=attributes)
+            self._role_sns[spec.logical_id].publish(
+                TopicArn=destination.arn, Message=body, MessageAttributes=attributes
+            )
         else:
             logger.warning("%s: %s destinations are not supported locally", spec.logical_id, destination.type)
 
