@@ -6,6 +6,7 @@ import boto3
 import pytest
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from moto import mock_aws
+from moto import settings as moto_settings
 from ocr_pipeline.adapters import idempotency
 from ocr_pipeline.adapters.idempotency import Once
 from pydantic import BaseModel
@@ -32,6 +33,8 @@ class Context:
 
 @pytest.fixture
 def table(monkeypatch):
+    # moto's settings are process-wide: a local stack still open in this session enforces IAM.
+    monkeypatch.setattr(moto_settings, "INITIAL_NO_AUTH_ACTION_COUNT", float("inf"))
     with mock_aws():
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         client = boto3.client("dynamodb", region_name="us-east-1")

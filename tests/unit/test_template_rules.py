@@ -134,10 +134,13 @@ def test_extra_request_buckets_are_readable_object_by_object_and_nothing_more(pa
         parameters={"RequestSourceBuckets": "partner-a,partner-b"},
     )
     document = resolved.resolve(resolved.properties("RequestSourceReadPolicy")["PolicyDocument"])
-    (statement,) = document["Statement"]
+    objects, buckets = document["Statement"]
     partition = "aws-cn" if partition_region.startswith("cn-") else "aws"
-    assert statement["Action"] == ["s3:GetObject", "s3:GetObjectVersion"]
-    assert statement["Resource"] == [f"arn:{partition}:s3:::partner-a/*", f"arn:{partition}:s3:::partner-b/*"]
+    assert objects["Action"] == ["s3:GetObject", "s3:GetObjectVersion"]
+    assert objects["Resource"] == [f"arn:{partition}:s3:::partner-a/*", f"arn:{partition}:s3:::partner-b/*"]
+    # Listing, so that a missing key is a 404 (source.not_found) rather than a 403
+    assert buckets["Action"] == ["s3:ListBucket"]
+    assert buckets["Resource"] == [f"arn:{partition}:s3:::partner-a", f"arn:{partition}:s3:::partner-b"]
 
 
 def test_without_extra_request_buckets_there_is_no_extra_read_policy():
