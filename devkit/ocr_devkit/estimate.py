@@ -374,7 +374,7 @@ def format_report(report: EstimateReport) -> str:
         lines.append("")
     lines.append(
         "Image tokens are exact (the vendor's formula on the sizes the pipeline sends); prompt tokens are close;"
-        " output tokens are a guess from page size and task (see README)."
+        " output tokens are a guess from page size and task (see docs/cli.md)."
     )
     return "\n".join(lines)
 
