@@ -33,7 +33,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
@@ -141,16 +141,10 @@ def _check_answers(endpoint_url: str, state_file: Path) -> None:
         ) from None
 
 
-def _from_fields(cls: Any, data: dict[str, Any]) -> Any:
-    """A dataclass from its to_dict(), keeping only the fields it has (the state file may be newer or older)."""
-    names = {f.name for f in fields(cls)}
-    return cls(**{key: value for key, value in data.items() if key in names})
-
-
 def running_stack(state: dict[str, Any]) -> tuple[Any, Any]:
     """(ResolvedTemplate, StackResources) of the stack `up` runs, as its runner sees them."""
     from ocr_devkit.stack.cfn import resolve_template
-    from ocr_devkit.stack.provision import ProvisionedResource, StackResources
+    from ocr_devkit.stack.provision import StackResources
 
     stack = state["stack"]
     resolved = resolve_template(
@@ -161,13 +155,8 @@ def running_stack(state: dict[str, Any]) -> tuple[Any, Any]:
         parameters=stack["parameters"],
         endpoint_url=state["endpoint_url"],
     )
-    saved = dict(stack["resources"])
-    entries = {lid: _from_fields(ProvisionedResource, entry) for lid, entry in saved.pop("resources").items()}
-    resources = _from_fields(StackResources, {**saved, "resources": entries})
-    for resource in resources:
-        # As provisioning recorded them: Ref and GetAtt now answer with what moto created.
-        if not resource.local_only and resource.logical_id in resolved.resources:
-            resolved.record(resource.logical_id, {"Ref": resource.ref, **resource.attributes})
+    resources = StackResources.from_dict(stack["resources"])
+    resources.record_in(resolved)
     return resolved, resources
 
 

@@ -7,16 +7,15 @@ filter policy on `event_type`, exactly as a consumer in the cloud would set it u
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.up import admin_client
+from tests.support.up import admin_client, start_up, stop_up
+from tests.support.up import cli as run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTNER = "partner-documents"
@@ -29,26 +28,11 @@ pytestmark = pytest.mark.timeout(420)
 def up(tmp_path_factory):
     """A running `ocr-pipeline up` and the JSON it printed; stopped with SIGTERM afterwards."""
     workdir = tmp_path_factory.mktemp("up")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ocr_devkit.cli", "up", "--param", f"RequestSourceBuckets={PARTNER}"],
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process, description = start_up(workdir, "--param", f"RequestSourceBuckets={PARTNER}")
     try:
-        line = process.stdout.readline()
-        assert line, f"`up` printed nothing; stderr: {process.stderr.read()}"
-        description = json.loads(line)
         yield description, process, workdir
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_up(process)
 
 
 def client(description, service):
@@ -160,9 +144,7 @@ def test_submit_and_replay_work_against_the_running_stack(up):
     sqs.send_message(QueueUrl=outputs["LastResortQueueUrl"], MessageBody=json.dumps(request))
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "ocr_devkit.cli", *args], cwd=workdir, capture_output=True, text=True, timeout=180
-        )
+        return run_cli(workdir, *args, timeout=180)
 
     # When: it is replayed to the request queue, and a new request is submitted and waited for
     replayed = cli("replay", "LastResortQueue", "--to", "RequestQueue", "--json")

@@ -16,9 +16,8 @@ from typing import Any
 import boto3
 
 
-@contextmanager
-def running_up(workdir: Path, *args: str) -> Iterator[dict[str, Any]]:
-    """`ocr-pipeline up ARGS` started in `workdir`; yields the JSON it printed, stops it with SIGTERM."""
+def start_up(workdir: Path, *args: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """`ocr-pipeline up ARGS` started in `workdir`: the process and the JSON it printed."""
     process = subprocess.Popen(
         [sys.executable, "-m", "ocr_devkit.cli", "up", *args],
         cwd=workdir,
@@ -27,20 +26,32 @@ def running_up(workdir: Path, *args: str) -> Iterator[dict[str, Any]]:
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    line = process.stdout.readline() if process.stdout else ""
+    if not line:
+        stop_up(process)
+        raise AssertionError(f"`up` printed nothing; stderr: {process.stderr.read() if process.stderr else ''}")
+    return process, json.loads(line)
+
+
+def stop_up(process: subprocess.Popen[str]) -> None:
+    """SIGTERM, as Ctrl-C would; killed if it does not stop within a minute."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def running_up(workdir: Path, *args: str) -> Iterator[dict[str, Any]]:
+    """`ocr-pipeline up ARGS` started in `workdir`; yields the JSON it printed, stops it with SIGTERM."""
+    process, description = start_up(workdir, *args)
     try:
-        line = process.stdout.readline() if process.stdout else ""
-        if not line:
-            process.wait(timeout=30)
-            raise AssertionError(f"`up` printed nothing; stderr: {process.stderr.read() if process.stderr else ''}")
-        yield json.loads(line)
+        yield description
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_up(process)
 
 
 def cli(workdir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

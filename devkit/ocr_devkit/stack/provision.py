@@ -202,6 +202,26 @@ class StackResources:
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, default=str)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StackResources:
+        """The inverse of `to_dict`: the resources of a stack another process provisioned (`invoke`)."""
+        resources = {lid: ProvisionedResource(**entry) for lid, entry in data["resources"].items()}
+        return cls(
+            stack_name=data["stack_name"],
+            region=data["region"],
+            account_id=data["account_id"],
+            endpoint_url=data["endpoint_url"],
+            resources=resources,
+            skipped=dict(data.get("skipped") or {}),
+            warnings=list(data.get("warnings") or []),
+        )
+
+    def record_in(self, resolved: ResolvedTemplate) -> None:
+        """Make Ref and GetAtt of `resolved` answer with what was provisioned, as provisioning did."""
+        for resource in self:
+            if not resource.local_only and resource.logical_id in resolved.resources:
+                resolved.record(resource.logical_id, {"Ref": resource.ref, **resource.attributes})
+
 
 class ProvisioningError(RuntimeError):
     """moto refused to create a resource; the message names it."""

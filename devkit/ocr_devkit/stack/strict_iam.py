@@ -258,17 +258,22 @@ def missing_keys_as_aws(app: WsgiApp, account_id: str) -> WsgiApp:
             captured.update(status=status, headers=headers, exc_info=exc_info)
             return lambda _data: None
 
-        body = b"".join(app(environ, capture))
-        bucket, _ = target
-        if captured["status"].startswith("404") and b"NoSuchBucket" not in body:
+        response = app(environ, capture)
+        if captured["status"].startswith("404"):
+            # Only a 404 is read here: an object's body passes through untouched.
+            body = b"".join(response)
+            bucket, _ = target
             headers = {k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")}
-            if not caller_may(headers, account_id, "s3:ListBucket", f"arn:aws:s3:::{bucket}"):
+            if b"NoSuchBucket" not in body and not caller_may(
+                headers, account_id, "s3:ListBucket", f"arn:aws:s3:::{bucket}"
+            ):
                 denied = b"" if environ["REQUEST_METHOD"] == "HEAD" else _ACCESS_DENIED_XML
                 start_response(
                     "403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(denied)))]
                 )
                 return [denied]
+            response = [body]
         start_response(captured["status"], captured["headers"])
-        return [body]
+        return response
 
     return serve
