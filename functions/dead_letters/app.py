@@ -9,12 +9,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from ocr_pipeline.adapters.redelivery import Redelivery
 from ocr_pipeline.pipeline.failures import DeadLetterService
 from ocr_pipeline.pipeline.wiring import dead_letter_service
 
 logger = Logger()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
+redelivery = Redelivery()
 
 
 @logger.inject_lambda_context
@@ -24,7 +26,8 @@ def handler(event: dict[str, Any], context: LambdaContext, service: DeadLetterSe
 
     def record_handler(record: SQSRecord) -> None:
         logger.warning("dead letter", extra={"source_queue": record.event_source_arn})
-        service.handle(record.body, record.message_id)
+        with redelivery.when_ready(record):
+            service.handle(record.body, record.message_id)
         metrics.add_metric(name="DeadLetters", unit=MetricUnit.Count, value=1)
 
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

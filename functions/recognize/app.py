@@ -10,6 +10,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from ocr_pipeline.adapters.idempotency import Once
+from ocr_pipeline.adapters.redelivery import Redelivery
 from ocr_pipeline.pipeline.model import PageWork
 from ocr_pipeline.pipeline.wiring import page_service
 from ocr_pipeline.pipeline.work import PageService
@@ -17,6 +18,7 @@ from ocr_pipeline.pipeline.work import PageService
 logger = Logger()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
+redelivery = Redelivery()
 # Keep this much of the invocation for storing and publishing after the last OCR call.
 SAFETY_MARGIN_MS = 10_000
 
@@ -31,7 +33,8 @@ def handler(event: dict[str, Any], context: LambdaContext, service: PageService 
     def record_handler(record: SQSRecord) -> None:
         work = PageWork.model_validate_json(record.body)
         logger.append_keys(job_id=work.job.job_id)
-        once.run(work, lambda: service.process(work, deadline=deadline), context)
+        with redelivery.when_ready(record):
+            once.run(work, lambda: service.process(work, deadline=deadline), context)
         metrics.add_metric(name="PagesProcessed", unit=MetricUnit.Count, value=len(work.pages))
 
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -10,6 +10,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from ocr_pipeline.adapters.idempotency import Once
+from ocr_pipeline.adapters.redelivery import Redelivery
 from ocr_pipeline.pipeline.intake import IntakeOutcome
 from ocr_pipeline.pipeline.requests import RequestMessage, RequestService
 from ocr_pipeline.pipeline.wiring import request_service
@@ -17,6 +18,7 @@ from ocr_pipeline.pipeline.wiring import request_service
 logger = Logger()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
+redelivery = Redelivery()
 
 
 @logger.inject_lambda_context
@@ -29,9 +31,10 @@ def handler(event: dict[str, Any], context: LambdaContext, service: RequestServi
         # Bad requests come back as REJECTED (answered with document.failed); only what another
         # delivery may fix raises, so that the record is reported as failed and retried.
         message = RequestMessage(message_id=record.message_id, body=record.body)
-        stored = once.run(
-            message, lambda: service.handle(message.body, message.message_id).model_dump(mode="json"), context
-        )
+        with redelivery.when_ready(record):
+            stored = once.run(
+                message, lambda: service.handle(message.body, message.message_id).model_dump(mode="json"), context
+            )
         outcome = IntakeOutcome.model_validate(stored)
         logger.info("request handled", extra={"message_id": record.message_id, **outcome.model_dump(exclude_none=True)})
         metrics.add_metric(name=f"Requests{outcome.decision.value.title()}", unit=MetricUnit.Count, value=1)

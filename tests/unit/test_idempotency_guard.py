@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from moto import mock_aws
 from moto import settings as moto_settings
 from ocr_pipeline.adapters import idempotency
 from ocr_pipeline.adapters.idempotency import Once
+from ocr_pipeline.pipeline.ports import WorkInProgress
 from pydantic import BaseModel
 
 TABLE = "idempotency"
@@ -95,8 +95,11 @@ def test_a_repeat_of_work_in_progress_waits_and_gives_up_before_its_own_deadline
 
     def twin_arrives_meanwhile() -> dict:
         # While the first delivery runs, its duplicate finds the key in progress.
-        with pytest.raises(IdempotencyAlreadyInProgressError):
+        with pytest.raises(WorkInProgress) as raised:
             inner.run(upload, lambda: calls.append("twin") or {}, Context(30_000))
+        # It says when the twin's key is free at the latest: when the twin's own time is up.
+        assert idempotency.WAIT_MARGIN_S <= raised.value.retry_after_s <= 30 - sum(waited)
+        assert raised.value.retryable and raised.value.code == "pipeline.in_progress"
         return {"decision": "enqueued"}
 
     assert outer.run(upload, twin_arrives_meanwhile, Context(60_000)) == {"decision": "enqueued"}

@@ -96,6 +96,24 @@ def test_every_function_queue_has_a_dlq_and_six_times_the_function_timeout():
     assert consumed >= 1
 
 
+def test_a_chained_dead_letter_queue_leaves_its_consumer_deliveries_of_its_own():
+    # SQS counts receives "across all queues" (ReceiveMessage API reference): a dead letter arrives with its
+    # source queue's count, so a DLQ that is itself redriven needs a higher maxReceiveCount, or its
+    # consumer never sees the message.
+    queues = of_type("AWS::SQS::Queue")
+    checked = 0
+    for name, queue in queues.items():
+        redrive = queue["Properties"].get("RedrivePolicy")
+        if not redrive:
+            continue
+        target = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        target_redrive = queues[target]["Properties"].get("RedrivePolicy")
+        if target_redrive:
+            assert target_redrive["maxReceiveCount"] >= redrive["maxReceiveCount"] + 3, (name, target)
+            checked += 1
+    assert checked >= 2  # PageQueue and RequestQueue
+
+
 def test_dead_letter_queues_and_function_errors_raise_alarms():
     alarms = of_type("AWS::CloudWatch::Alarm")
     watched = {str(alarm["Properties"]["Dimensions"][0]["Value"]) for alarm in alarms.values()}

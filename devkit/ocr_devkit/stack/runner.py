@@ -18,7 +18,8 @@ Local shortcuts (same semantics, faster clock):
 
 * `retry_delay_s` (default 1 s): a failed SQS record's visibility is set to this many seconds (rounded up:
   ChangeMessageVisibility takes whole seconds) instead of waiting out the queue's VisibilityTimeout, and
-  async retries wait this long instead of Lambda's 1–2 minutes. `None` keeps the real clock.
+  async retries wait this long instead of Lambda's 1–2 minutes. `None` keeps the real clock. A record whose
+  visibility the function set itself (a held lease) keeps what the function set, as on AWS.
 * `duplicate_rate`: a share of deliveries is invoked twice with the identical event, as at-least-once
   delivery can. The original invocation decides what is deleted; the duplicate only counts in the stats.
   Workers then count their successful AWS writes per invocation, and a duplicate that succeeded without
@@ -39,7 +40,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -124,6 +125,7 @@ class InvocationResult:
     attempt: int = 1
     duplicate: bool = False
     writes: int | None = None  # successful state-changing AWS calls, when the workers count them
+    deferred: tuple[str, ...] = ()  # receipt handles whose visibility the function set itself
     event: Any = None
 
     def to_dict(self, *, include_event: bool = False) -> dict[str, Any]:
@@ -174,6 +176,7 @@ class _CallOutcome:
     timed_out: bool = False
     worker_lost: bool = False  # the worker exited or was killed: do not reuse it
     writes: int | None = None
+    deferred: tuple[str, ...] = ()
 
 
 _MAIN_LOCK = threading.Lock()
@@ -257,7 +260,7 @@ class _Worker:
                 worker_lost=True,
             )
         try:
-            _, _, ok, payload, duration_ms, _memory, writes = self.conn.recv()
+            _, _, ok, payload, duration_ms, _memory, writes, deferred = self.conn.recv()
         except (EOFError, OSError):
             self.kill()
             error = {
@@ -266,11 +269,15 @@ class _Worker:
             }
             return _CallOutcome(ok=False, error=error, duration_ms=elapsed, worker_lost=True)
         if ok:
-            return _CallOutcome(ok=True, payload=json.loads(payload), duration_ms=duration_ms, writes=writes)
+            return _CallOutcome(
+                ok=True, payload=json.loads(payload), duration_ms=duration_ms, writes=writes, deferred=tuple(deferred)
+            )
         lost = payload.get("errorType") == "Runtime.ExitError"
         if lost:
             self.process.join(5)
-        return _CallOutcome(ok=False, error=payload, duration_ms=duration_ms, worker_lost=lost, writes=writes)
+        return _CallOutcome(
+            ok=False, error=payload, duration_ms=duration_ms, worker_lost=lost, writes=writes, deferred=tuple(deferred)
+        )
 
     def _exit_message(self) -> str:
         self.process.join(1)
@@ -363,6 +370,7 @@ class _FunctionPool:
             attempt=attempt,
             duplicate=duplicate,
             writes=outcome.writes,
+            deferred=outcome.deferred,
             event=event,
         )
         self.runner._record(result, killed=outcome.timed_out)
@@ -763,7 +771,7 @@ class Runner:
                 if repeat.writes == 0 and not repeat_failed:
                     self._count(source.function, duplicates_dropped=1)
             if not self._stopping.is_set():
-                self._settle(source, messages, failed)
+                self._settle(source, messages, failed, set(result.deferred))
         except Exception:
             logger.exception("delivering a batch to %s failed", source.label)
         finally:
@@ -797,9 +805,13 @@ class Runner:
             failed.add(identifier)
         return failed
 
-    def _settle(self, source: _Source, messages: list[dict[str, Any]], failed: set[str]) -> None:
+    def _settle(
+        self, source: _Source, messages: list[dict[str, Any]], failed: set[str], deferred: Set[str] = frozenset()
+    ) -> None:
         done = [m for m in messages if m["MessageId"] not in failed]
-        retry = [m for m in messages if m["MessageId"] in failed]
+        # A record the function gave back with its own visibility comes back when the function said (a lease
+        # running out): the faster clock would only bring it back to find the lease still held.
+        retry = [m for m in messages if m["MessageId"] in failed and m["ReceiptHandle"] not in deferred]
         for chunk in _chunks(done, 10):
             source.sqs.delete_message_batch(
                 QueueUrl=source.queue_url,

@@ -3,9 +3,9 @@
 moto checks a request's signature and its caller's policies once `INITIAL_NO_AUTH_ACTION_COUNT` is 0,
 but leaves gaps that would let a missing permission pass locally and fail on the first deploy:
 
-* SNS, DynamoDB and Secrets Manager requests are checked against the resource `*`, so a policy that
-  names the topic, table or secret (as every least-privilege policy does) never matches. Here each
-  request is checked against the ARN it acts on.
+* SNS, DynamoDB and Secrets Manager requests, and SQS's `GetQueueUrl`, are checked against the resource
+  `*`, so a policy that names the topic, table, secret or queue (as every least-privilege policy does)
+  never matches. Here each request is checked against the ARN it acts on.
 * Batch operations are no IAM actions of their own. SQS's `SendMessageBatch` needs `sqs:SendMessage`
   (likewise for deleting and changing visibility), SNS's `PublishBatch` needs `sns:Publish`, and DynamoDB's
   `TransactWriteItems`, `TransactGetItems`, `BatchWriteItem` and `BatchGetItem` need the item-level action
@@ -43,6 +43,8 @@ from moto.sns.responses import SNSResponse
 from moto.sqs.responses import SQSResponse
 
 from .clients import ADMIN_ACCESS_KEY_ID, ADMIN_SECRET_ACCESS_KEY
+
+_moto_sqs_resource = SQSResponse._determine_resource
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -185,6 +187,18 @@ def _sns_resource(self: Any) -> str:
     return "*"
 
 
+def _sqs_resource(self: Any) -> str:
+    # GetQueueUrl names its queue by QueueName, which moto does not read: it checked `*`, which no policy
+    # scoped to the queue's ARN allows. AWS checks the queue's ARN.
+    name = self._get_param("QueueName") if self._get_action() == "GetQueueUrl" else None
+    if name:
+        try:
+            return str(self.sqs_backend.get_queue(name).queue_arn)
+        except Exception:
+            return "*"
+    return str(_moto_sqs_resource(self))
+
+
 def _secret_resource(self: Any) -> str:
     secret_id = _json_body(self).get("SecretId")
     if not secret_id:
@@ -202,6 +216,7 @@ def _patch_resource_checks() -> None:
     SNSResponse._determine_resource = _sns_resource  # type: ignore[attr-defined]
     SNSResponse._authenticate_and_authorize_normal_action = _authorise_batches_as_single  # type: ignore[method-assign]
     SQSResponse._authenticate_and_authorize_normal_action = _authorise_batches_as_single  # type: ignore[method-assign]
+    SQSResponse._determine_resource = _sqs_resource  # type: ignore[method-assign]
     SecretsManagerResponse._determine_resource = _secret_resource  # type: ignore[attr-defined]
     DynamoHandler._authenticate_and_authorize_normal_action = _authorise_dynamodb  # type: ignore[method-assign]
 

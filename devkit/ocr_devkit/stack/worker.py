@@ -5,11 +5,15 @@ the handler's own imports cost. The parent (`runner.py`) talks to it over a pipe
 
     parent → worker   ("invoke", request_id, event_json) | ("stop",)
     worker → parent   ("ready", init_ms) | ("init_error", error, init_ms)
-                      ("result", request_id, ok, payload_json | error, duration_ms, max_memory_mb, writes)
+                      ("result", request_id, ok, payload_json | error, duration_ms, max_memory_mb, writes,
+                       deferred)
 
 `writes` is the number of AWS calls of the invocation that changed something (a put, an update, a
 publish, a send...) and succeeded, when the runner asked for it (`count_writes`), else None: it tells
 a repeated delivery that the function rightly ignored from one that did the work again.
+
+`deferred` lists the receipt handles whose visibility the function set itself (ChangeMessageVisibility):
+the runner's faster retry clock leaves those records alone, so they come back when the function said.
 
 The parent enforces the function timeout: it kills a worker that does not answer in time.
 """
@@ -181,6 +185,27 @@ class _WriteCounter:
         return writes
 
 
+class _VisibilityChanges:
+    """Receipt handles whose visibility the handler changed itself during the current invocation."""
+
+    def __init__(self) -> None:
+        self.handles: list[str] = []
+
+    def register(self, client: Any) -> None:
+        client.meta.events.register("before-parameter-build.sqs.ChangeMessageVisibility", self._single)
+        client.meta.events.register("before-parameter-build.sqs.ChangeMessageVisibilityBatch", self._batch)
+
+    def _single(self, params: dict[str, Any], **_: Any) -> None:
+        self.handles.append(params.get("ReceiptHandle", ""))
+
+    def _batch(self, params: dict[str, Any], **_: Any) -> None:
+        self.handles.extend(entry.get("ReceiptHandle", "") for entry in params.get("Entries", []))
+
+    def take(self) -> list[str]:
+        handles, self.handles = self.handles, []
+        return handles
+
+
 class _CrashAfterPut:
     """Kills the worker the moment an S3 PutObject of a key matching `pattern` has succeeded.
 
@@ -227,7 +252,9 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
     started = time.perf_counter()
     init_error: dict[str, Any] | None = None
     counter: _WriteCounter | None = None
+    visibility_changes = _VisibilityChanges()
     try:
+        _on_every_new_client(visibility_changes.register)
         # Before the handler's import, so that a client it builds at import time is hooked too.
         if config.count_writes:
             counter = _WriteCounter()
@@ -267,6 +294,7 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
         exiting = False
         if counter is not None:
             counter.take()
+        visibility_changes.take()
         try:
             result = handler(json.loads(event_json), LambdaContext(config, request_id, deadline))
             try:
@@ -292,7 +320,9 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
         first = False
         writes = counter.take() if counter is not None else None
         try:
-            conn.send(("result", request_id, reply[0], reply[1], duration_ms, memory, writes))
+            conn.send(
+                ("result", request_id, reply[0], reply[1], duration_ms, memory, writes, visibility_changes.take())
+            )
         except (BrokenPipeError, OSError):
             return
         if exiting:

@@ -15,6 +15,9 @@ class OcrPipelineError(Exception):
 
     code: ClassVar[str] = "internal.error"
     retryable: ClassVar[bool] = False
+    # Set on a retryable error that knows when another try can succeed (a lease running out): its
+    # message should come back then, not at once (a wasted receive) nor after the full visibility timeout.
+    retry_after_s: float | None = None
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)

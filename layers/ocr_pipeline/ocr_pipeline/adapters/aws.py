@@ -15,6 +15,7 @@ from typing import Any, BinaryIO, cast
 from ..pipeline.events import ErrorInfo, EventEnvelope
 from ..pipeline.model import JobSpec
 from ..pipeline.ports import (
+    Claim,
     JobState,
     JobStatus,
     ObjectInfo,
@@ -220,6 +221,17 @@ class DynamoJobStore:
                 return False
             raise StorageError(f"DynamoDB failed: {_error_code(exc) or exc}") from None
 
+    def _claim(self, lease_attribute: str, now: float, **update: Any) -> Claim:
+        """A conditional update that takes a lease; refused, it says how long the holder's lease still runs."""
+        try:
+            self.client.update_item(TableName=self.table_name, ReturnValuesOnConditionCheckFailure="ALL_OLD", **update)
+            return Claim(granted=True)
+        except Exception as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise StorageError(f"DynamoDB failed: {_error_code(exc) or exc}") from None
+            held_until = getattr(exc, "response", {}).get("Item", {}).get(lease_attribute, {}).get("N")
+            return Claim(granted=False, held_for_s=max(float(held_until) - now, 0.0) if held_until else 0.0)
+
     def create_job(self, spec: JobSpec, *, failed_with: ErrorInfo | None = None) -> bool:
         now = int(self._clock())
         item: dict[str, Any] = {
@@ -346,10 +358,11 @@ class DynamoJobStore:
             raise StorageError(f"DynamoDB failed: {_error_code(exc) or exc}") from None
         return sorted(records, key=lambda r: r.page)
 
-    def claim_usage_publication(self, job_id: str, page: int, lease_s: float) -> bool:
+    def claim_usage_publication(self, job_id: str, page: int, lease_s: float) -> Claim:
         now = self._clock()
-        return self._conditional(
-            self.client.update_item,
+        return self._claim(
+            "usage_claim_until",
+            now,
             Key=self._key(job_id, _page_sk(page)),
             UpdateExpression="SET usage_claim_until = :until",
             ConditionExpression=(
@@ -371,10 +384,11 @@ class DynamoJobStore:
             ExpressionAttributeValues={":true": {"BOOL": True}},
         )
 
-    def claim_finalization(self, job_id: str, lease_s: float) -> bool:
+    def claim_finalization(self, job_id: str, lease_s: float) -> Claim:
         now = self._clock()
-        return self._conditional(
-            self.client.update_item,
+        return self._claim(
+            "finalize_until",
+            now,
             Key=self._key(job_id, JOB_SK),
             UpdateExpression="SET #status = :finalizing, finalize_until = :until",
             ConditionExpression="#status = :running OR (#status = :finalizing AND finalize_until < :now)",

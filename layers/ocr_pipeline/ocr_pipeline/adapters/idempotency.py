@@ -25,6 +25,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from pydantic import BaseModel
 
+from ..pipeline.ports import WorkInProgress
 from .aws import aws_client
 
 # Longer than any redelivery: SQS gives up after maxReceiveCount x visibility (5 x 30 min), Lambda's
@@ -88,6 +89,11 @@ class Once:
             except IdempotencyAlreadyInProgressError:
                 # Its twin is running, or crashed and holds the key until its own invocation's end.
                 if self._clock() + pause > wait_until:
-                    raise
+                    # The twin started before us with the same timeout: its key is free at the latest
+                    # when our own invocation would end, which is about WAIT_MARGIN_S from now.
+                    raise WorkInProgress(
+                        f"{self.name} work for this key is in progress in another invocation",
+                        retry_after_s=max(wait_until - self._clock(), 0.0) + WAIT_MARGIN_S,
+                    ) from None
                 self._sleep(pause)
                 pause = min(pause * 2, 5.0)

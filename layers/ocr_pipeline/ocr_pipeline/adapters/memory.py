@@ -11,6 +11,7 @@ from typing import BinaryIO
 from ..pipeline.events import ErrorInfo, EventEnvelope
 from ..pipeline.model import JobSpec
 from ..pipeline.ports import (
+    Claim,
     JobState,
     JobStatus,
     ObjectInfo,
@@ -135,30 +136,32 @@ class MemoryJobStore:
         with self._lock:
             return sorted((r for (j, _), r in self.pages.items() if j == job_id), key=lambda r: r.page)
 
-    def claim_usage_publication(self, job_id: str, page: int, lease_s: float) -> bool:
+    def claim_usage_publication(self, job_id: str, page: int, lease_s: float) -> Claim:
         with self._lock:
             record = self.pages[(job_id, page)]
             now = self._clock()
-            if record.usage_published or self._usage_claims.get((job_id, page), 0) > now:
-                return False
+            held_until = self._usage_claims.get((job_id, page), 0)
+            if record.usage_published or held_until > now:
+                return Claim(granted=False, held_for_s=max(held_until - now, 0.0))
             self._usage_claims[(job_id, page)] = now + lease_s
-            return True
+            return Claim(granted=True)
 
     def mark_usage_published(self, job_id: str, page: int) -> None:
         with self._lock:
             record = self.pages[(job_id, page)]
             self.pages[(job_id, page)] = record.model_copy(update={"usage_published": True})
 
-    def claim_finalization(self, job_id: str, lease_s: float) -> bool:
+    def claim_finalization(self, job_id: str, lease_s: float) -> Claim:
         with self._lock:
             job = self.jobs[job_id]
             now = self._clock()
-            stale = job.status is JobStatus.FINALIZING and self._final_claims.get(job_id, 0) <= now
+            held_until = self._final_claims.get(job_id, 0)
+            stale = job.status is JobStatus.FINALIZING and held_until <= now
             if job.status is JobStatus.RUNNING or stale:
                 job.status = JobStatus.FINALIZING
                 self._final_claims[job_id] = now + lease_s
-                return True
-            return False
+                return Claim(granted=True)
+            return Claim(granted=False, held_for_s=max(held_until - now, 0.0))
 
     def finish_job(self, job_id: str, status: JobStatus, *, result_uri=None, error=None) -> None:
         with self._lock:

@@ -40,6 +40,23 @@ class ClaimHeld(OcrPipelineError):
     code = "pipeline.claim_held"
     retryable = True
 
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        # When trying again can succeed: as the holder's lease runs out. A delivery that came back
+        # sooner would only find the claim held again and spend one of the message's receives.
+        self.retry_after_s = retry_after_s
+
+
+class WorkInProgress(OcrPipelineError):
+    """The same unit of work is running in another invocation (or died there and holds its key until its deadline)."""
+
+    code = "pipeline.in_progress"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
 
 class QueueSendError(OcrPipelineError):
     """Some entries of a batch were not accepted; `failed` lists their ids and reasons."""
@@ -108,6 +125,15 @@ class EventBus(Protocol):
     def publish(self, envelope: EventEnvelope) -> None: ...
 
 
+class Claim(BaseModel):
+    """The answer to asking for a leased claim: granted, or held by someone else for `held_for_s` more."""
+
+    model_config = ConfigDict(frozen=True)
+
+    granted: bool
+    held_for_s: float = 0.0
+
+
 class JobStatus(StrEnum):
     RUNNING = "running"
     FINALIZING = "finalizing"
@@ -165,11 +191,11 @@ class JobStore(Protocol):
 
     def list_pages(self, job_id: str) -> list[PageRecord]: ...
 
-    def claim_usage_publication(self, job_id: str, page: int, lease_s: float) -> bool: ...
+    def claim_usage_publication(self, job_id: str, page: int, lease_s: float) -> Claim: ...
 
     def mark_usage_published(self, job_id: str, page: int) -> None: ...
 
-    def claim_finalization(self, job_id: str, lease_s: float) -> bool: ...
+    def claim_finalization(self, job_id: str, lease_s: float) -> Claim: ...
 
     def finish_job(
         self, job_id: str, status: JobStatus, *, result_uri: str | None = None, error: ErrorInfo | None = None

@@ -208,8 +208,12 @@ class PageService:
         record = record or self.jobs.get_page(spec.job_id, page)
         if record is None or record.status is not PageStatus.DONE or record.usage_published or record.usage is None:
             return
-        if not self.jobs.claim_usage_publication(spec.job_id, page, self.settings.claim_lease_s):
-            raise ClaimHeld(f"page {page} of job {spec.job_id}: its usage event is being published elsewhere")
+        claim = self.jobs.claim_usage_publication(spec.job_id, page, self.settings.claim_lease_s)
+        if not claim.granted:
+            raise ClaimHeld(
+                f"page {page} of job {spec.job_id}: its usage event is being published elsewhere",
+                retry_after_s=claim.held_for_s,
+            )
         if method is None:
             # Recorded by an earlier delivery: how it was read is in its stored result.
             method = self._load_page(record).method
@@ -243,8 +247,9 @@ class PageService:
         job = self.jobs.get_job(job_id)
         if job is None or not job.settled or job.status not in (JobStatus.RUNNING, JobStatus.FINALIZING):
             return None
-        if not self.jobs.claim_finalization(job_id, self.settings.claim_lease_s):
-            raise ClaimHeld(f"job {job_id} is being finalised elsewhere")
+        claim = self.jobs.claim_finalization(job_id, self.settings.claim_lease_s)
+        if not claim.granted:
+            raise ClaimHeld(f"job {job_id} is being finalised elsewhere", retry_after_s=claim.held_for_s)
         spec = job.spec
         records = self.jobs.list_pages(job_id)
         pages = [self._load_page(record) for record in records]
