@@ -1,4 +1,7 @@
-"""Page work from the queue → prepare, recognise, record, and finish the document when it is the last page."""
+"""Page work from the queue → prepare, recognise, record, and finish the document when it is the last page.
+
+The same queue carries PageDispatch messages, which send a large document's next page messages.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from ocr_pipeline.adapters.idempotency import Once
 from ocr_pipeline.adapters.redelivery import Redelivery
-from ocr_pipeline.pipeline.model import PageWork
-from ocr_pipeline.pipeline.wiring import page_service
+from ocr_pipeline.pipeline.intake import DocumentIntake
+from ocr_pipeline.pipeline.model import PAGE_QUEUE_MESSAGE, PageDispatch
+from ocr_pipeline.pipeline.wiring import document_intake, page_service
 from ocr_pipeline.pipeline.work import PageService
 
 logger = Logger()
@@ -25,14 +29,22 @@ SAFETY_MARGIN_MS = 10_000
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext, service: PageService | None = None) -> dict[str, Any]:
+def handler(
+    event: dict[str, Any],
+    context: LambdaContext,
+    service: PageService | None = None,
+    intake: DocumentIntake | None = None,
+) -> dict[str, Any]:
     service = service or page_service()
     deadline = service.deadline_from(context.get_remaining_time_in_millis() - SAFETY_MARGIN_MS)
     once = Once(service.settings.idempotency_table, name="pages", key="[job.job_id, pages]")
 
     def record_handler(record: SQSRecord) -> None:
-        work = PageWork.model_validate_json(record.body)
+        work = PAGE_QUEUE_MESSAGE.validate_json(record.body)
         logger.append_keys(job_id=work.job.job_id)
+        if isinstance(work, PageDispatch):
+            (intake or document_intake()).dispatch(work.job, work.next_page)
+            return
         with redelivery.when_ready(record):
             once.run(work, lambda: service.process(work, deadline=deadline), context)
         metrics.add_metric(name="PagesProcessed", unit=MetricUnit.Count, value=len(work.pages))

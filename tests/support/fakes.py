@@ -81,11 +81,15 @@ class Pipeline:
         return self.recognizers.setdefault((model, region), Recognizer(self.ocr, settings))
 
     def drain(self) -> int:
-        """Deliver every queued page message once, in order; returns how many were delivered."""
-        from ocr_pipeline.pipeline.model import PageWork
+        """Deliver every queued page queue message once, in order, as the recognize handler routes them."""
+        from ocr_pipeline.pipeline.model import PAGE_QUEUE_MESSAGE, PageDispatch
 
         delivered = 0
         while self.queue.bodies:
-            self.pages.process(PageWork.model_validate_json(self.queue.bodies.pop(0)))
+            message = PAGE_QUEUE_MESSAGE.validate_json(self.queue.bodies.pop(0))
+            if isinstance(message, PageDispatch):
+                self.intake.dispatch(message.job, message.next_page)
+            else:
+                self.pages.process(message)
             delivered += 1
         return delivered

@@ -15,23 +15,28 @@ import tracemalloc
 from pathlib import Path
 
 import pypdfium2
-from ocr_pipeline.pipeline.model import PageWork
+from ocr_pipeline.pipeline.model import PAGE_QUEUE_MESSAGE, PageDispatch
 from ocr_pipeline.pipeline.upload import UploadedObject
 
 from tests.support.fakes import INPUT, Pipeline
 
 
 class CountingQueue:
-    """Accepts messages like SQS does: they leave the process, only their count stays."""
+    """Accepts messages like SQS does: they leave the process, only their count (and any dispatch) stays."""
 
     def __init__(self) -> None:
         self.sent = 0
         self.pages = 0
+        self.dispatches: list[PageDispatch] = []
 
     def send_all(self, bodies) -> None:
         for body in bodies:
-            self.sent += 1
-            self.pages += len(PageWork.model_validate_json(body).pages)
+            message = PAGE_QUEUE_MESSAGE.validate_json(body)
+            if isinstance(message, PageDispatch):
+                self.dispatches.append(message)
+            else:
+                self.sent += 1
+                self.pages += len(message.pages)
 
 
 def blank_pdf(pages: int) -> bytes:
@@ -59,6 +64,10 @@ def peak_bytes_to_accept(pages: int) -> tuple[int, CountingQueue]:
     finally:
         tracemalloc.stop()
     assert outcome.page_count == pages
+    # The rest of the pages go out from the dispatch messages, as the page queue's consumer sends them.
+    while queue.dispatches:
+        dispatch = queue.dispatches.pop(0)
+        p.intake.dispatch(dispatch.job, dispatch.next_page)
     return peak - before, queue
 
 

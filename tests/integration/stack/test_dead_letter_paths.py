@@ -41,8 +41,7 @@ def final_events(pipeline, key: str) -> list:
     return [
         e
         for e in pipeline.recorder.envelopes
-        if e.event_type in ("document.completed", "document.failed")
-        and (e.data.get("source") or {}).get("key") == key
+        if e.event_type in ("document.completed", "document.failed") and (e.data.get("source") or {}).get("key") == key
     ]
 
 

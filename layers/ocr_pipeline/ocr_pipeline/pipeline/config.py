@@ -31,6 +31,9 @@ class PipelineSettings(BaseModel):
     max_input_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
     max_pages: int = Field(default=5000, gt=0)
     page_chunk_size: int = Field(default=4, gt=0, le=100)
+    # Page messages one invocation sends before it hands the rest on (a PageDispatch message): 100
+    # messages are 10 SendMessageBatch calls, well inside any function's timeout.
+    dispatch_messages_per_call: int = Field(default=100, gt=0)
     # How long a worker may hold a claim (finalising a job, publishing a usage event) before
     # another may take over; a little above the function timeout.
     claim_lease_s: float = Field(default=960.0, gt=0)
@@ -77,6 +80,7 @@ class PipelineSettings(BaseModel):
             "max_input_bytes": env.get("MAX_INPUT_BYTES") or None,
             "max_pages": env.get("MAX_PAGES") or None,
             "page_chunk_size": env.get("PAGE_CHUNK_SIZE") or None,
+            "dispatch_messages_per_call": env.get("DISPATCH_MESSAGES_PER_CALL") or None,
             "claim_lease_s": env.get("CLAIM_LEASE_S") or None,
             "input_bucket": env.get("INPUT_BUCKET") or None,
             "request_source_buckets": _names(env.get("REQUEST_SOURCE_BUCKETS")),

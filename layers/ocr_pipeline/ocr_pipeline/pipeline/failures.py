@@ -1,7 +1,8 @@
 """What happens to work that ran out of retries: the document still ends, failed, with a reason.
 
 Three kinds of dead letters arrive here:
-- page messages the page queue moved to its dead-letter queue after maxReceiveCount deliveries;
+- page messages the page queue moved to its dead-letter queue after maxReceiveCount deliveries, and
+  PageDispatch messages (a large document's next page messages) that could not be sent;
 - S3 events the upload function failed on every attempt (Lambda's OnFailure destination record);
 - requests the request queue gave up on (anything else is taken for one, so nothing is dropped).
 
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 from ..errors import MalformedRequest, OcrPipelineError, PageRetriesExhausted, RequestRetriesExhausted, UploadFailed
 from .events import ErrorInfo
 from .intake import DocumentIntake, IntakeOutcome, Rejection, rejection_job_id
-from .model import PageWork
+from .model import PAGE_QUEUE_MESSAGE, PageDispatch, PageWork
 from .ports import PageRecord, PageStatus
 from .requests import read_message, readable_correlation_id
 from .upload import UploadedObject, UploadService
@@ -41,18 +42,24 @@ class DeadLetterService:
         if isinstance(letter, PageWork):
             self.page_work_exhausted(letter)
             return None
+        if isinstance(letter, PageDispatch):
+            self.page_dispatch_exhausted(letter)
+            return None
         if letter is not None:
             uploads, failure = letter
             return [self.uploads.fail(upload, failure) for upload in uploads]
         return [self.request_exhausted(body, message_id)]
 
     @staticmethod
-    def _read(body: str) -> PageWork | tuple[list[UploadedObject], UploadFailed] | None:
-        """A page message, a failed upload's objects and reason, or None for a request. Raises MalformedRequest."""
+    def _read(body: str) -> PageWork | PageDispatch | tuple[list[UploadedObject], UploadFailed] | None:
+        """A page queue message, a failed upload's objects and reason, or None for a request.
+
+        Raises MalformedRequest.
+        """
         document = read_message(body)
-        if isinstance(document, dict) and document.get("message_type") == "page_work":
+        if isinstance(document, dict) and document.get("message_type") in ("page_work", "page_dispatch"):
             try:
-                return PageWork.model_validate(document)
+                return PAGE_QUEUE_MESSAGE.validate_python(document)
             except ValidationError as exc:
                 raise MalformedRequest(f"a page message of the wrong shape: {exc.error_count()} problems") from None
         if isinstance(document, dict) and "requestPayload" in document:
@@ -96,6 +103,21 @@ class DeadLetterService:
                 )
         # Pages recorded before the failure still get their billing event, and the document its ending.
         self.pages.process(work)
+
+    def page_dispatch_exhausted(self, dispatch: PageDispatch) -> None:
+        """The pages from `next_page` on were never sent: they fail, and the document ends with the others."""
+        job_id = dispatch.job.job_id
+        jobs = self.pages.jobs
+        error = PageRetriesExhausted(
+            "the page's message could not be sent to the page queue before its dispatch ran out of deliveries"
+        )
+        for page in range(dispatch.next_page, dispatch.job.page_count + 1):
+            if jobs.get_page(job_id, page) is None:
+                jobs.record_page(
+                    job_id,
+                    PageRecord(page=page, status=PageStatus.FAILED, error=ErrorInfo.of(error.code, error.message)),
+                )
+        self.pages.finalize_if_settled(job_id)
 
 
 def _upload_failure(record: dict[str, Any]) -> tuple[list[UploadedObject], UploadFailed]:

@@ -19,8 +19,8 @@ from ..tasks import TaskOptions
 from .config import PipelineSettings
 from .documents import SNIFF_BYTES, count_pages, detect_kind
 from .events import DocumentFailed, ErrorInfo, deterministic_event_id, failed_event
-from .model import DocumentKind, JobSpec, PageWork, SourceRef, job_id_for
-from .ports import EventBus, JobStore, ObjectStore, WorkQueue
+from .model import DocumentKind, JobSpec, PageDispatch, PageWork, SourceRef, job_id_for
+from .ports import EventBus, JobStatus, JobStore, ObjectStore, WorkQueue
 
 
 class IntakeDecision(StrEnum):
@@ -136,16 +136,61 @@ class DocumentIntake:
                 return IntakeOutcome(decision=IntakeDecision.DUPLICATE, job_id=job_id, page_count=page_count)
             # Created by a delivery that died before its pages were all accepted: send them again;
             # workers are idempotent per page, so a page sent twice is recognised and billed once.
-        self.queue.send_all(self.page_messages(spec))
+        self.dispatch(spec)
         self.jobs.mark_dispatched(job_id)
         return IntakeOutcome(decision=IntakeDecision.ENQUEUED, job_id=job_id, page_count=page_count)
 
-    def page_messages(self, spec: JobSpec) -> Iterator[str]:
+    def dispatch(self, spec: JobSpec, first_page: int = 1) -> None:
+        """Send the page messages from `first_page` on: a bounded number, then one PageDispatch for the rest.
+
+        However many pages a document has, one call sends at most `dispatch_messages_per_call` messages,
+        so it ends within any function's timeout; the page queue's consumer carries on from the
+        PageDispatch message. Sending a page twice (a repeated delivery) is harmless: pages are settled
+        once. Once the first call returned, the rest is in SQS's hands, retried and dead-lettered there.
+        """
+        size = self.settings.page_chunk_size
+        last_page = min(spec.page_count, first_page + size * self.settings.dispatch_messages_per_call - 1)
+        self.queue.send_all(self.page_messages(spec, first_page, last_page))
+        if last_page < spec.page_count:
+            # Only once this call's pages are all accepted: a retry of this call then starts no second chain.
+            self.queue.send_all([PageDispatch(job=spec, next_page=last_page + 1).model_dump_json()])
+
+    def page_messages(self, spec: JobSpec, first_page: int = 1, last_page: int | None = None) -> Iterator[str]:
         """Lazily, so the sender holds one SQS batch at a time whatever the page count."""
         size = self.settings.page_chunk_size
-        for first in range(1, spec.page_count + 1, size):
-            pages = list(range(first, min(first + size, spec.page_count + 1)))
+        end = (spec.page_count if last_page is None else last_page) + 1
+        for first in range(first_page, end, size):
+            pages = list(range(first, min(first + size, end)))
             yield PageWork(job=spec, pages=pages).model_dump_json()
+
+    def fail_admission(self, admission: Admission, error: OcrPipelineError) -> IntakeOutcome:
+        """The handler of an admission failed for good. The document ends once, as the job it was admitted as.
+
+        Never a failure announced while its pages are being worked: a job whose pages went out ends with
+        them; a job created by a handler that died while sending its pages gets them all sent now (a page
+        sent twice is settled once); only a job never created fails here, under its own id.
+        """
+        job = self.jobs.get_job(admission.job_id)
+        if job is None:
+            return self.reject(self.rejection_of(admission), error)
+        if job.status is JobStatus.FAILED and not job.dispatched:
+            # Refused at admission by a handler that died before announcing it: announce it now.
+            return self.reject(self.rejection_of(admission), error)
+        if job.dispatched:
+            return IntakeOutcome(
+                decision=IntakeDecision.DUPLICATE,
+                job_id=job.spec.job_id,
+                page_count=job.spec.page_count,
+                reason="its pages went out; the document ends with them",
+            )
+        self.dispatch(job.spec)
+        self.jobs.mark_dispatched(job.spec.job_id)
+        return IntakeOutcome(
+            decision=IntakeDecision.ENQUEUED,
+            job_id=job.spec.job_id,
+            page_count=job.spec.page_count,
+            reason=f"its handler failed while sending its pages ({error.code}); they were sent again",
+        )
 
     @staticmethod
     def rejection_of(admission: Admission) -> Rejection:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ..catalog import Region
 from ..tasks import TaskOptions
@@ -67,6 +67,25 @@ class PageWork(BaseModel):
     version: Literal[1] = 1
     job: JobSpec
     pages: list[int] = Field(min_length=1)  # 1-based page numbers
+
+
+class PageDispatch(BaseModel):
+    """A message on the page queue that sends the next page messages of a job (see DocumentIntake.dispatch).
+
+    Sending every page message of a 5,000-page document in one invocation could outlive the function;
+    so each invocation sends a bounded number and hands the rest on with this message.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    message_type: Literal["page_dispatch"] = "page_dispatch"
+    version: Literal[1] = 1
+    job: JobSpec
+    next_page: int = Field(ge=1)
+
+
+PageQueueMessage = Annotated[PageWork | PageDispatch, Field(discriminator="message_type")]
+PAGE_QUEUE_MESSAGE: TypeAdapter[PageWork | PageDispatch] = TypeAdapter(PageQueueMessage)
 
 
 def job_id_for(

@@ -63,33 +63,44 @@ class UploadService:
             return self.intake.reject(self._unread_rejection(upload), missing)
         info, source, tenant = found
         try:
-            choice = choose_task(upload.key, info.metadata, self.settings.routing_rules, self.settings.default_task)
-            schema = None
-            if choice.schema_key:
-                schema = schema_from_object(self.store.get_bytes(upload.bucket, choice.schema_key), choice.schema_key)
-            options = task_options(choice, schema)
+            admission = self._admission(upload, info, source, tenant)
         except OcrPipelineError as error:
             return self.intake.reject(self._rejection(source, info, tenant), error)
+        return self.intake.admit(admission)
+
+    def fail(self, upload: UploadedObject, error: OcrPipelineError) -> IntakeOutcome:
+        """End a document whose upload could not be handled, so it does not vanish.
+
+        If the upload got as far as admitting its job, the ending belongs to that job, never to a second one.
+        """
+        found = self._look_up(upload)
+        if found is None:
+            return IntakeOutcome(decision=IntakeDecision.IGNORED, reason="object no longer exists")
+        info, source, tenant = found
+        try:
+            admission = self._admission(upload, info, source, tenant)
+        except OcrPipelineError:
+            # Its options could not be read: it was never admitted, so it fails under its raw identity.
+            return self.intake.reject(self._rejection(source, info, tenant), error)
+        return self.intake.fail_admission(admission, error)
+
+    def _admission(self, upload: UploadedObject, info: ObjectInfo, source: SourceRef, tenant: str) -> Admission:
+        """The task, schema and payer the object's key and metadata choose; raises if they cannot be read."""
+        choice = choose_task(upload.key, info.metadata, self.settings.routing_rules, self.settings.default_task)
+        schema = None
+        if choice.schema_key:
+            schema = schema_from_object(self.store.get_bytes(upload.bucket, choice.schema_key), choice.schema_key)
         ocr = self.settings.ocr
-        admission = Admission(
+        return Admission(
             source=source,
             size=info.size,
             content_type=info.content_type,
-            options=options,
+            options=task_options(choice, schema),
             model=ocr.model,
             region=ocr.region,
             tenant=tenant,
             correlation_id=info.metadata.get(META_CORRELATION_ID),
         )
-        return self.intake.admit(admission)
-
-    def fail(self, upload: UploadedObject, error: OcrPipelineError) -> IntakeOutcome:
-        """Fail a document whose upload could not be handled, so it does not vanish."""
-        found = self._look_up(upload)
-        if found is None:
-            return IntakeOutcome(decision=IntakeDecision.IGNORED, reason="object no longer exists")
-        info, source, tenant = found
-        return self.intake.reject(self._rejection(source, info, tenant), error)
 
     def _look_up(self, upload: UploadedObject) -> tuple[ObjectInfo, SourceRef, str] | None:
         """The object as it is now, its identity, and who pays for it; None once it is gone."""

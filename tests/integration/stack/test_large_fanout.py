@@ -1,0 +1,78 @@
+"""A 5,000-page upload is admitted within a 2-second upload function: it sends a bounded number of page
+messages and hands the rest on in a PageDispatch message, instead of timing out mid-enqueue (which used to
+leave one job working while Lambda's failure path announced a second, failed one).
+
+The page queue's consumer is switched off in this copy of the template, so that what the upload function
+sent can be counted on the queue; following the dispatch chain to every page is covered by
+tests/unit/test_one_job_per_upload.py.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from ocr_devkit.run import RunOptions, local_pipeline
+
+from tests.unit.test_fanout_memory import blank_pdf
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+PAGES = 5000
+
+
+def template_with_a_short_upload_timeout_and_no_page_consumer(directory: Path) -> Path:
+    text = (ROOT / "template.yaml").read_text(encoding="utf-8")
+    upload_start = text.index("\n  UploadFunction:\n")
+    upload_end = text.index("\n  RecognizeFunction:\n")
+    upload = text[upload_start:upload_end]
+    assert upload.count("      Timeout: 60\n") == 1
+    text = text[:upload_start] + upload.replace("      Timeout: 60\n", "      Timeout: 2\n") + text[upload_end:]
+    pages_event = "            Queue: !GetAtt PageQueue.Arn\n            BatchSize: 1\n"
+    assert text.count(pages_event) == 1
+    text = text.replace(pages_event, pages_event + "            Enabled: false\n")
+    text = re.sub(r"(CodeUri|ContentUri): (\S+)", lambda m: f"{m[1]}: {ROOT / m[2]}/", text)
+    path = directory / "template.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.timeout(240)
+def test_a_5000_page_upload_is_admitted_within_a_short_timeout_as_one_job(tmp_path):
+    template = template_with_a_short_upload_timeout_and_no_page_consumer(tmp_path)
+    options = RunOptions(paths=[], out_dir=tmp_path / "out", template=template)
+    with local_pipeline(options, log_dir=tmp_path / "logs") as pipeline:
+        # When a 5,000-page PDF is uploaded
+        pipeline.upload("big/archive.pdf", blank_pdf(PAGES), content_type="application/pdf")
+
+        def handled() -> list:
+            # (S3's s3:TestEvent, sent when the notification is configured, is answered with no outcomes)
+            return [r for r in pipeline.stack.runner.invocations("UploadFunction") if r.event.get("Records")]
+
+        deadline = time.monotonic() + 120
+        while not handled() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(3)  # a retry, if the first attempt had failed, would come 1 s later
+
+        # Then the upload function succeeded at its first attempt, within its 2 s
+        (upload,) = handled()
+        assert upload.ok and not upload.timed_out, upload.error
+        (outcome,) = upload.payload["outcomes"]
+        assert (outcome["decision"], outcome["page_count"]) == ("enqueued", PAGES)
+
+        # And it sent 100 page messages (400 pages) and one PageDispatch for the rest
+        sqs = pipeline.stack.boto3_client("sqs")
+        page_queue = pipeline.stack.resources["PageQueue"].physical_name
+        depth = sqs.get_queue_attributes(QueueUrl=page_queue, AttributeNames=["ApproximateNumberOfMessages"])
+        assert int(depth["Attributes"]["ApproximateNumberOfMessages"]) == 101
+
+        # And there is one job, dispatched, and no failure announced
+        dynamodb = pipeline.stack.boto3_client("dynamodb")
+        items = dynamodb.scan(TableName=pipeline.jobs_table)["Items"]
+        jobs = [item for item in items if item["sk"]["S"] == "JOB"]
+        assert len(jobs) == 1 and jobs[0]["status"]["S"] == "running"
+        pipeline.recorder.poll(wait_s=1)
+        assert [e for e in pipeline.recorder.envelopes if e.event_type == "document.failed"] == []
