@@ -27,7 +27,7 @@ def handler(event: dict[str, Any], context: LambdaContext, service: DeadLetterSe
     def record_handler(record: SQSRecord) -> None:
         logger.warning("dead letter", extra={"source_queue": record.event_source_arn})
         with redelivery.when_ready(record):
-            service.handle(record.body, record.message_id)
+            service.handle(record.body, record.message_id, record.attributes.sender_id)
         metrics.add_metric(name="DeadLetters", unit=MetricUnit.Count, value=1)
 
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

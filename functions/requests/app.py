@@ -30,10 +30,12 @@ def handler(event: dict[str, Any], context: LambdaContext, service: RequestServi
     def record_handler(record: SQSRecord) -> None:
         # Bad requests come back as REJECTED (answered with document.failed); only what another
         # delivery may fix raises, so that the record is reported as failed and retried.
-        message = RequestMessage(message_id=record.message_id, body=record.body)
+        message = RequestMessage(message_id=record.message_id, body=record.body, sender_id=record.attributes.sender_id)
         with redelivery.when_ready(record):
             stored = once.run(
-                message, lambda: service.handle(message.body, message.message_id).model_dump(mode="json"), context
+                message,
+                lambda: service.handle(message.body, message.message_id, message.sender_id).model_dump(mode="json"),
+                context,
             )
         outcome = IntakeOutcome.model_validate(stored)
         logger.info("request handled", extra={"message_id": record.message_id, **outcome.model_dump(exclude_none=True)})

@@ -108,7 +108,8 @@ def requests_sqs_batch(stack: Stack, response: Any) -> None:
     sample = json.loads((ROOT / "events" / "requests_sqs_batch.json").read_text(encoding="utf-8"))
     malformed_id = sample["Records"][1]["messageId"]
     completed = stack.final_event("document.completed", lambda e: e["correlation_id"] == "order-4711")
-    assert completed["data"]["tenant"] == "acme" and source_key(completed) == "incoming/receipt.png"
+    # (no RequestTenants mapping: billed by the stack's TenantRule, static:default)
+    assert completed["data"]["tenant"] == "default" and source_key(completed) == "incoming/receipt.png"
     refused = stack.final_event("document.failed", lambda e: e["correlation_id"] == malformed_id)
     assert error_code(refused) == "request.malformed"
 
@@ -125,7 +126,7 @@ def dead_letters_sqs_page(stack: Stack, response: Any) -> None:
 def dead_letters_sqs_request(stack: Stack, response: Any) -> None:
     assert response == {"batchItemFailures": []}
     failed = stack.final_event("document.failed", lambda e: e["correlation_id"] == "order-4712")
-    assert error_code(failed) == "request.retries_exhausted" and failed["data"]["tenant"] == "acme"
+    assert error_code(failed) == "request.retries_exhausted" and failed["data"]["tenant"] == "default"
 
 
 def dead_letters_sqs_upload_failure(stack: Stack, response: Any) -> None:

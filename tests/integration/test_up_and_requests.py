@@ -28,7 +28,10 @@ pytestmark = pytest.mark.timeout(420)
 def up(tmp_path_factory):
     """A running `ocr-pipeline up` and the JSON it printed; stopped with SIGTERM afterwards."""
     workdir = tmp_path_factory.mktemp("up")
-    process, description = start_up(workdir, "--param", f"RequestSourceBuckets={PARTNER}")
+    # Any sender may name who pays here (RequestTenants *=*); by default a request's own tenant is refused.
+    process, description = start_up(
+        workdir, "--param", f"RequestSourceBuckets={PARTNER}", "--param", "RequestTenants=*=*"
+    )
     try:
         yield description, process, workdir
     finally:

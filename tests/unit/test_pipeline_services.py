@@ -147,6 +147,29 @@ def test_tenant_comes_from_the_rule():
     assert tenants == ["acme", "globex"]
 
 
+def test_an_uploader_cannot_choose_who_pays_unless_the_tenant_rule_lets_it():
+    # Given the default rule (static:default), which does not list metadata:ocr-tenant
+    p = Pipeline()
+    outcome = upload(p, "acme/a.png", **{"ocr-tenant": "globex"})
+    assert outcome.decision is IntakeDecision.REJECTED
+    (failed,) = p.bus.of_type("document.failed")
+    assert failed.data["error"]["code"] == "request.tenant_not_allowed"
+    assert failed.data["tenant"] == "default"  # announced to whom the stack bills, not to the claimed tenant
+    assert p.queue.bodies == []
+
+
+def test_a_routing_rule_fixes_the_tenant_of_its_prefix():
+    from ocr_pipeline.pipeline.routing import TenantRule
+
+    rules = [RoutingRule(prefix="partners/globex/", tenant="globex")]
+    p = Pipeline(routing_rules=rules, tenant_rule=TenantRule.parse("metadata:ocr-tenant,static:default"))
+    upload(p, "partners/globex/a.png")
+    upload(p, "other/b.png")
+    assert [PageWork.model_validate_json(b).job.tenant for b in p.queue.bodies] == ["globex", "default"]
+    refused = upload(p, "partners/globex/c.png", **{"ocr-tenant": "initech"})
+    assert refused.decision is IntakeDecision.REJECTED
+
+
 # --- pages --------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from ocr_pipeline.pipeline.intake import IntakeDecision
 from ocr_pipeline.pipeline.model import PageWork
 from ocr_pipeline.pipeline.ports import Download
 from ocr_pipeline.pipeline.requests import RequestService, request_json_schema
+from ocr_pipeline.pipeline.routing import RequestTenants, TenantRule
 from ocr_pipeline.pipeline.sources import SourcePolicy
 
 from tests.support.fakes import INPUT, RESULTS, Pipeline, text_png
@@ -57,12 +58,13 @@ def failure_of(p: Pipeline) -> tuple[str, str, dict]:
 
 
 def test_a_valid_s3_request_is_admitted_and_answered_with_its_correlation_id():
-    p = Pipeline()
+    # (this sender may name who pays)
+    p = Pipeline(request_tenants=RequestTenants.parse("AIDAPARTNER=*"))
     p.store.put(PARTNER, "in/receipt.png", text_png(), content_type="image/png")
     body = json.dumps(
         {"source": {"bucket": PARTNER, "key": "in/receipt.png"}, "tenant": "acme", "correlation_id": "order-17"}
     )
-    outcome = service(p).handle(body, "m-1")
+    outcome = service(p).handle(body, "m-1", "AIDAPARTNER")
     assert outcome.decision is IntakeDecision.ENQUEUED
     p.drain()
     (completed,) = p.bus.of_type("document.completed")
@@ -370,3 +372,38 @@ def test_a_literal_private_address_in_the_url_is_refused_even_when_allowlisted()
     policy = SourcePolicy(url_hosts=("10.0.0.5",))
     with pytest.raises(SourceForbidden):
         policy.check_url("https://10.0.0.5/a.png")
+
+
+# --- who pays -------------------------------------------------------------------------------------------------
+
+
+def test_a_request_naming_its_own_tenant_is_refused_unless_the_operator_lets_its_sender_choose():
+    body = json.dumps({"source": {"bucket": PARTNER, "key": "in/receipt.png"}, "tenant": "someone-else"})
+    p = Pipeline(request_tenants=RequestTenants.parse("AIDAPARTNER=partner"))
+    p.store.put(PARTNER, "in/receipt.png", text_png(), content_type="image/png")
+    outcome = service(p).handle(body, "m-1", "AIDAPARTNER")
+    assert outcome.decision is IntakeDecision.REJECTED
+    code, _, data = failure_of(p)
+    assert code == "request.tenant_not_allowed" and data["tenant"] is None
+    assert p.queue.bodies == []
+
+
+def test_a_mapped_sender_is_billed_to_its_tenant_and_a_role_sender_matches_without_its_session():
+    body = json.dumps({"source": {"bucket": PARTNER, "key": "in/receipt.png"}})
+    p = Pipeline(request_tenants=RequestTenants.parse("AROAPARTNERROLE=partner, *=shared"))
+    p.store.put(PARTNER, "in/receipt.png", text_png(), content_type="image/png")
+    service(p).handle(body, "m-1", "AROAPARTNERROLE:i-0abc")
+    service(p).handle(
+        json.dumps({"source": {"bucket": PARTNER, "key": "in/receipt.png"}, "correlation_id": "x"}), "m-2", "AIDAOTHER"
+    )
+    p.drain()
+    assert sorted(e.data["tenant"] for e in p.bus.of_type("document.completed")) == ["partner", "shared"]
+
+
+def test_an_unmapped_request_is_billed_by_the_tenant_rule_of_its_source_key():
+    p = Pipeline(tenant_rule=TenantRule.parse("prefix"))
+    p.store.put(PARTNER, "acme/receipt.png", text_png(), content_type="image/png")
+    service(p).handle(json.dumps({"source": {"bucket": PARTNER, "key": "acme/receipt.png"}}), "m-1", "AIDAANY")
+    p.drain()
+    (completed,) = p.bus.of_type("document.completed")
+    assert completed.data["tenant"] == "acme"

@@ -159,6 +159,7 @@ class LocalStack:
         return self
 
     def _start_server(self) -> None:
+        from . import sqs_sender
         from .moto_server import AtomicDynamoMotoServer
         from .strict_iam import create_admin, iam_enforced
 
@@ -177,6 +178,8 @@ class LocalStack:
         _wait_until_answers(self.endpoint_url, timeout_s=10)
         self._iam_enforcement = contextlib.ExitStack()
         self._iam_enforcement.enter_context(iam_enforced())
+        # SenderId as AWS reports it (requests are billed by their sender): after IAM's checks are in place.
+        sqs_sender.install()
         create_admin(self._clients.client("iam"), MOTO_ACCOUNT_ID)
 
     def close(self) -> None:

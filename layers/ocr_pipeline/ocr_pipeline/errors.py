@@ -50,6 +50,13 @@ class MalformedRequest(InvalidRequest):
     code = "request.malformed"
 
 
+class TenantNotAllowed(InvalidRequest):
+    """The sender named who pays (a request's `tenant`, an object's `ocr-tenant`) where the operator's rules
+    do not let it: tenants come from the stack's configuration, not from whoever sends the work."""
+
+    code = "request.tenant_not_allowed"
+
+
 class SourceForbidden(InvalidRequest):
     """A request named a source it may not use: a bucket or host not allowed, or a private address."""
 

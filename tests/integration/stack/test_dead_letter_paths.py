@@ -99,7 +99,6 @@ def test_a_request_that_fails_on_every_delivery_is_answered_as_request_retries_e
         request = {
             "source": {"bucket": pipeline.input_bucket, "key": "partner/receipt.png"},
             "task": "text_recognition",
-            "tenant": "acme",
             "correlation_id": "poison-request-1",
         }
 
@@ -116,7 +115,7 @@ def test_a_request_that_fails_on_every_delivery_is_answered_as_request_retries_e
             answers = [e for e in pipeline.recorder.envelopes if e.correlation_id == "poison-request-1"]
         assert [a.event_type for a in answers] == ["document.failed"], answers
         assert answers[0].data["error"]["code"] == "request.retries_exhausted"
-        assert answers[0].data["tenant"] == "acme"
+        assert answers[0].data["tenant"] == "default"
         log = (tmp_path / "logs" / "RequestFunction.log").read_text(encoding="utf-8")
         # (moto reports an explicit Deny with the code "403" where AWS says AccessDeniedException)
         assert log.count("storage.error: DynamoDB failed") == 5  # RequestQueue's maxReceiveCount

@@ -11,10 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..client.settings import OcrServiceSettings
 from ..errors import ConfigurationError
 from ..tasks import DEFAULT_TASK, OcrTask
-from .routing import RoutingRule, TenantRule, parse_routing_rules
+from .routing import RequestTenants, RoutingRule, TenantRule, parse_routing_rules
 from .sources import SourcePolicy
 
-DEFAULT_TENANT_RULE = "metadata:ocr-tenant,static:default"
+# Uploaders do not choose who pays unless the operator lists metadata:ocr-tenant.
+DEFAULT_TENANT_RULE = "static:default"
 
 
 class PipelineSettings(BaseModel):
@@ -27,6 +28,7 @@ class PipelineSettings(BaseModel):
     default_task: OcrTask = DEFAULT_TASK
     routing_rules: list[RoutingRule] = Field(default_factory=list)
     tenant_rule: TenantRule = Field(default_factory=lambda: TenantRule.parse(DEFAULT_TENANT_RULE))
+    request_tenants: RequestTenants = Field(default_factory=RequestTenants)
     # Refused from the object's size alone, before a byte is downloaded.
     max_input_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
     max_pages: int = Field(default=5000, gt=0)
@@ -77,6 +79,7 @@ class PipelineSettings(BaseModel):
             "default_task": env.get("DEFAULT_TASK") or None,
             "routing_rules": parse_routing_rules(env.get("ROUTING_RULES")),
             "tenant_rule": TenantRule.parse(env.get("TENANT_RULE") or DEFAULT_TENANT_RULE),
+            "request_tenants": RequestTenants.parse(env.get("REQUEST_TENANTS")),
             "max_input_bytes": env.get("MAX_INPUT_BYTES") or None,
             "max_pages": env.get("MAX_PAGES") or None,
             "page_chunk_size": env.get("PAGE_CHUNK_SIZE") or None,

@@ -18,7 +18,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..errors import MalformedRequest, OcrPipelineError, PageRetriesExhausted, RequestRetriesExhausted, UploadFailed
+from ..errors import (
+    MalformedRequest,
+    OcrPipelineError,
+    PageRetriesExhausted,
+    RequestRetriesExhausted,
+    TenantNotAllowed,
+    UploadFailed,
+)
 from .events import ErrorInfo
 from .intake import DocumentIntake, IntakeOutcome, Rejection, rejection_job_id
 from .model import PAGE_QUEUE_MESSAGE, PageDispatch, PageWork
@@ -34,11 +41,11 @@ class DeadLetterService:
         self.pages = pages
         self.intake = intake
 
-    def handle(self, body: str, message_id: str) -> list[IntakeOutcome] | None:
+    def handle(self, body: str, message_id: str, sender_id: str | None = None) -> list[IntakeOutcome] | None:
         try:
             letter = self._read(body)
         except MalformedRequest as error:
-            return [self.request_exhausted(body, message_id, error)]
+            return [self.request_exhausted(body, message_id, error, sender_id=sender_id)]
         if isinstance(letter, PageWork):
             self.page_work_exhausted(letter)
             return None
@@ -48,7 +55,7 @@ class DeadLetterService:
         if letter is not None:
             uploads, failure = letter
             return [self.uploads.fail(upload, failure) for upload in uploads]
-        return [self.request_exhausted(body, message_id)]
+        return [self.request_exhausted(body, message_id, sender_id=sender_id)]
 
     @staticmethod
     def _read(body: str) -> PageWork | PageDispatch | tuple[list[UploadedObject], UploadFailed] | None:
@@ -69,14 +76,18 @@ class DeadLetterService:
                 raise MalformedRequest(f"a failed-upload record of the wrong shape ({type(exc).__name__})") from None
         return None
 
-    def request_exhausted(self, body: str, message_id: str, error: OcrPipelineError | None = None) -> IntakeOutcome:
+    def request_exhausted(
+        self, body: str, message_id: str, error: OcrPipelineError | None = None, *, sender_id: str | None = None
+    ) -> IntakeOutcome:
         """Answer a request that ran out of deliveries (its source kept failing, or its handler crashed)."""
         settings = self.intake.settings
         tenant = None
-        with contextlib.suppress(MalformedRequest):
+        # The tenant the request function would have billed; a claim the sender may not make names no one.
+        with contextlib.suppress(MalformedRequest, TenantNotAllowed):
             document = read_message(body)
             value = document.get("tenant") if isinstance(document, dict) else None
-            tenant = value if isinstance(value, str) else None
+            claimed = value if isinstance(value, str) else None
+            tenant = settings.request_tenants.tenant_for(sender_id, claimed, settings.tenant_rule.fallback(""))
         rejection = Rejection(
             job_id=rejection_job_id("request", message_id, body),
             source=None,

@@ -75,7 +75,10 @@ class OcrRequest(BaseModel):
     )
     model: str | None = Field(default=None, min_length=1, max_length=128)
     region: Region | None = None
-    tenant: Identifier | None = Field(default=None, description="Who is billed; from the tenant rule when omitted.")
+    tenant: Identifier | None = Field(
+        default=None,
+        description="Who is billed, where the stack's RequestTenants lets this sender choose; refused otherwise.",
+    )
     correlation_id: Identifier | None = Field(
         default=None, description="Echoed in the reply events; the SQS message id when omitted."
     )
@@ -160,10 +163,11 @@ def _problems(exc: ValidationError) -> str:
 
 
 class RequestMessage(BaseModel):
-    """A request as the queue delivered it: its SQS message id and raw body."""
+    """A request as the queue delivered it: its SQS message id, raw body, and who sent it (SQS SenderId)."""
 
     message_id: str
     body: str
+    sender_id: str | None = None
 
 
 class RequestService:
@@ -176,7 +180,7 @@ class RequestService:
         self.fetcher = fetcher
         self.policy = policy
 
-    def handle(self, body: str, message_id: str) -> IntakeOutcome:
+    def handle(self, body: str, message_id: str, sender_id: str | None = None) -> IntakeOutcome:
         """Admit the request's document, or answer it with document.failed. Raises only what another delivery may fix."""
         ocr = self.settings.ocr
         rejection = Rejection(
@@ -190,9 +194,7 @@ class RequestService:
         try:
             request = parse_request(body)
             correlation_id = request.correlation_id or message_id
-            tenant = request.tenant or self.settings.tenant_rule.tenant_for(
-                request.source.key if isinstance(request.source, S3Source) else "", {}
-            )
+            tenant = self.tenant_for(request, sender_id)
             rejection = rejection.model_copy(update={"tenant": tenant, "correlation_id": correlation_id})
             model = self._model(request.model)
             region = request.region or ocr.region
@@ -216,6 +218,12 @@ class RequestService:
             requester=f"{tenant}/{correlation_id}",
         )
         return self.intake.admit(admission)
+
+    def tenant_for(self, request: OcrRequest, sender_id: str | None) -> str:
+        """Who pays: as the operator maps the sender; the request's own `tenant` only where that allows it."""
+        key = request.source.key if isinstance(request.source, S3Source) else ""
+        by_key = self.settings.tenant_rule.tenant_for(key, {}, self.settings.routing_rules)
+        return self.settings.request_tenants.tenant_for(sender_id, request.tenant, by_key)
 
     def _model(self, requested: str | None) -> str:
         ocr = self.settings.ocr

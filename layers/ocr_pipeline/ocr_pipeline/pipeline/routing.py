@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from ..errors import ConfigurationError, InvalidRequest
+from ..errors import ConfigurationError, InvalidRequest, TenantNotAllowed
 from ..tasks import DEFAULT_TASK, OcrTask, TaskOptions, parse_schema_text
 from ..validation import check_validator_names, parse_validators
 
@@ -38,6 +38,8 @@ class RoutingRule(BaseModel):
     schema_key: str | None = None
     # Field path -> validator name, applied to documents this rule chooses the task for.
     validators: dict[str, str] | None = None
+    # Who pays for every object under this prefix, whatever chose its task.
+    tenant: str | None = Field(default=None, min_length=1, max_length=128)
 
     @field_validator("validators")
     @classmethod
@@ -147,7 +149,12 @@ def schema_from_object(body: bytes, key: str) -> dict[str, Any]:
 
 
 class TenantRule(BaseModel):
-    """Comma-separated alternatives tried in order: `metadata:<name>`, `prefix` (first key segment), `static:<name>`."""
+    """Who pays for an upload. Comma-separated alternatives tried in order: `metadata:<name>`, `prefix` (first
+    key segment), `static:<name>`. A routing rule's `tenant` comes first for objects under its prefix.
+
+    The uploader's own claim (`ocr-tenant` metadata) counts only where the operator listed
+    `metadata:ocr-tenant`; otherwise an object carrying it is refused, not silently billed elsewhere.
+    """
 
     alternatives: list[tuple[str, str]]
 
@@ -163,8 +170,27 @@ class TenantRule(BaseModel):
             raise ConfigurationError("TENANT_RULE is empty")
         return cls(alternatives=alternatives)
 
-    def tenant_for(self, key: str, metadata: dict[str, str]) -> str:
+    def tenant_for(self, key: str, metadata: dict[str, str], rules: list[RoutingRule] | None = None) -> str:
+        """Raises TenantNotAllowed when the object claims a tenant the rules do not let it choose."""
         meta = {k.lower(): v for k, v in metadata.items()}
+        claimed = meta.get(META_TENANT)
+        listed = {arg.lower() for kind, arg in self.alternatives if kind == "metadata"}
+        if claimed and META_TENANT not in listed:
+            raise TenantNotAllowed(
+                f"metadata {META_TENANT} names tenant {claimed!r}, but the stack's TenantRule does not let uploads "
+                "choose who pays"
+            )
+        ruled = [rule for rule in rules or [] if rule.tenant and key.startswith(rule.prefix)]
+        if ruled:
+            tenant = str(max(ruled, key=lambda r: len(r.prefix)).tenant)
+            if claimed and claimed != tenant:
+                raise TenantNotAllowed(f"objects under this prefix are billed to {tenant!r}, not {claimed!r}")
+            return tenant
+        return self.fallback(key, meta)
+
+    def fallback(self, key: str, metadata: dict[str, str] | None = None) -> str:
+        """The tenant the alternatives give, without judging any claim (for announcing a refused document)."""
+        meta = {k.lower(): v for k, v in (metadata or {}).items()}
         for kind, arg in self.alternatives:
             if kind == "metadata" and meta.get(arg.lower()):
                 return meta[arg.lower()]
@@ -173,3 +199,44 @@ class TenantRule(BaseModel):
             if kind == "static":
                 return arg
         return "default"
+
+
+# An SQS SenderId: an IAM user id, or a role id with the session after a colon (AROA...:session).
+ANY_SENDER = "*"
+OWN_TENANT = "*"
+
+
+class RequestTenants(BaseModel):
+    """Who pays for a request, by who sent it: `SENDER=TENANT` pairs (REQUEST_TENANTS), as the operator maps them.
+
+    SENDER is the SQS SenderId's principal (an IAM user id `AIDA...`, or a role id `AROA...`, without the
+    session) or `*` for any sender. TENANT is a name, or `*`: that sender's request names its own `tenant`.
+    Without a mapping a request is billed by TenantRule from its source key, and a request that names
+    a tenant anyway is refused.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    by_sender: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str | None) -> RequestTenants:
+        by_sender: dict[str, str] = {}
+        for part in (p.strip() for p in (text or "").split(",") if p.strip()):
+            sender, equals, tenant = (x.strip() for x in part.partition("="))
+            if not equals or not sender or not tenant:
+                raise ConfigurationError(f"REQUEST_TENANTS part {part!r} is not SENDER=TENANT")
+            by_sender[sender] = tenant
+        return cls(by_sender=by_sender)
+
+    def tenant_for(self, sender_id: str | None, requested: str | None, fallback: str) -> str:
+        principal = (sender_id or "").split(":", 1)[0]
+        mapped = self.by_sender.get(principal) or self.by_sender.get(ANY_SENDER)
+        if mapped == OWN_TENANT:
+            return requested or fallback
+        if requested is not None and requested != (mapped or fallback):
+            raise TenantNotAllowed(
+                f"the request names tenant {requested!r}, but the stack's RequestTenants does not let its sender "
+                "choose who pays"
+            )
+        return mapped or fallback

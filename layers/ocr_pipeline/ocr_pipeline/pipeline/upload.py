@@ -7,7 +7,7 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel
 
-from ..errors import OcrPipelineError
+from ..errors import OcrPipelineError, TenantNotAllowed
 from .config import PipelineSettings
 from .intake import Admission, DocumentIntake, IntakeDecision, IntakeOutcome, Rejection, rejection_job_id
 from .model import SourceRef
@@ -61,11 +61,11 @@ class UploadService:
             # Deleted before we got to it: nothing left to recognise, but the upload still ends, as failed.
             missing = SourceNotFound(f"s3://{upload.bucket}/{upload.key} was deleted before it was processed")
             return self.intake.reject(self._unread_rejection(upload), missing)
-        info, source, tenant = found
+        info, source = found
         try:
-            admission = self._admission(upload, info, source, tenant)
+            admission = self._admission(upload, info, source)
         except OcrPipelineError as error:
-            return self.intake.reject(self._rejection(source, info, tenant), error)
+            return self.intake.reject(self._rejection(source, info), error)
         return self.intake.admit(admission)
 
     def fail(self, upload: UploadedObject, error: OcrPipelineError) -> IntakeOutcome:
@@ -76,16 +76,17 @@ class UploadService:
         found = self._look_up(upload)
         if found is None:
             return IntakeOutcome(decision=IntakeDecision.IGNORED, reason="object no longer exists")
-        info, source, tenant = found
+        info, source = found
         try:
-            admission = self._admission(upload, info, source, tenant)
+            admission = self._admission(upload, info, source)
         except OcrPipelineError:
             # Its options could not be read: it was never admitted, so it fails under its raw identity.
-            return self.intake.reject(self._rejection(source, info, tenant), error)
+            return self.intake.reject(self._rejection(source, info), error)
         return self.intake.fail_admission(admission, error)
 
-    def _admission(self, upload: UploadedObject, info: ObjectInfo, source: SourceRef, tenant: str) -> Admission:
+    def _admission(self, upload: UploadedObject, info: ObjectInfo, source: SourceRef) -> Admission:
         """The task, schema and payer the object's key and metadata choose; raises if they cannot be read."""
+        tenant = self.settings.tenant_rule.tenant_for(upload.key, info.metadata, self.settings.routing_rules)
         choice = choose_task(upload.key, info.metadata, self.settings.routing_rules, self.settings.default_task)
         schema = None
         if choice.schema_key:
@@ -102,8 +103,8 @@ class UploadService:
             correlation_id=info.metadata.get(META_CORRELATION_ID),
         )
 
-    def _look_up(self, upload: UploadedObject) -> tuple[ObjectInfo, SourceRef, str] | None:
-        """The object as it is now, its identity, and who pays for it; None once it is gone."""
+    def _look_up(self, upload: UploadedObject) -> tuple[ObjectInfo, SourceRef] | None:
+        """The object as it is now and its identity; None once it is gone."""
         try:
             info = self.store.head(upload.bucket, upload.key, upload.version_id)
         except SourceNotFound:
@@ -114,7 +115,7 @@ class UploadService:
             version_id=info.version_id or upload.version_id,
             etag=(info.etag or upload.etag or "").strip('"') or None,
         )
-        return info, source, self.settings.tenant_rule.tenant_for(upload.key, info.metadata)
+        return info, source
 
     def _unread_rejection(self, upload: UploadedObject) -> Rejection:
         """For an object that could not be looked at: identified by what its notification said of it."""
@@ -124,13 +125,17 @@ class UploadService:
             version_id=upload.version_id,
             etag=(upload.etag or "").strip('"') or None,
         )
-        return self._rejection(
-            source, ObjectInfo(size=upload.size or 0), self.settings.tenant_rule.tenant_for(upload.key, {})
-        )
+        return self._rejection(source, ObjectInfo(size=upload.size or 0))
 
-    def _rejection(self, source: SourceRef, info: ObjectInfo, tenant: str) -> Rejection:
+    def _rejection(self, source: SourceRef, info: ObjectInfo) -> Rejection:
         """Options could not be read, so the job is identified by the object and its raw metadata."""
         raw = json.dumps({"source": source.model_dump(), "metadata": info.metadata}, sort_keys=True)
+        rule = self.settings.tenant_rule
+        try:
+            tenant = rule.tenant_for(source.key, info.metadata, self.settings.routing_rules)
+        except TenantNotAllowed:
+            # Announced to whoever the stack bills by its own rules, never to the tenant the object claimed.
+            tenant = rule.fallback(source.key)
         return Rejection(
             job_id=rejection_job_id(raw),
             source=source,
