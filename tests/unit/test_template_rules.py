@@ -175,3 +175,131 @@ def test_the_dashboard_plots_every_metric_the_code_emits():
     assert missing == []
     for name in FUNCTIONS:
         assert "${" + name + "}" in body
+
+
+def listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def denies_plain_http(statement: dict[str, Any]) -> bool:
+    return (
+        statement["Effect"] == "Deny"
+        and statement["Principal"] == "*"
+        and statement.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+    )
+
+
+def test_only_the_functions_that_publish_may_publish_to_the_topic():
+    # Given the functions whose own policies let them publish to the topic
+    publishers = {
+        f"{name}Role"
+        for name, function in FUNCTIONS.items()
+        for statement in statements(function)
+        if "sns:Publish" in listed(statement["Action"]) and statement["Resource"] == {"Ref": "NotificationTopic"}
+    }
+    assert publishers
+    # Then the topic's one policy denies publishing to everyone else, by the caller's role ARN
+    (policy,) = [
+        p["Properties"]["PolicyDocument"]
+        for p in of_type("AWS::SNS::TopicPolicy").values()
+        if {"Ref": "NotificationTopic"} in p["Properties"]["Topics"]
+    ]
+    (deny,) = [
+        s
+        for s in policy["Statement"]
+        if s["Effect"] == "Deny" and "sns:Publish" in listed(s["Action"]) and not denies_plain_http(s)
+    ]
+    assert deny["Principal"] == "*"
+    assert deny["Resource"] == {"Ref": "NotificationTopic"}
+    ((operator, keys),) = deny["Condition"].items()
+    assert operator in ("ArnNotEquals", "ArnNotLike")
+    assert set(keys) == {"aws:PrincipalArn"}
+    exempt = listed(keys["aws:PrincipalArn"])
+    assert all(arn["Fn::GetAtt"][1] == "Arn" for arn in exempt)
+    assert {arn["Fn::GetAtt"][0] for arn in exempt} == publishers
+
+
+def test_every_queue_and_the_topic_refuse_plain_http():
+    queue_policies = of_type("AWS::SQS::QueuePolicy").values()
+    for name in of_type("AWS::SQS::Queue"):
+        covering = [
+            statement
+            for policy in queue_policies
+            if {"Ref": name} in policy["Properties"]["Queues"]
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+            if denies_plain_http(statement) and {"Fn::GetAtt": [name, "Arn"]} in listed(statement["Resource"])
+        ]
+        assert covering, f"{name} accepts plain HTTP"
+        assert all(listed(s["Action"]) == ["sqs:*"] for s in covering), name
+    topic_statements = [
+        statement
+        for policy in of_type("AWS::SNS::TopicPolicy").values()
+        if {"Ref": "NotificationTopic"} in policy["Properties"]["Topics"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if denies_plain_http(statement)
+    ]
+    assert len(topic_statements) == 1
+    # Every action a topic policy can name, publishing and subscribing first
+    assert set(listed(topic_statements[0]["Action"])) == {
+        "sns:Publish",
+        "sns:Subscribe",
+        "sns:ListSubscriptionsByTopic",
+        "sns:GetTopicAttributes",
+        "sns:SetTopicAttributes",
+        "sns:AddPermission",
+        "sns:RemovePermission",
+        "sns:DeleteTopic",
+    }
+
+
+def test_no_function_may_write_the_whole_result_bucket():
+    resolved = resolve_template(ROOT / "template.yaml", stack_name="t")
+    bucket = resolved.attribute("ResultBucket", "Arn")
+    for name in FUNCTIONS:
+        for policy in resolved.properties(name)["Policies"]:
+            for statement in policy.get("Statement", []):
+                if "s3:PutObject" not in listed(statement["Action"]):
+                    continue
+                for resource in listed(statement["Resource"]):
+                    if resource.startswith(bucket):
+                        prefix = resource.removeprefix(f"{bucket}/").removesuffix("*")
+                        assert prefix.endswith("/") and "*" not in prefix and len(prefix) > 1, (name, resource)
+
+
+def test_each_function_writes_only_the_result_prefixes_the_layer_writes_it_to():
+    """The policies name the prefixes as text; the layer's settings decide them. They must agree."""
+    from ocr_pipeline.pipeline.config import PipelineSettings
+
+    resolved = resolve_template(ROOT / "template.yaml", stack_name="t")
+    bucket = resolved.attribute("ResultBucket", "Arn")
+    # Given the settings each function runs with: the layer's defaults and whatever its environment sets
+    settings = {
+        name: PipelineSettings.from_env(
+            {k: str(v) for k, v in resolved.properties(name)["Environment"]["Variables"].items()}
+        )
+        for name in FUNCTIONS
+    }
+    # (page results and document results from the page worker, document results from the dead-letter
+    # function, copies of URL sources from the request function, nothing from the upload function)
+    writes = {
+        "RecognizeFunction": lambda s: {s.work_prefix, s.result_prefix},
+        "DeadLetterFunction": lambda s: {s.result_prefix},
+        "RequestFunction": lambda s: {s.source_prefix},
+    }
+    for name in FUNCTIONS:
+        # Then its policy may put objects under exactly those prefixes of the result bucket
+        granted = {
+            resource.removeprefix(f"{bucket}/").removesuffix("*")
+            for policy in resolved.properties(name)["Policies"]
+            for statement in policy.get("Statement", [])
+            if "s3:PutObject" in listed(statement["Action"])
+            for resource in listed(statement["Resource"])
+            if resource.startswith(f"{bucket}/")
+        }
+        assert granted == writes.get(name, lambda s: set())(settings[name]), name
+    # And the result bucket's lifecycle expires the prefixes the functions write to
+    rules = {
+        rule["Id"]: rule["Prefix"] for rule in resolved.properties("ResultBucket")["LifecycleConfiguration"]["Rules"]
+    }
+    assert rules["expire-page-work"] == settings["RecognizeFunction"].work_prefix
+    assert rules["expire-fetched-sources"] == settings["RequestFunction"].source_prefix

@@ -13,6 +13,13 @@ but leaves gaps that would let a missing permission pass locally and fail on the
   batch operation's own name, which no policy grants; here each is checked as AWS checks it.
 * S3 answers `HeadObject`/`GetObject` on a missing key with 403 unless the caller may `s3:ListBucket` on
   the bucket; moto answers 404 regardless (`missing_keys_as_aws`).
+* moto never reads an SNS topic's own policy. AWS refuses a request that an explicit Deny in it matches,
+  whatever the caller's policies allow; so does this module (`resource_policy_denies`), for what such a
+  Deny can say without the cloud: its actions, resources and principals, and conditions on
+  `aws:PrincipalArn` (a role session's is its role's ARN) and `aws:SecureTransport` (a request is judged
+  as the SDKs send it on AWS, over TLS: the local endpoint is plain HTTP). A Deny with any other
+  condition key or operator, or with NotAction, NotResource or NotPrincipal, is not applied. SQS queue
+  policies are not read: the template's only deny plain HTTP.
 
 The local stack's own set-up and the CLI's user-side commands sign with one admin user
 (`ADMIN_ACCESS_KEY_ID`); every function signs with credentials from assuming its own role (`roles.py`).
@@ -29,6 +36,7 @@ from urllib.parse import unquote
 
 from moto import settings
 from moto.core.authorization import ActionAuthenticatorMixin
+from moto.core.exceptions import AccessDeniedError
 from moto.dynamodb.responses import DynamoHandler
 from moto.iam.access_control import (
     CreateAccessKeyFailure,
@@ -41,6 +49,7 @@ from moto.iam.models import iam_backends
 from moto.secretsmanager.responses import SecretsManagerResponse
 from moto.sns.responses import SNSResponse
 from moto.sqs.responses import SQSResponse
+from moto.sts.models import sts_backends
 
 from .clients import ADMIN_ACCESS_KEY_ID, ADMIN_SECRET_ACCESS_KEY
 
@@ -211,10 +220,133 @@ def _secret_resource(self: Any) -> str:
         return "*"
 
 
+# --- an SNS topic's own policy --------------------------------------------------------------------------------
+
+
+class _DeniedByResourcePolicy(AccessDeniedError):
+    """AccessDenied (403) as IAM words a resource policy's refusal."""
+
+    def __init__(self, caller: str, action: str, resource: str) -> None:
+        message = (
+            f"User: {caller} is not authorized to perform: {action} on resource: {resource} "
+            "with an explicit deny in a resource-based policy"
+        )
+        super(AccessDeniedError, self).__init__("AccessDenied", message)
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _glob(pattern: str, value: str, *, ignore_case: bool = False) -> bool:
+    expression = re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
+    return re.fullmatch(expression, value, re.IGNORECASE if ignore_case else 0) is not None
+
+
+def _arn_like(pattern: str, arn: str) -> bool:
+    # IAM compares an ARN's six colon-separated parts one by one, so a wildcard never spans a colon.
+    patterns, parts = pattern.split(":", 5), arn.split(":", 5)
+    return len(patterns) == len(parts) and all(_glob(p, v) for p, v in zip(patterns, parts, strict=True))
+
+
+_CONDITION_OPERATORS: dict[str, Callable[[list[str], str], bool]] = {
+    "ArnEquals": lambda expected, actual: any(_arn_like(e, actual) for e in expected),
+    "ArnLike": lambda expected, actual: any(_arn_like(e, actual) for e in expected),
+    "ArnNotEquals": lambda expected, actual: not any(_arn_like(e, actual) for e in expected),
+    "ArnNotLike": lambda expected, actual: not any(_arn_like(e, actual) for e in expected),
+    "StringEquals": lambda expected, actual: actual in expected,
+    "StringNotEquals": lambda expected, actual: actual not in expected,
+    "StringLike": lambda expected, actual: any(_glob(e, actual) for e in expected),
+    "StringNotLike": lambda expected, actual: not any(_glob(e, actual) for e in expected),
+    "Bool": lambda expected, actual: actual in (e.lower() for e in expected),
+}
+
+
+def _conditions_hold(condition: dict[str, Any], context: dict[str, str]) -> bool | None:
+    """Whether every condition holds; None when one names an operator or key that is not evaluated here."""
+    for operator, entries in condition.items():
+        test = _CONDITION_OPERATORS.get(operator)
+        if test is None or not isinstance(entries, dict):
+            return None
+        for key, expected in entries.items():
+            actual = context.get(str(key).lower())
+            if actual is None:
+                return None
+            if not test([str(e) for e in _listed(expected)], actual):
+                return False
+    return True
+
+
+def _principal_matches(principal: Any, caller: tuple[str, str], account_id: str) -> bool:
+    if principal == "*":
+        return True
+    named = _listed(principal.get("AWS", [])) if isinstance(principal, dict) else []
+    # A role's ARN names its sessions too; an account (by id or root ARN) names everyone in it.
+    return any(p in ("*", *caller, account_id, f"arn:aws:iam::{account_id}:root") for p in named)
+
+
+def resource_policy_denies(
+    policy: dict[str, Any], action: str, resource: str, caller: tuple[str, str], account_id: str
+) -> bool:
+    """Whether an explicit Deny of a resource's own policy refuses `action` on `resource` to `caller`.
+
+    `caller` is (aws:PrincipalArn, the ARN the request is signed as): a role and its session, or a user twice.
+    """
+    context = {"aws:principalarn": caller[0], "aws:securetransport": "true"}
+    for statement in _listed(policy.get("Statement") or []):
+        if not isinstance(statement, dict) or statement.get("Effect") != "Deny":
+            continue
+        if {"NotAction", "NotResource", "NotPrincipal"} & set(statement):
+            continue
+        if not any(_glob(str(a), action, ignore_case=True) for a in _listed(statement.get("Action", []))):
+            continue
+        if not any(_glob(str(r), resource) for r in _listed(statement.get("Resource", "*"))):
+            continue
+        if not _principal_matches(statement.get("Principal"), caller, account_id):
+            continue
+        if _conditions_hold(statement.get("Condition") or {}, context):
+            return True
+    return False
+
+
+def _caller(response: Any) -> tuple[str, str] | None:
+    """(aws:PrincipalArn, the ARN the request is signed as) of a request's signer; None if unknown."""
+    match = _CREDENTIAL_SCOPE.search(response.headers.get("Authorization", ""))
+    if match is None:
+        return None
+    account_id = response.current_account
+    session = sts_backends[account_id]["aws"].get_assumed_role_from_access_key(match[1])
+    if session is not None:
+        return str(session.role_arn), str(session.arn)
+    try:
+        key = create_access_key(
+            account_id=account_id, partition="aws", access_key_id=match[1], headers=response.headers
+        )
+    except CreateAccessKeyFailure:
+        return None
+    return str(key.arn), str(key.arn)
+
+
+def _authorise_sns(self: Any, resource: str = "*") -> None:
+    """The caller's own policies, then the Deny statements of the topic's policy."""
+    enforced = ActionAuthenticatorMixin.request_count >= settings.INITIAL_NO_AUTH_ACTION_COUNT
+    _authorise_batches_as_single(self, resource)
+    topic = self.backend.topics.get(resource)
+    if not enforced or topic is None or not topic.policy:
+        return
+    caller = _caller(self)
+    if caller is None:
+        return
+    action = self._get_action()
+    iam_action = f"sns:{_BATCH_ACTIONS.get(action, action)}"
+    if resource_policy_denies(json.loads(topic.policy), iam_action, resource, caller, self.current_account):
+        raise _DeniedByResourcePolicy(caller[1], iam_action, resource)
+
+
 def _patch_resource_checks() -> None:
     """Teach moto which resource each of these services' requests acts on (idempotent)."""
     SNSResponse._determine_resource = _sns_resource  # type: ignore[attr-defined]
-    SNSResponse._authenticate_and_authorize_normal_action = _authorise_batches_as_single  # type: ignore[method-assign]
+    SNSResponse._authenticate_and_authorize_normal_action = _authorise_sns  # type: ignore[method-assign]
     SQSResponse._authenticate_and_authorize_normal_action = _authorise_batches_as_single  # type: ignore[method-assign]
     SQSResponse._determine_resource = _sqs_resource  # type: ignore[method-assign]
     SecretsManagerResponse._determine_resource = _secret_resource  # type: ignore[attr-defined]
