@@ -282,6 +282,8 @@ class Seeder:
         except ValueError:
             return json.dumps(document)  # not valid page work: the handler's to refuse
         job = work.job
+        if job is None:
+            return json.dumps(document)  # names a job without describing it: nothing to seed
         seeded = self.objects.get((job.source.bucket, job.source.key))
         if seeded is not None:
             source = job.source.model_copy(update={"version_id": seeded.version_id, "etag": seeded.etag})
@@ -296,14 +298,14 @@ class Seeder:
                     "correlation_id": job_id if job.correlation_id == job.job_id else job.correlation_id,
                 }
             )
-            work = work.model_copy(update={"job": job})
         if self.jobs_table is None:
             raise SampleError("the event carries page work, but the function has no JOBS_TABLE to record its job in")
         jobs = DynamoJobStore(self.jobs_table, client=self.clients.client("dynamodb"))
         if jobs.create_job(job):
             jobs.mark_dispatched(job.job_id)
             self.say(f"seeded job {job.job_id} ({job.page_count} page(s)) in {self.jobs_table}")
-        return work.model_dump_json()
+        # What the intake sends once the job is recorded: the job by its id, not its spec.
+        return PageWork(job_id=job.job_id, pages=work.pages).model_dump_json(exclude_none=True)
 
 
 # --- the command ---------------------------------------------------------------------------------------------

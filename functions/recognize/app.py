@@ -37,13 +37,13 @@ def handler(
 ) -> dict[str, Any]:
     service = service or page_service()
     deadline = service.deadline_from(context.get_remaining_time_in_millis() - SAFETY_MARGIN_MS)
-    once = Once(service.settings.idempotency_table, name="pages", key="[job.job_id, pages]")
+    once = Once(service.settings.idempotency_table, name="pages", key="[job_id, pages]")
 
     def record_handler(record: SQSRecord) -> None:
         work = PAGE_QUEUE_MESSAGE.validate_json(record.body)
-        logger.append_keys(job_id=work.job.job_id)
+        logger.append_keys(job_id=work.job_id)
         if isinstance(work, PageDispatch):
-            (intake or document_intake()).dispatch(work.job, work.next_page)
+            (intake or document_intake()).continue_dispatch(work)
             return
         with redelivery.when_ready(record):
             once.run(work, lambda: service.process(work, deadline=deadline), context)

@@ -80,6 +80,12 @@ class Pipeline:
         settings = self.settings.ocr.model_copy(update={"model": model, "region": region})
         return self.recognizers.setdefault((model, region), Recognizer(self.ocr, settings))
 
+    def spec_of(self, body: str):
+        """The job spec a page message refers to, as a worker reads it from the job record."""
+        from ocr_pipeline.pipeline.model import PageWork
+
+        return self.jobs.jobs[PageWork.model_validate_json(body).job_id].spec
+
     def drain(self) -> int:
         """Deliver every queued page queue message once, in order, as the recognize handler routes them."""
         from ocr_pipeline.pipeline.model import PAGE_QUEUE_MESSAGE, PageDispatch
@@ -88,7 +94,7 @@ class Pipeline:
         while self.queue.bodies:
             message = PAGE_QUEUE_MESSAGE.validate_json(self.queue.bodies.pop(0))
             if isinstance(message, PageDispatch):
-                self.intake.dispatch(message.job, message.next_page)
+                self.intake.continue_dispatch(message)
             else:
                 self.pages.process(message)
             delivered += 1

@@ -67,7 +67,7 @@ def peak_bytes_to_accept(pages: int) -> tuple[int, CountingQueue]:
     # The rest of the pages go out from the dispatch messages, as the page queue's consumer sends them.
     while queue.dispatches:
         dispatch = queue.dispatches.pop(0)
-        p.intake.dispatch(dispatch.job, dispatch.next_page)
+        p.intake.continue_dispatch(dispatch)
     return peak - before, queue
 
 

@@ -25,7 +25,7 @@ def test_upload_handler_decodes_the_sample_event_key_and_enqueues():
     p.store.put(bucket, "scans/invoice 2024-001.jpg", text_png(), content_type="image/jpeg")
     result = upload.handler(event, FakeLambdaContext(), service=p.upload)
     assert result["outcomes"][0]["decision"] == "enqueued"
-    assert PageWork.model_validate_json(p.queue.bodies[0]).job.source.key == "scans/invoice 2024-001.jpg"
+    assert p.spec_of(p.queue.bodies[0]).source.key == "scans/invoice 2024-001.jpg"
 
 
 def test_recognize_handler_reports_only_the_failed_record():
@@ -53,7 +53,7 @@ def test_request_handler_admits_good_requests_and_answers_bad_ones_without_retry
     service = RequestService(p.settings, p.intake, fetcher=None, policy=SourcePolicy(buckets={"ocr-input-example"}))
     result = requests.handler(event, FakeLambdaContext(), service=service)
     assert result == {"batchItemFailures": []}
-    assert PageWork.model_validate_json(p.queue.bodies[0]).job.correlation_id == "order-4711"
+    assert p.spec_of(p.queue.bodies[0]).correlation_id == "order-4711"
     (failed,) = p.bus.of_type("document.failed")
     assert failed.data["error"]["code"] == "request.malformed"
     assert failed.correlation_id == event["Records"][1]["messageId"]

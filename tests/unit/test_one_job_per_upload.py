@@ -54,7 +54,7 @@ def test_one_invocation_sends_a_bounded_number_of_page_messages_and_hands_the_re
         message = PAGE_QUEUE_MESSAGE.validate_json(p.queue.bodies.pop(0))
         if isinstance(message, PageDispatch):
             before = len(p.queue.bodies)
-            p.intake.dispatch(message.job, message.next_page)
+            p.intake.continue_dispatch(message)
             assert len(p.queue.bodies) - before <= 4 + 1
         else:
             pages.extend(message.pages)
@@ -73,7 +73,7 @@ def test_5000_pages_are_dispatched_in_bounded_steps_each_page_once():
         message = PAGE_QUEUE_MESSAGE.validate_json(p.queue.bodies.pop(0))
         if isinstance(message, PageDispatch):
             steps += 1
-            p.intake.dispatch(message.job, message.next_page)
+            p.intake.continue_dispatch(message)
         else:
             pages.extend(message.pages)
     assert pages == list(range(1, 5001))

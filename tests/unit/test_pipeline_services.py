@@ -44,8 +44,10 @@ def test_an_image_upload_becomes_one_job_and_one_page_message():
     outcome = upload(p, "docs/receipt.png")
     assert outcome.decision is IntakeDecision.ENQUEUED and outcome.page_count == 1
     work = PageWork.model_validate_json(p.queue.bodies[0])
-    assert work.pages == [1] and work.job.job_id == outcome.job_id
-    assert work.job.options.effective_task is OcrTask.TEXT_RECOGNITION
+    assert work.pages == [1] and work.job_id == outcome.job_id
+    # The message names the job; its options are read from the job record, stored once
+    assert work.job is None and work.version == 2
+    assert p.spec_of(p.queue.bodies[0]).options.effective_task is OcrTask.TEXT_RECOGNITION
     assert p.jobs.get_job(outcome.job_id).dispatched
 
 
@@ -68,7 +70,7 @@ def test_metadata_task_and_inline_schema_win_over_rules():
     p = Pipeline(routing_rules=[RoutingRule(prefix="invoices/", task=OcrTask.TABLE_PARSING)])
     schema = {"Invoice Number": "", "Total": ""}
     upload(p, "invoices/a.png", **{"ocr-task": "key_information_extraction", "ocr-schema": json.dumps(schema)})
-    options = PageWork.model_validate_json(p.queue.bodies[0]).job.options
+    options = p.spec_of(p.queue.bodies[0]).options
     assert options.task is OcrTask.KEY_INFORMATION_EXTRACTION and options.result_schema == schema
 
 
@@ -82,7 +84,7 @@ def test_longest_prefix_rule_applies_and_its_schema_object_is_read():
     p.store.put(INPUT, "schemas/invoice.json", b'{"Seller": {"Name": "", "Tax ID": ""}}')
     upload(p, "in/invoices/a.png")
     upload(p, "in/tables/b.png")
-    first, second = (PageWork.model_validate_json(b).job.options for b in p.queue.bodies)
+    first, second = (p.spec_of(b).options for b in p.queue.bodies)
     assert first.task is OcrTask.KEY_INFORMATION_EXTRACTION and first.result_schema == {
         "Seller": {"Name": "", "Tax ID": ""}
     }
@@ -143,7 +145,7 @@ def test_tenant_comes_from_the_rule():
     p = Pipeline(tenant_rule=TenantRule.parse("metadata:ocr-tenant,prefix"))
     upload(p, "acme/a.png")
     upload(p, "acme/b.png", **{"ocr-tenant": "globex"})
-    tenants = [PageWork.model_validate_json(b).job.tenant for b in p.queue.bodies]
+    tenants = [p.spec_of(b).tenant for b in p.queue.bodies]
     assert tenants == ["acme", "globex"]
 
 
@@ -165,7 +167,7 @@ def test_a_routing_rule_fixes_the_tenant_of_its_prefix():
     p = Pipeline(routing_rules=rules, tenant_rule=TenantRule.parse("metadata:ocr-tenant,static:default"))
     upload(p, "partners/globex/a.png")
     upload(p, "other/b.png")
-    assert [PageWork.model_validate_json(b).job.tenant for b in p.queue.bodies] == ["globex", "default"]
+    assert [p.spec_of(b).tenant for b in p.queue.bodies] == ["globex", "default"]
     refused = upload(p, "partners/globex/c.png", **{"ocr-tenant": "initech"})
     assert refused.decision is IntakeDecision.REJECTED
 

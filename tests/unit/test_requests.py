@@ -98,7 +98,7 @@ def test_task_schema_model_and_region_travel_with_the_job():
         }
     )
     service(p).handle(body, "m-1")
-    job = PageWork.model_validate_json(p.queue.bodies[0]).job
+    job = p.spec_of(p.queue.bodies[0])
     assert job.options.task == "key_information_extraction"
     assert job.options.result_schema == {"invoice_number": "", "card": ""}
     assert job.options.validators == {"card": "bank_card"}

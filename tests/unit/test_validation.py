@@ -7,7 +7,6 @@ import json
 import pytest
 from ocr_pipeline.errors import ConfigurationError, InvalidRequest
 from ocr_pipeline.pipeline.intake import IntakeDecision
-from ocr_pipeline.pipeline.model import PageWork
 from ocr_pipeline.pipeline.routing import choose_task, parse_routing_rules, task_options
 from ocr_pipeline.pipeline.upload import UploadedObject
 from ocr_pipeline.tasks import OcrTask, TaskOptions
@@ -231,9 +230,7 @@ def run_extraction(metadata: dict[str, str]) -> tuple[Pipeline, dict]:
     )
     outcome = p.upload.accept(UploadedObject(bucket=INPUT, key="tickets/t.png"))
     assert outcome.decision is IntakeDecision.ENQUEUED
-    assert PageWork.model_validate_json(p.queue.bodies[0]).job.options.validators == parse_validators(
-        metadata.get("ocr-validate", "")
-    )
+    assert p.spec_of(p.queue.bodies[0]).options.validators == parse_validators(metadata.get("ocr-validate", ""))
     p.drain()
     (completed,) = p.bus.of_type("document.completed")
     document = json.loads(p.store.get_text(RESULTS, completed.data["result_uri"].split(f"{RESULTS}/", 1)[1]))

@@ -23,6 +23,8 @@ from .validation import check_validator_names
 
 # The vendor allows result_schema objects nested at most three levels deep.
 MAX_SCHEMA_DEPTH = 3
+# The job record holds the schema once (DynamoDB items stop at 400 KB), and every page's prompt carries it.
+MAX_SCHEMA_BYTES = 256 * 1024
 
 
 class OcrTask(StrEnum):
@@ -85,6 +87,9 @@ class TaskOptions(BaseModel):
             depth = schema_depth(value)
             if depth > MAX_SCHEMA_DEPTH:
                 raise ValueError(f"result_schema is nested {depth} levels deep; at most {MAX_SCHEMA_DEPTH} are allowed")
+            size = len(json.dumps(value, ensure_ascii=False).encode())
+            if size > MAX_SCHEMA_BYTES:
+                raise ValueError(f"result_schema is {size} bytes of JSON; at most {MAX_SCHEMA_BYTES} are allowed")
         return value
 
     @model_validator(mode="after")

@@ -107,9 +107,9 @@ class DeadLetterService:
             "the page could not be recognised before its message ran out of deliveries; see the worker logs"
         )
         for page in work.pages:
-            if jobs.get_page(work.job.job_id, page) is None:
+            if jobs.get_page(work.job_id, page) is None:
                 jobs.record_page(
-                    work.job.job_id,
+                    work.job_id,
                     PageRecord(page=page, status=PageStatus.FAILED, error=ErrorInfo.of(error.code, error.message)),
                 )
         # Pages recorded before the failure still get their billing event, and the document its ending.
@@ -117,12 +117,13 @@ class DeadLetterService:
 
     def page_dispatch_exhausted(self, dispatch: PageDispatch) -> None:
         """The pages from `next_page` on were never sent: they fail, and the document ends with the others."""
-        job_id = dispatch.job.job_id
+        job_id = dispatch.job_id
+        spec = self.pages.job_spec(job_id)
         jobs = self.pages.jobs
         error = PageRetriesExhausted(
             "the page's message could not be sent to the page queue before its dispatch ran out of deliveries"
         )
-        for page in range(dispatch.next_page, dispatch.job.page_count + 1):
+        for page in range(dispatch.next_page, spec.page_count + 1):
             if jobs.get_page(job_id, page) is None:
                 jobs.record_page(
                     job_id,

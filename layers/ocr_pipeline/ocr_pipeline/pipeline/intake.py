@@ -20,7 +20,7 @@ from .config import PipelineSettings
 from .documents import SNIFF_BYTES, count_pages, detect_kind
 from .events import DocumentFailed, ErrorInfo, deterministic_event_id, failed_event
 from .model import DocumentKind, JobSpec, PageDispatch, PageWork, SourceRef, job_id_for
-from .ports import EventBus, JobStatus, JobStore, ObjectStore, WorkQueue
+from .ports import EventBus, JobNotFound, JobStatus, JobStore, ObjectStore, WorkQueue
 
 
 class IntakeDecision(StrEnum):
@@ -153,7 +153,14 @@ class DocumentIntake:
         self.queue.send_all(self.page_messages(spec, first_page, last_page))
         if last_page < spec.page_count:
             # Only once this call's pages are all accepted: a retry of this call then starts no second chain.
-            self.queue.send_all([PageDispatch(job=spec, next_page=last_page + 1).model_dump_json()])
+            self.queue.send_all([PageDispatch(job_id=spec.job_id, next_page=last_page + 1).model_dump_json()])
+
+    def continue_dispatch(self, dispatch: PageDispatch) -> None:
+        """Carry on sending a job's page messages from where the previous step stopped."""
+        job = self.jobs.get_job(dispatch.job_id)
+        if job is None:
+            raise JobNotFound(f"job {dispatch.job_id} has no record; its pages cannot be sent", job_id=dispatch.job_id)
+        self.dispatch(job.spec, dispatch.next_page)
 
     def page_messages(self, spec: JobSpec, first_page: int = 1, last_page: int | None = None) -> Iterator[str]:
         """Lazily, so the sender holds one SQS batch at a time whatever the page count."""
@@ -161,7 +168,7 @@ class DocumentIntake:
         end = (spec.page_count if last_page is None else last_page) + 1
         for first in range(first_page, end, size):
             pages = list(range(first, min(first + size, end)))
-            yield PageWork(job=spec, pages=pages).model_dump_json()
+            yield PageWork(job_id=spec.job_id, pages=pages).model_dump_json(exclude_none=True)
 
     def fail_admission(self, admission: Admission, error: OcrPipelineError) -> IntakeOutcome:
         """The handler of an admission failed for good. The document ends once, as the job it was admitted as.

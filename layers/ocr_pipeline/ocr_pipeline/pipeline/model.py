@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from ..catalog import Region
 from ..tasks import TaskOptions
@@ -59,14 +59,27 @@ class JobSpec(BaseModel):
 
 
 class PageWork(BaseModel):
-    """One message on the page queue: a chunk of pages of one job."""
+    """One message on the page queue: a chunk of pages of one job.
+
+    Version 2 names the job; its spec (options, a schema included) is read from the job record, stored
+    once at admission. A large schema would otherwise travel in every page message and pass SQS's
+    256 KB message limit. Version 1 carried the spec itself, and is still read.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     message_type: Literal["page_work"] = "page_work"
-    version: Literal[1] = 1
-    job: JobSpec
+    version: Literal[1, 2] = 2
+    job_id: str = Field(min_length=1)
     pages: list[int] = Field(min_length=1)  # 1-based page numbers
+    job: JobSpec | None = None  # version 1 only
+
+    @model_validator(mode="before")
+    @classmethod
+    def _job_id_of_version_1(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "job_id" not in data and isinstance(data.get("job"), dict):
+            return {**data, "job_id": data["job"].get("job_id")}
+        return data
 
 
 class PageDispatch(BaseModel):
@@ -80,7 +93,7 @@ class PageDispatch(BaseModel):
 
     message_type: Literal["page_dispatch"] = "page_dispatch"
     version: Literal[1] = 1
-    job: JobSpec
+    job_id: str = Field(min_length=1)
     next_page: int = Field(ge=1)
 
 

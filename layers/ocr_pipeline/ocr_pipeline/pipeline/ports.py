@@ -47,6 +47,12 @@ class ClaimHeld(OcrPipelineError):
         self.retry_after_s = retry_after_s
 
 
+class JobNotFound(OcrPipelineError):
+    """A page queue message names a job with no record (expired, or deleted by hand): nothing to work for."""
+
+    code = "pipeline.job_not_found"
+
+
 class WorkInProgress(OcrPipelineError):
     """The same unit of work is running in another invocation (or died there and holds its key until its deadline)."""
 

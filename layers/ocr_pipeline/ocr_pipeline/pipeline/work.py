@@ -43,9 +43,13 @@ from .events import (
     usage_event,
 )
 from .model import DocumentKind, JobSpec, PageWork
-from .ports import ClaimHeld, EventBus, JobStatus, JobStore, ObjectStore, PageRecord, PageStatus
+from .ports import ClaimHeld, EventBus, JobNotFound, JobStatus, JobStore, ObjectStore, PageRecord, PageStatus
 
 RecognizerFactory = Callable[[str, Region], Recognizer]
+
+
+# Job specs a warm worker keeps (a schema may be large; a worker sees few jobs at a time).
+SPEC_CACHE_SIZE = 32
 
 
 class PageService:
@@ -64,6 +68,21 @@ class PageService:
         self.bus = bus
         self.recognizers = recognizers
         self.limits = limits or PreparationLimits(max_input_bytes=settings.max_input_bytes)
+        # Specs never change once a job is recorded; a warm worker reads each job's once.
+        self._specs: dict[str, JobSpec] = {}
+
+    def job_spec(self, job_id: str) -> JobSpec:
+        """The job's spec, from its record (page messages name their job; they do not carry its options)."""
+        spec = self._specs.get(job_id)
+        if spec is None:
+            job = self.jobs.get_job(job_id)
+            if job is None:
+                raise JobNotFound(f"job {job_id} has no record; its pages cannot be worked", job_id=job_id)
+            spec = job.spec
+            if len(self._specs) >= SPEC_CACHE_SIZE:
+                self._specs.pop(next(iter(self._specs)))
+            self._specs[job_id] = spec
+        return spec
 
     @staticmethod
     def deadline_from(remaining_ms: float) -> float:
@@ -91,7 +110,7 @@ class PageService:
         page costs the model's latency and one S3 write, not also its drawing and its DynamoDB
         and SNS round trips.
         """
-        spec = work.job
+        spec = work.job or self.job_spec(work.job_id)
         source = _LazySource(lambda: self._open_source(spec))
         settling: list[Future[None]] = []
         try:
