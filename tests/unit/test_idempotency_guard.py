@@ -112,3 +112,16 @@ def test_without_a_table_the_work_simply_runs():
     once.run(Upload(bucket="b", key="k", etag="e"), lambda: calls.append(1) or {}, None)
     once.run(Upload(bucket="b", key="k", etag="e"), lambda: calls.append(2) or {}, None)
     assert calls == [1, 2]
+
+
+def test_two_guards_on_one_table_in_one_process_each_use_their_own_key(table):
+    # As the upload and the request handlers would in one process: each guard hashes its own key.
+    class Request(BaseModel):
+        message_id: str
+        body: str
+
+    uploads = Once(TABLE, name="upload", key="[bucket, key, etag]")
+    requests = Once(TABLE, name="request", key="message_id")
+    assert uploads.run(Upload(bucket="b", key="k", etag="e"), lambda: {"n": 1}, Context(60_000)) == {"n": 1}
+    assert requests.run(Request(message_id="m-1", body="{}"), lambda: {"n": 2}, Context(60_000)) == {"n": 2}
+    assert requests.run(Request(message_id="m-2", body="{}"), lambda: {"n": 3}, Context(60_000)) == {"n": 3}

@@ -36,7 +36,9 @@ WAIT_MARGIN_S = 15.0
 
 
 @cache
-def _persistence(table_name: str) -> DynamoDBPersistenceLayer:
+def _persistence(table_name: str, guard: str, key: str) -> DynamoDBPersistenceLayer:
+    # One layer per guard, not per table: Powertools configures a layer once (its key expression
+    # included), so a second guard sharing it would silently hash the first guard's key.
     return DynamoDBPersistenceLayer(table_name=table_name, boto3_client=aws_client("dynamodb"))
 
 
@@ -76,7 +78,7 @@ class Once:
         once = idempotent_function(
             guarded,
             data_keyword_argument="payload",
-            persistence_store=_persistence(self.table_name),
+            persistence_store=_persistence(self.table_name, self.name, self.key),
             config=config,
             key_prefix=self.name,
         )
