@@ -135,12 +135,15 @@ class OcrServiceError(OcrPipelineError):
         status_code: int | None = None,
         vendor_code: str | None = None,
         request_id: str | None = None,
+        retry_after: float | None = None,
         **details: Any,
     ) -> None:
         super().__init__(message, **details)
         self.status_code = status_code
         self.vendor_code = vendor_code
         self.request_id = request_id
+        # The server's Retry-After, in seconds: a throttle or an overloaded server saying when to come back.
+        self.retry_after = retry_after
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
@@ -158,7 +161,8 @@ class OcrInvalidParameter(OcrServiceError):
 
 
 class OcrContentRejected(OcrServiceError):
-    """400 DataInspectionFailed: the vendor's content moderation refused the input."""
+    """400 DataInspectionFailed, InvalidParameter.DataInspection and kin: the vendor's content moderation
+    refused the input (or the model's output). The same input is refused again."""
 
     code = "ocr.data_inspection_failed"
 
@@ -187,10 +191,6 @@ class OcrThrottled(OcrServiceError):
     code = "ocr.throttled"
     retryable = True
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.retry_after = retry_after
-
 
 class OcrServerError(OcrServiceError):
     code = "ocr.server_error"
@@ -198,6 +198,8 @@ class OcrServerError(OcrServiceError):
 
 
 class OcrTimeout(OcrServiceError):
+    """No answer in time: our read timeout, the deadline, or the vendor's own 408 RequestTimeOut."""
+
     code = "ocr.timeout"
     retryable = True
 
@@ -220,17 +222,22 @@ class OcrRetriesExhausted(OcrServiceError):
     code = "ocr.retries_exhausted"
     retryable = True
 
-    def __init__(self, message: str, *, last_error: OcrServiceError, attempts: int) -> None:
+    def __init__(
+        self, message: str, *, last_error: OcrServiceError, attempts: int, come_back_after_s: float | None = None
+    ) -> None:
         super().__init__(
             message,
             status_code=last_error.status_code,
             vendor_code=last_error.vendor_code,
             request_id=last_error.request_id,
+            retry_after=last_error.retry_after,
             attempts=attempts,
             last_code=last_error.code,
         )
         self.last_error = last_error
         self.attempts = attempts
+        # The server asked us to wait longer than this call may: the work comes back when it said.
+        self.retry_after_s = come_back_after_s
 
 
 # --- multi-page documents ----------------------------------------------------------------

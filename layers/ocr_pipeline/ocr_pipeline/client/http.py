@@ -27,6 +27,7 @@ from .wire import OcrCall, WireReply, build_body, error_from_reply, parse_reply
 # Leave this much of the caller's deadline for what follows the call (storing, publishing).
 DEADLINE_MARGIN_S = 2.0
 USER_AGENT = "ocr-pipeline/0.1 (+httpx)"
+WAIT_PAST_DEADLINE = "the server's Retry-After reaches past the deadline"
 
 
 class CallOutcome(BaseModel):
@@ -157,27 +158,42 @@ class QwenOcrClient:
                 if not error.retryable:
                     self._observer.call_failed(error.code)
                     raise
-                delay = self._backoff(attempt, error)
-                out_of_attempts = attempt >= self.settings.max_attempts
-                out_of_time = deadline is not None and self._clock() + delay + DEADLINE_MARGIN_S >= deadline
-                if out_of_attempts or out_of_time:
-                    why = "attempts" if out_of_attempts else "time before the deadline"
+                delay, why_not = self._next_try(attempt, error, deadline)
+                if why_not is not None:
                     self._observer.call_failed(errors.OcrRetriesExhausted.code)
                     raise errors.OcrRetriesExhausted(
-                        f"gave up after {attempt} attempt(s), out of {why}; last error {error.code}: {error.message}",
+                        f"gave up after {attempt} attempt(s), {why_not}; last error {error.code}: {error.message}",
                         last_error=error,
                         attempts=attempt,
+                        come_back_after_s=error.retry_after if why_not == WAIT_PAST_DEADLINE else None,
                     ) from error
                 self.stats.record(error)
                 self._observer.retrying(error.code)
                 self._sleep(delay)
 
-    def _backoff(self, attempt: int, error: errors.OcrServiceError) -> float:
-        if isinstance(error, errors.OcrThrottled) and error.retry_after is not None:
-            return min(error.retry_after, self.settings.backoff_max_s)
-        # Full jitter spreads a burst of throttled workers instead of retrying in lockstep.
-        ceiling = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (attempt - 1))
-        return ceiling * self._jitter()
+    def _next_try(
+        self, attempt: int, error: errors.OcrServiceError, deadline: float | None
+    ) -> tuple[float, str | None]:
+        """How long to wait before the next attempt, or why there is none.
+
+        A server's Retry-After is honoured in full: trying sooner only meets the same throttle. It is
+        capped by the call's deadline (the Lambda invocation's time), not by a fixed ceiling; what does
+        not fit gives the work back to its queue, to come back when the server said. Without a deadline
+        (the CLI) `retry_after_max_s` bounds the wait instead.
+        """
+        if attempt >= self.settings.max_attempts:
+            return 0.0, "out of attempts"
+        if error.retry_after is not None:
+            delay = error.retry_after
+            if deadline is None and delay > self.settings.retry_after_max_s:
+                return delay, f"the server asked to wait {delay:g} s, above retry_after_max_s"
+        else:
+            # Full jitter spreads a burst of throttled workers instead of retrying in lockstep.
+            ceiling = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (attempt - 1))
+            delay = ceiling * self._jitter()
+        if deadline is not None and self._clock() + delay + DEADLINE_MARGIN_S >= deadline:
+            return delay, WAIT_PAST_DEADLINE if error.retry_after is not None else "out of time before the deadline"
+        return delay, None
 
     def _attempt(self, payload: bytes, headers: dict[str, str], call: OcrCall, deadline: float | None) -> WireReply:
         if self._limiter is not None and not self._limiter.acquire(

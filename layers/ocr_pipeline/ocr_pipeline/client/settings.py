@@ -36,7 +36,10 @@ class OcrServiceSettings(BaseModel):
     read_timeout_s: float = Field(default=120.0, gt=0)
     max_attempts: int = Field(default=5, ge=1)
     backoff_base_s: float = Field(default=0.5, ge=0)
+    # Ceiling of our own exponential backoff; a server's Retry-After is capped by the deadline instead.
     backoff_max_s: float = Field(default=20.0, ge=0)
+    # The longest Retry-After honoured by a call without a deadline (the CLI); longer waits give up.
+    retry_after_max_s: float = Field(default=300.0, ge=0)
     # This process's share of the stack's requests-per-second limit; None: no limit.
     requests_per_second: float | None = Field(default=None, gt=0)
     # Pixels per token side for models we do not know (self-hosted Qwen-VL); Qwen3-VL uses 32.

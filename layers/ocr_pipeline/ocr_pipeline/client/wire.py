@@ -165,30 +165,55 @@ def _parse_compatible(body: dict[str, Any], call: OcrCall) -> WireReply:
     return WireReply(result=result, usage=usage, request_id=body.get("request_id") or body.get("id"))
 
 
+# 400 codes that no retry can fix, besides InvalidParameter (the default for a 400).
 _PERMANENT_400: dict[str, type[errors.OcrServiceError]] = {
-    "datainspectionfailed": errors.OcrContentRejected,
-    "data_inspection_failed": errors.OcrContentRejected,
     "arrearage": errors.OcrAccountError,
 }
+# Statuses the vendor's status-code page answers with "please try again later": 408 RequestTimeOut,
+# 429 throttling, and the server side (500 InternalError, 502, 503 ServiceUnavailable, 504).
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _is_data_inspection(code: str) -> bool:
+    """DataInspectionFailed, InvalidParameter.DataInspection, data_inspection_failed: content moderation."""
+    return "datainspection" in code.replace("_", "").replace(".", "")
 
 
 def error_from_reply(status: int, body: Any, retry_after: float | None = None) -> errors.OcrServiceError:
-    """Map a non-200 reply of either protocol to a typed error."""
+    """Map a non-200 reply of either protocol to a typed error.
+
+    The native API puts `code`, `message` and `request_id` at the top level; the compatible one nests
+    `code`, `message` and `type` under `error`; some gateways write `msg` for the message. Any of them.
+    """
     vendor_code: str | None = None
-    message = ""
+    message: str | None = None
     request_id: str | None = None
     if isinstance(body, dict):
-        request_id = body.get("request_id")
         nested = body.get("error")
-        detail: dict[str, Any] = nested if isinstance(nested, dict) else body
-        vendor_code = detail.get("code") if isinstance(detail.get("code"), str) else None
-        message = str(detail.get("message") or "")
+        detail: dict[str, Any] = nested if isinstance(nested, dict) else {}
+        for layer in (detail, body):
+            vendor_code = vendor_code or _text(layer.get("code")) or _text(layer.get("type"))
+            message = message or _text(layer.get("message")) or _text(layer.get("msg"))
+            request_id = request_id or _text(layer.get("request_id"))
     message = message or f"HTTP {status}"
-    kwargs: dict[str, Any] = {"status_code": status, "vendor_code": vendor_code, "request_id": request_id}
+    kwargs: dict[str, Any] = {
+        "status_code": status,
+        "vendor_code": vendor_code,
+        "request_id": request_id,
+        "retry_after": retry_after,
+    }
     normalized = (vendor_code or "").lower()
+    if _is_data_inspection(normalized):
+        return errors.OcrContentRejected(message, **kwargs)
     if status == 429 or normalized.startswith("throttling") or normalized.startswith("limit_requests"):
-        return errors.OcrThrottled(message, retry_after=retry_after, **kwargs)
-    if status >= 500:
+        return errors.OcrThrottled(message, **kwargs)
+    if status == 408 or normalized == "requesttimeout":
+        return errors.OcrTimeout(message, **kwargs)
+    if status >= 500 or status in RETRYABLE_STATUSES:
         return errors.OcrServerError(message, **kwargs)
     if status == 401:
         return errors.OcrUnauthorized(message, **kwargs)
