@@ -1,7 +1,7 @@
 """`ocr-pipeline`: try the OCR core on a file, and run the pipeline on a laptop.
 
 Exit codes: 0 success; 1 a document failed (the error code is printed); 2 bad command
-line; 3 configuration error (missing key, unknown model, bad region).
+line; 3 configuration error (missing key, unknown model, bad region); 130 interrupted.
 """
 
 from __future__ import annotations

@@ -16,10 +16,18 @@ Besides the vendor's endpoints it serves a small control API for tests and the l
 
 Faults apply to the vendor endpoints only, as soon as a request's body has been read (before
 authentication), so a scripted fault always hits the next request whatever it contains.
+
+Once `stop()` returns, no thread of the emulator is left inside the OCR engine, and none will enter
+it: onnxruntime and OpenCV release the GIL while they compute, and a thread that takes it back after
+the interpreter has begun to finalise is ended by pthread_exit, whose unwinding through their C++
+frames calls std::terminate and aborts the whole process (SIGABRT, 134 in a shell). A request that
+would reach the engine after `stop()` has begun gets no reply: its connection is cut, as every open
+one is.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -67,6 +75,10 @@ MAX_BODY_BYTES = 11 * 1024 * 1024
 OCR_CACHE_SIZE = 32
 
 
+class _Stopping(Exception):
+    """The emulator is stopping: the request is dropped before it reaches the OCR engine."""
+
+
 class Recogniser(Protocol):
     """What the server needs from an OCR engine (the real one, or a fake in unit tests)."""
 
@@ -112,6 +124,10 @@ class EmulatorServer:
         self._stopping = threading.Event()
         self._cache: OrderedDict[tuple[str, int, int, bool], list[Line]] = OrderedDict()
         self._cache_lock = threading.Lock()
+        # Taken before the engine's own lock, and `stopping` checked once it is held: a request queued
+        # behind another never starts the engine after stop() has begun, so stop() waits for at most the
+        # one call in progress. The engine serialises its calls anyway, so no throughput is lost.
+        self._engine_turn = threading.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -126,19 +142,26 @@ class EmulatorServer:
             target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="dashscope-emulator", daemon=True
         )
         self._thread.start()
+        # An emulator nobody stopped is stopped before the interpreter finalises (see the module's docstring).
+        atexit.register(self.stop)
         return self
 
     def stop(self) -> None:
-        """Stop serving; hanging and keep-alive connections are cut rather than waited for."""
+        """Stop serving; hanging and keep-alive connections are cut rather than waited for.
+
+        Returns once every request thread has ended, which takes at most the OCR call in progress.
+        """
         httpd, thread = self._httpd, self._thread
         if httpd is None:
             return
+        atexit.unregister(self.stop)
         self._stopping.set()
         httpd.shutdown()
         httpd.close_connections()
         httpd.server_close()
         if thread is not None:
             thread.join(timeout=5)
+        httpd.join_request_threads()
         self._httpd = self._thread = None
 
     def __enter__(self) -> Self:
@@ -209,7 +232,10 @@ class EmulatorServer:
         image = request.image.image
         if image.size != (width, height):
             image = image.resize((width, height), Image.Resampling.BICUBIC)
-        lines = self.engine.recognise(image, correct_rotation=request.enable_rotate)
+        with self._engine_turn:
+            if self._stopping.is_set():
+                raise _Stopping
+            lines = self.engine.recognise(image, correct_rotation=request.enable_rotate)
         with self._cache_lock:
             self._cache[key] = lines
             while len(self._cache) > OCR_CACHE_SIZE:
@@ -218,17 +244,54 @@ class EmulatorServer:
 
 
 class _HttpServer(ThreadingHTTPServer):
+    # Request threads stay daemons, so that an emulator left running never holds up the interpreter's
+    # exit on an idle keep-alive connection; the stdlib joins only non-daemon ones, so they are joined
+    # here instead (`join_request_threads`), once their connections are cut.
     daemon_threads = True
+    block_on_close = False
     emulator: EmulatorServer
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         super().__init__(address, handler)
         self._connections: set[socket.socket] = set()
+        self._connections_closed = False
+        self._request_threads: set[threading.Thread] = set()
         self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name="dashscope-emulator-request",
+            daemon=True,
+        )
+        with self._connections_lock:
+            self._request_threads.add(thread)
+        thread.start()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._request_threads.discard(threading.current_thread())
+
+    def join_request_threads(self) -> None:
+        """Wait for every request thread; call after `shutdown()`, so that no new one starts."""
+        with self._connections_lock:
+            threads = list(self._request_threads)
+        for thread in threads:
+            thread.join()
 
     def track(self, connection: socket.socket) -> None:
         with self._connections_lock:
             self._connections.add(connection)
+            closed = self._connections_closed
+        if closed:
+            # Accepted just before the server stopped, after close_connections() had run: cut it too, or
+            # its thread would wait up to the handler's timeout for a request line that never comes.
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     def untrack(self, connection: socket.socket) -> None:
         with self._connections_lock:
@@ -236,6 +299,7 @@ class _HttpServer(ThreadingHTTPServer):
 
     def close_connections(self) -> None:
         with self._connections_lock:
+            self._connections_closed = True
             connections = list(self._connections)
         for connection in connections:
             with contextlib.suppress(OSError):
@@ -349,6 +413,9 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(400, "InvalidParameter", "the request body is not valid JSON")
             request = parse_native(body) if mode == "native" else parse_compatible(body)
             reply = answer(request, self.emulator.recognise(request))
+        except _Stopping:
+            self.close_connection = True
+            return
         except ApiError as error:
             self.emulator.recorder.answered(entry, status=error.status, request_id=request_id, error_code=error.code)
             self._send_error(mode, error, request_id)
