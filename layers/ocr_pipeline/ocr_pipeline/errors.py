@@ -7,7 +7,10 @@ switch on it. `retryable` tells the caller whether trying again can help.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .usage import Usage
 
 
 class OcrPipelineError(Exception):
@@ -210,10 +213,16 @@ class OcrConnectionError(OcrServiceError):
 
 
 class OcrMalformedResponse(OcrServiceError):
-    """The body is not the documented shape. Usually a truncated or proxied reply, so worth one more try."""
+    """The body cannot be read: not JSON, or no choices, content or usage. Usually a truncated or proxied
+    reply, so worth one more try. (A readable reply whose content is odd is never this: see results.py.)"""
 
     code = "ocr.malformed_response"
     retryable = True
+
+    def __init__(self, message: str, *, billed_usage: Usage | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        # The usage the reply carried, when that much could be read: the vendor billed this attempt.
+        self.billed_usage = billed_usage
 
 
 class OcrRetriesExhausted(OcrServiceError):
@@ -223,7 +232,13 @@ class OcrRetriesExhausted(OcrServiceError):
     retryable = True
 
     def __init__(
-        self, message: str, *, last_error: OcrServiceError, attempts: int, come_back_after_s: float | None = None
+        self,
+        message: str,
+        *,
+        last_error: OcrServiceError,
+        attempts: int,
+        come_back_after_s: float | None = None,
+        billed_attempts: int = 0,
     ) -> None:
         super().__init__(
             message,
@@ -233,6 +248,7 @@ class OcrRetriesExhausted(OcrServiceError):
             retry_after=last_error.retry_after,
             attempts=attempts,
             last_code=last_error.code,
+            **({"billed_attempts": billed_attempts} if billed_attempts else {}),
         )
         self.last_error = last_error
         self.attempts = attempts

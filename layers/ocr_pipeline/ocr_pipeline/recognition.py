@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol as TypingProtocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .catalog import ModelSpec, Region, model_spec
 from .client.http import CallOutcome
@@ -19,7 +19,7 @@ from .pricing import Cost, PriceNotFound, PriceTable, default_price_table
 from .results import RecognitionResult, Word
 from .tasks import OcrTask, TaskOptions
 from .tokens import PixelBudget
-from .usage import Usage
+from .usage import BilledAttempt, Usage
 
 
 class OcrService(TypingProtocol):
@@ -53,6 +53,9 @@ class Recognition(BaseModel):
     attempts: int
     latency_ms: float
     image: ImageSummary
+    # Attempts billed by the vendor but retried: not in `usage` (the tenant pays for the call that
+    # succeeded), counted apart so the operator sees what unusable replies cost.
+    billed_attempts: list[BilledAttempt] = Field(default_factory=list)
 
 
 def budget_for(spec: ModelSpec, options: TaskOptions) -> PixelBudget:
@@ -116,6 +119,7 @@ class Recognizer:
             request_id=outcome.reply.request_id,
             attempts=outcome.attempts,
             latency_ms=outcome.latency_ms,
+            billed_attempts=outcome.billed_attempts,
             image=ImageSummary(
                 source_format=image.source_format,
                 original_width=image.mapping.original_width,

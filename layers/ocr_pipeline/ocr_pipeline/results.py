@@ -4,6 +4,10 @@ The model answers in text that is often wrapped in a markdown fence (```json, ``
 ```latex). Built-in tasks may add a structured `ocr_result`. Parsing is lenient about
 the wrapping and strict about the content: if a task's payload cannot be read we keep
 the raw text and say so in `parse_warnings`, rather than inventing fields.
+
+Nothing here raises on what the model wrote: a reply that was read has been billed, and asking
+again costs as much and usually answers the same. A bad box loses its box, not its line; a
+payload that is not JSON stays text. Only values JSON can hold ever leave this module.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from .tasks import OcrTask
 
 _FENCE = re.compile(r"```[ \t]*(?P<lang>[A-Za-z0-9_+-]*)[ \t]*\n?(?P<body>.*?)(?:```|\Z)", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+NOT_JSON = "not JSON"
+# Deeper than any reply we can use, and well inside the interpreter's recursion limit.
+MAX_JSON_DEPTH = 64
 
 
 class Word(BaseModel):
@@ -60,23 +67,60 @@ def split_fence(text: str) -> tuple[str | None, str]:
     return (match.group("lang").lower() or None), match.group("body").strip()
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"holds {name}, which is not a JSON value")
+
+
+def _json_value(value: Any, depth: int = 0) -> Any:
+    """`value` if it is made of JSON values only (what a Python literal may hold beyond them is refused)."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"is nested more than {MAX_JSON_DEPTH} levels")
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"holds {value}, which is not a JSON number")
+        return value
+    if isinstance(value, list):
+        return [_json_value(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise ValueError("has an object key that is not a string")
+        return {key: _json_value(item, depth + 1) for key, item in value.items()}
+    # Ellipsis (`...`), bytes, tuples, sets, complex numbers: Python, not JSON.
+    what = "`...` (Python's Ellipsis)" if value is Ellipsis else f"a Python {type(value).__name__}"
+    raise ValueError(f"holds {what}, which JSON has no value for")
+
+
 def parse_json_lenient(body: str) -> Any:
-    """JSON as the model writes it: strict first, then without trailing commas, then Python literals."""
-    try:
-        return json.loads(body)
-    except json.JSONDecodeError:
-        pass
-    try:
-        return json.loads(_TRAILING_COMMA.sub(r"\1", body))
-    except json.JSONDecodeError:
-        pass
+    """JSON as the model writes it: strict first, then without trailing commas, then Python literals.
+
+    Whatever it returns is a JSON object or array of JSON values only, so it can be stored and sent
+    as JSON; anything else (a Python-only literal such as `...` or `b'..'`, NaN, nesting deep enough
+    to exhaust the parser) is ValueError with the reason, for the caller to keep the raw text.
+    """
+    for candidate in (body, _TRAILING_COMMA.sub(r"\1", body)):
+        try:
+            value = json.loads(candidate, parse_constant=_reject_constant)
+        except json.JSONDecodeError:
+            continue
+        except RecursionError:
+            raise ValueError("is nested deeper than the parser can follow") from None
+        return _json_container(value)
     try:
         value = ast.literal_eval(body)
     except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
-        raise ValueError("not JSON") from None
-    if isinstance(value, dict | list):
-        return value
-    raise ValueError("not a JSON object or array")
+        raise ValueError(NOT_JSON) from None
+    return _json_container(value)
+
+
+def _json_container(value: Any) -> Any:
+    if not isinstance(value, dict | list):
+        raise ValueError("is not a JSON object or array")
+    try:
+        return _json_value(value)
+    except RecursionError:
+        raise ValueError(f"is nested more than {MAX_JSON_DEPTH} levels") from None
 
 
 class _HtmlTextExtractor(HTMLParser):
@@ -119,24 +163,79 @@ def html_to_text(html: str) -> str:
     return extractor.text()
 
 
-def _words_from_ocr_result(ocr_result: dict[str, Any]) -> list[Word]:
-    return [Word.model_validate(item) for item in ocr_result.get("words_info") or []]
+class _Lines:
+    """Text lines with boxes, read one entry at a time: a bad box loses its box, never the reply."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+        self.words: list[Word] = []
+        self.texts: list[str] = []
+        self.warnings: list[str] = []
+
+    def add(self, index: int, item: Any) -> None:
+        where = f"{self.origin}[{index}]"
+        if not isinstance(item, dict):
+            self.warnings.append(f"{where} is not an object; skipped")
+            return
+        text = item.get("text")
+        if not isinstance(text, str):
+            self.warnings.append(f"{where} has no text; skipped")
+            return
+        self.texts.append(text)
+        try:
+            self.words.append(_word(text, item))
+        except (ValueError, TypeError) as exc:
+            self.warnings.append(f"{where} ({text[:40]!r}) has no usable box ({_reason(exc)}); its text is kept")
 
 
-def _words_from_text(payload: Any) -> list[Word] | None:
+def _word(text: str, item: dict[str, Any]) -> Word:
+    rect = item.get("rotate_rect")
+    if not isinstance(rect, list):
+        raise ValueError("no rotate_rect")
+    rect_values = [_number(v) for v in rect]
+    location = item.get("location")
+    if location is None:
+        location = corners_of_rotate_rect(rect_values) if len(rect_values) == 5 else None
+    if not isinstance(location, list):
+        raise ValueError("no location")
+    return Word(text=text, rotate_rect=rect_values, location=[_number(v) for v in location])
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a coordinate")
+    return float(value)
+
+
+def _reason(exc: Exception) -> str:
+    # Pydantic's messages run over several lines; the first names the problem.
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _lines_from_ocr_result(ocr_result: dict[str, Any]) -> _Lines | None:
+    entries = ocr_result.get("words_info")
+    if entries is None:
+        return None
+    lines = _Lines("words_info")
+    if not isinstance(entries, list):
+        lines.warnings.append("words_info is not a list; no boxes read")
+        return lines
+    for index, item in enumerate(entries):
+        lines.add(index, item)
+    return lines
+
+
+def _lines_from_text(payload: Any) -> _Lines | None:
     """Lines with boxes written in the text itself (compatible mode has no ocr_result)."""
     if isinstance(payload, dict):
         payload = payload.get("words_info") or payload.get("pos_list") or [payload]
     if not isinstance(payload, list):
         return None
-    words: list[Word] = []
-    for item in payload:
-        if not isinstance(item, dict) or "text" not in item or "rotate_rect" not in item:
-            return None
-        rect = [float(v) for v in item["rotate_rect"]]
-        location = item.get("location") or corners_of_rotate_rect(rect)
-        words.append(Word(text=str(item["text"]), rotate_rect=rect, location=[float(v) for v in location]))
-    return words
+    lines = _Lines("line")
+    for index, item in enumerate(payload):
+        lines.add(index, item)
+    # Not one line with text: this is not a list of lines at all (the caller keeps the whole body).
+    return lines if lines.texts else None
 
 
 def corners_of_rotate_rect(rect: list[float]) -> list[float]:
@@ -159,6 +258,11 @@ def corners_of_rotate_rect(rect: list[float]) -> list[float]:
     return [round(v, 3) for point in ordered for v in point]
 
 
+def _not_json(what: str, exc: ValueError) -> str:
+    reason = str(exc)
+    return f"{what} is not JSON" if reason == NOT_JSON else f"{what} is not JSON: it {reason}; kept as text"
+
+
 def parse_model_output(task: OcrTask | None, text: str, ocr_result: dict[str, Any] | None = None) -> RecognitionResult:
     """Build the typed result of one call from the model's text and optional `ocr_result`."""
     ocr_result = ocr_result or {}
@@ -167,18 +271,19 @@ def parse_model_output(task: OcrTask | None, text: str, ocr_result: dict[str, An
     warnings = result.parse_warnings
 
     if task is OcrTask.ADVANCED_RECOGNITION or "words_info" in ocr_result:
-        words = _words_from_ocr_result(ocr_result) if "words_info" in ocr_result else None
-        if words is None:
+        lines = _lines_from_ocr_result(ocr_result)
+        if lines is None:
             try:
-                words = _words_from_text(parse_json_lenient(body))
+                lines = _lines_from_text(parse_json_lenient(body))
             except ValueError:
-                words = None
-        if words is None:
+                lines = None
+        if lines is None:
             warnings.append("no text boxes found in the reply")
             result.text = body
         else:
-            result.words = words
-            result.text = "\n".join(word.text for word in words)
+            warnings.extend(lines.warnings)
+            result.words = lines.words
+            result.text = "\n".join(lines.texts)
         return result
 
     if task is OcrTask.KEY_INFORMATION_EXTRACTION or "kv_result" in ocr_result:
@@ -186,8 +291,8 @@ def parse_model_output(task: OcrTask | None, text: str, ocr_result: dict[str, An
         if kv is None:
             try:
                 kv = parse_json_lenient(body)
-            except ValueError:
-                warnings.append("extraction reply is not JSON")
+            except ValueError as exc:
+                warnings.append(_not_json("extraction reply", exc))
         if kv is not None and not isinstance(kv, dict):
             warnings.append("extraction reply is not a JSON object")
             kv = None
@@ -209,7 +314,8 @@ def parse_model_output(task: OcrTask | None, text: str, ocr_result: dict[str, An
         # A free prompt that asked for JSON: offer it as kv when it is an object.
         try:
             value = parse_json_lenient(body)
-        except ValueError:
+        except ValueError as exc:
+            warnings.append(_not_json("reply fenced as JSON", exc))
             value = None
         if isinstance(value, dict):
             result.kv = value

@@ -129,6 +129,9 @@ def parse_schema_text(text: str) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"result_schema is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        # Deeper than the parser follows, so far deeper than the schema's three levels.
+        raise InvalidRequest(f"result_schema is nested far deeper than {MAX_SCHEMA_DEPTH} levels") from None
     if not isinstance(value, dict):
         raise InvalidRequest("result_schema must be a JSON object")
     return value

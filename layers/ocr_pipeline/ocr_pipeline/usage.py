@@ -1,4 +1,4 @@
-"""Token usage of one OCR call, as the API reported it."""
+"""Token usage of one OCR call, as the API reported it, and of the calls billed but not used."""
 
 from __future__ import annotations
 
@@ -31,3 +31,27 @@ class Usage(BaseModel):
 
 
 ZERO_USAGE = Usage(input_tokens=0, output_tokens=0, image_tokens=0)
+
+
+class BilledAttempt(BaseModel):
+    """An attempt the vendor billed (its reply carried usage) whose reply we could not use, so the call
+    was made again. The tenant pays for the call that succeeded; these are the operator's loss."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    image_tokens: int = Field(ge=0)
+    request_id: str | None = None
+    # The error code that made the reply unusable (ocr.malformed_response).
+    reason: str
+
+    @classmethod
+    def of(cls, usage: Usage, *, reason: str, request_id: str | None) -> BilledAttempt:
+        return cls(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            image_tokens=usage.image_tokens,
+            request_id=request_id,
+            reason=reason,
+        )

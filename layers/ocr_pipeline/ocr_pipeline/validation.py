@@ -206,6 +206,8 @@ def parse_validators(text: str) -> dict[str, str]:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"validators are not valid JSON: {exc.msg}") from None
+        except RecursionError:
+            raise ValueError("validators JSON is nested deeper than the parser follows") from None
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise ValueError("validators JSON must be an object of field path -> validator name")
         return value

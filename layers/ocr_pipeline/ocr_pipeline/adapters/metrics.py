@@ -15,6 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from ..pipeline.events import EventEnvelope
 from ..pipeline.ports import EventBus
+from ..usage import BilledAttempt
 
 # The names the dashboard in template.yaml plots; a test keeps the two in step.
 DOCUMENTS_COMPLETED = "DocumentsCompleted"
@@ -30,6 +31,9 @@ OCR_CALLS = "OcrCalls"
 OCR_RETRIES = "OcrRetries"
 OCR_THROTTLED = "OcrThrottled"
 OCR_CALL_FAILURES = "OcrCallFailures"
+# Attempts the vendor billed whose reply could not be used, and their tokens: the operator's loss.
+OCR_BILLED_IN_VAIN = "OcrAttemptsBilledInVain"
+OCR_TOKENS_BILLED_IN_VAIN = "OcrTokensBilledInVain"
 METRIC_NAMES = (
     DOCUMENTS_COMPLETED,
     DOCUMENTS_FAILED,
@@ -94,3 +98,8 @@ class MetricsCallObserver:
 
     def call_failed(self, code: str) -> None:
         _count_by(OCR_CALL_FAILURES, "ErrorCode", code)
+
+    def attempt_billed_in_vain(self, attempt: BilledAttempt) -> None:
+        self.metrics.add_metric(name=OCR_BILLED_IN_VAIN, unit=MetricUnit.Count, value=1)
+        tokens = attempt.input_tokens + attempt.output_tokens
+        self.metrics.add_metric(name=OCR_TOKENS_BILLED_IN_VAIN, unit=MetricUnit.Count, value=tokens)

@@ -16,9 +16,10 @@ from functools import cache
 from typing import Any, Protocol
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .. import errors
+from ..usage import BilledAttempt
 from .credentials import ApiKeyProvider, api_key_provider_for
 from .ratelimit import RateLimiter, shared_limiter
 from .settings import OcrServiceSettings
@@ -34,6 +35,8 @@ class CallOutcome(BaseModel):
     reply: WireReply
     attempts: int
     latency_ms: float
+    # Earlier attempts of this call that the vendor billed although their reply could not be used.
+    billed_attempts: list[BilledAttempt] = Field(default_factory=list)
 
 
 class RetryStats:
@@ -84,6 +87,8 @@ class CallObserver(Protocol):
 
     def call_failed(self, code: str) -> None: ...
 
+    def attempt_billed_in_vain(self, attempt: BilledAttempt) -> None: ...
+
 
 class _Unobserved:
     def call_succeeded(self, latency_ms: float, attempts: int) -> None:
@@ -93,6 +98,9 @@ class _Unobserved:
         pass
 
     def call_failed(self, code: str) -> None:
+        pass
+
+    def attempt_billed_in_vain(self, attempt: BilledAttempt) -> None:
         pass
 
 
@@ -147,14 +155,19 @@ class QwenOcrClient:
         headers = self._headers()
         started = self._clock()
         attempt = 0
+        billed: list[BilledAttempt] = []
         while True:
             attempt += 1
             try:
                 reply = self._attempt(payload, headers, call, deadline)
                 latency_ms = (self._clock() - started) * 1000
                 self._observer.call_succeeded(latency_ms, attempt)
-                return CallOutcome(reply=reply, attempts=attempt, latency_ms=latency_ms)
+                return CallOutcome(reply=reply, attempts=attempt, latency_ms=latency_ms, billed_attempts=billed)
             except errors.OcrServiceError as error:
+                if isinstance(error, errors.OcrMalformedResponse) and error.billed_usage is not None:
+                    wasted = BilledAttempt.of(error.billed_usage, reason=error.code, request_id=error.request_id)
+                    billed.append(wasted)
+                    self._observer.attempt_billed_in_vain(wasted)
                 if not error.retryable:
                     self._observer.call_failed(error.code)
                     raise
@@ -166,6 +179,7 @@ class QwenOcrClient:
                         last_error=error,
                         attempts=attempt,
                         come_back_after_s=error.retry_after if why_not == WAIT_PAST_DEADLINE else None,
+                        billed_attempts=len(billed),
                     ) from error
                 self.stats.record(error)
                 self._observer.retrying(error.code)

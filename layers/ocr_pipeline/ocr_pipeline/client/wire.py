@@ -111,58 +111,97 @@ def _estimated_image_tokens(call: OcrCall) -> int:
 
 
 def parse_reply(protocol: Protocol, body: Any, call: OcrCall) -> WireReply:
-    """Read a 200 reply. Any departure from the documented shape is OcrMalformedResponse."""
+    """Read a 200 reply.
+
+    Only an envelope that cannot be read (no choices, no message content, no usage) is
+    OcrMalformedResponse, which is retried; it carries the usage when that much was readable, since
+    the vendor billed it. What the model wrote is parsed leniently and never fails the reply: it was
+    billed, and asking again costs as much and usually answers the same.
+    """
+    request_id = _request_id(protocol, body)
+    usage: Usage | None = None
     try:
+        if not isinstance(body, dict):
+            raise TypeError("the body is not a JSON object")
         if protocol is Protocol.DASHSCOPE:
-            return _parse_native(body, call)
-        return _parse_compatible(body, call)
+            usage = _native_usage(body["usage"], call)
+            text, ocr_result = _native_content(body)
+        else:
+            usage = _compatible_usage(body["usage"], call)
+            text, ocr_result = _compatible_content(body), {}
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        request_id = body.get("request_id") if isinstance(body, dict) else None
         raise errors.OcrMalformedResponse(
-            f"the reply does not have the documented shape ({type(exc).__name__}: {exc})", request_id=request_id
+            f"the reply does not have the documented shape ({type(exc).__name__}: {exc})",
+            request_id=request_id,
+            billed_usage=usage,
         ) from None
+    return WireReply(result=_model_output(call, text, ocr_result), usage=usage, request_id=request_id)
 
 
-def _parse_native(body: dict[str, Any], call: OcrCall) -> WireReply:
+def _request_id(protocol: Protocol, body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return None
+    request_id = body.get("request_id")
+    if not isinstance(request_id, str) and protocol is Protocol.OPENAI:
+        request_id = body.get("id")
+    return request_id if isinstance(request_id, str) else None
+
+
+def _model_output(call: OcrCall, text: str, ocr_result: dict[str, Any]) -> RecognitionResult:
+    task = call.options.effective_task
+    try:
+        return parse_model_output(task, text, ocr_result)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        # The parser keeps what it cannot read as text; this is the net under it, not a path.
+        return RecognitionResult(
+            task=task, text=text, raw_text=text, parse_warnings=[f"reply kept as text: {type(exc).__name__}: {exc}"]
+        )
+
+
+def _native_content(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     message = body["output"]["choices"][0]["message"]
     content = message["content"]
     if isinstance(content, str):
         content = [{"text": content}]
+    if not isinstance(content, list):
+        raise TypeError("message content is neither text nor a list")
     texts = [item["text"] for item in content if isinstance(item, dict) and isinstance(item.get("text"), str)]
     ocr_result: dict[str, Any] = {}
     for item in content:
         if isinstance(item, dict) and isinstance(item.get("ocr_result"), dict):
             ocr_result.update(item["ocr_result"])
-    usage_body = body["usage"]
+    return "\n".join(texts), ocr_result
+
+
+def _native_usage(usage_body: dict[str, Any], call: OcrCall) -> Usage:
     reported_image = _int(usage_body.get("image_tokens"))
     if reported_image is None:
         reported_image = _int((usage_body.get("input_tokens_details") or {}).get("image_tokens"))
-    usage = Usage(
+    return Usage(
         input_tokens=int(usage_body["input_tokens"]),
         output_tokens=int(usage_body["output_tokens"]),
         image_tokens=reported_image if reported_image is not None else _estimated_image_tokens(call),
         image_tokens_source="api" if reported_image is not None else "estimate",
     )
-    result = parse_model_output(call.options.effective_task, "\n".join(texts), ocr_result)
-    return WireReply(result=result, usage=usage, request_id=body.get("request_id"))
 
 
-def _parse_compatible(body: dict[str, Any], call: OcrCall) -> WireReply:
+def _compatible_content(body: dict[str, Any]) -> str:
     content = body["choices"][0]["message"]["content"]
     if isinstance(content, list):  # some servers answer with content parts
         content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
     if not isinstance(content, str):
         raise TypeError("message content is not text")
-    usage_body = body["usage"]
+    return content
+
+
+def _compatible_usage(usage_body: dict[str, Any], call: OcrCall) -> Usage:
     reported_image = _int((usage_body.get("prompt_tokens_details") or {}).get("image_tokens"))
-    usage = Usage(
+    return Usage(
         input_tokens=int(usage_body["prompt_tokens"]),
         output_tokens=int(usage_body["completion_tokens"]),
         image_tokens=reported_image if reported_image is not None else _estimated_image_tokens(call),
         image_tokens_source="api" if reported_image is not None else "estimate",
     )
-    result = parse_model_output(call.options.effective_task, content)
-    return WireReply(result=result, usage=usage, request_id=body.get("request_id") or body.get("id"))
 
 
 # 400 codes that no retry can fix, besides InvalidParameter (the default for a 400).

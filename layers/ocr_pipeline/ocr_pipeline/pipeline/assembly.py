@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, field_serializer
 from ..pricing import format_money
 from ..recognition import ImageSummary, Recognition
 from ..results import Word
-from ..usage import ZERO_USAGE, Usage
+from ..usage import ZERO_USAGE, BilledAttempt, Usage
 from ..validation import FieldCheck, ValidationSummary, summarise, validate_fields
 from .events import ErrorInfo, PageMethod
 from .model import JobSpec, SourceRef
@@ -34,6 +34,8 @@ class PageResult(BaseModel):
     currency: str | None = None
     request_id: str | None = None
     attempts: int | None = None
+    # Attempts the vendor billed whose reply could not be used; `usage` (what the tenant is billed) excludes them.
+    billed_attempts: list[BilledAttempt] = Field(default_factory=list)
     image: ImageSummary | None = None
     error: ErrorInfo | None = None
     # Checks of the fields the job's validators name; None when it names none.
@@ -75,6 +77,7 @@ class PageResult(BaseModel):
             currency=recognition.cost.currency if recognition.cost else None,
             request_id=recognition.request_id,
             attempts=recognition.attempts,
+            billed_attempts=recognition.billed_attempts,
             image=recognition.image,
         )
 
