@@ -15,7 +15,9 @@ from ocr_pipeline.pipeline.wiring import dead_letter_service
 
 logger = Logger()
 metrics = Metrics()
-processor = BatchProcessor(event_type=EventType.SQS)
+# A failed record is an expected retry (reported in batchItemFailures), not a Lambda error that would
+# trip the errors alarm; each one is logged with its traceback.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False, logger=logger)
 redelivery = Redelivery()
 
 

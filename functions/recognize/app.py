@@ -21,7 +21,9 @@ from ocr_pipeline.pipeline.work import PageService
 
 logger = Logger()
 metrics = Metrics()
-processor = BatchProcessor(event_type=EventType.SQS)
+# A failed record is an expected retry (reported in batchItemFailures), not a Lambda error that would
+# trip the errors alarm; each one is logged with its traceback.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False, logger=logger)
 redelivery = Redelivery()
 # Keep this much of the invocation for storing and publishing after the last OCR call.
 SAFETY_MARGIN_MS = 10_000

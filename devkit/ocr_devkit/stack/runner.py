@@ -19,7 +19,9 @@ Local shortcuts (same semantics, faster clock):
 * `retry_delay_s` (default 1 s): a failed SQS record's visibility is set to this many seconds (rounded up:
   ChangeMessageVisibility takes whole seconds) instead of waiting out the queue's VisibilityTimeout, and
   async retries wait this long instead of Lambda's 1–2 minutes. `None` keeps the real clock. A record whose
-  visibility the function set itself (a held lease) keeps what the function set, as on AWS.
+  visibility the function set itself keeps what the function set, as on AWS: a held lease's remaining
+  time, or the functions' own retry backoff, whose base (`RETRY_BACKOFF_BASE_S`) the runner sets to this
+  delay.
 * `duplicate_rate`: a share of deliveries is invoked twice with the identical event, as at-least-once
   delivery can. The original invocation decides what is deleted; the duplicate only counts in the stats.
   Workers then count their successful AWS writes per invocation, and a duplicate that succeeded without
@@ -47,6 +49,8 @@ from datetime import UTC, datetime
 from multiprocessing.context import SpawnContext
 from pathlib import Path
 from typing import Any
+
+from ocr_pipeline.adapters.redelivery import BACKOFF_BASE_ENV
 
 from .cfn import ResolvedTemplate
 from .clients import ClientFactory
@@ -142,7 +146,8 @@ class InvocationResult:
 @dataclass
 class FunctionStats:
     invocations: int = 0
-    failures: int = 0
+    failures: int = 0  # invocations that failed (an error, a timeout, a dead worker)
+    records_failed: int = 0  # SQS records a handler reported in batchItemFailures (given back to retry)
     timeouts: int = 0
     retries: int = 0  # SQS records delivered again, async re-invocations
     duplicates: int = 0  # deliveries invoked twice on purpose (duplicate_rate)
@@ -615,6 +620,9 @@ class Runner:
             **self._credentials[spec.logical_id],
         }
         local = {"AWS_ENDPOINT_URL": self.endpoint_url}
+        if self.options.retry_delay_s is not None:
+            # The faster clock, as the functions keep it: their retry backoff starts at the runner's delay.
+            local[BACKOFF_BASE_ENV] = f"{self.options.retry_delay_s:g}"
         return {**inherited, **defaults, **own, **reserved, **local, **dict(self.options.extra_env)}
 
     # -- life cycle -----------------------------------------------------------------------------------------------
@@ -792,6 +800,8 @@ class Runner:
                 self._count(source.function, retries=redelivered)
             result = pool.invoke(event, source=source.label)
             failed = self._failed_message_ids(result, event, spec.report_batch_item_failures)
+            if result.ok and failed:
+                self._count(source.function, records_failed=len(failed))
             if self._should_duplicate():
                 repeat = pool.invoke(event, source=source.label, duplicate=True)
                 repeat_failed = self._failed_message_ids(repeat, event, spec.report_batch_item_failures)

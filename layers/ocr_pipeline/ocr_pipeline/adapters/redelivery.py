@@ -1,16 +1,19 @@
 """Gives a failed SQS record back to its queue when another try can succeed.
 
-Lambda leaves a failed record invisible for the queue's whole visibility timeout (30 min for pages),
-and each delivery counts toward the queue's maxReceiveCount. A record that failed only because a
-lease is held elsewhere would either wait far longer than needed or, retried at once, spend its
-receives finding the lease still held and end in the dead-letter queue with nothing wrong with it.
-So when the error says when to come back (`retry_after_s`), the record's visibility is set to that.
+Lambda leaves a failed record invisible for the queue's whole visibility timeout (30 min for pages,
+six times the function's timeout), and each delivery counts toward the queue's maxReceiveCount. So:
+
+- when the error says when to come back (`retry_after_s`: a lease held elsewhere), the record comes back
+  then; retried at once it would only spend its receives finding the lease still held;
+- any other failure comes back after an exponential backoff on its receive count (30 s, 1, 2, 4 min
+  by default), so five tries of a transient failure take minutes, not 2.5 hours.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,12 +29,24 @@ logger = logging.getLogger(__name__)
 MAX_VISIBILITY_S = 43_200
 # Never immediately: the holder may be about to finish.
 MIN_VISIBILITY_S = 1
+# The first retry's delay; it doubles with each receive. The local stack shortens it with its faster clock.
+BACKOFF_BASE_ENV = "RETRY_BACKOFF_BASE_S"
+DEFAULT_BACKOFF_BASE_S = 30.0
+BACKOFF_CAP_S = 900.0
+
+
+def backoff_s(receive_count: int, base_s: float) -> float:
+    """Delay before the next delivery of a record received `receive_count` times."""
+    return min(base_s * 2 ** max(receive_count - 1, 0), BACKOFF_CAP_S)
 
 
 class Redelivery:
-    def __init__(self, client: Any | None = None) -> None:
+    def __init__(self, client: Any | None = None, backoff_base_s: float | None = None) -> None:
         self._client = client
         self._queue_urls: dict[str, str] = {}
+        if backoff_base_s is None:
+            backoff_base_s = float(os.environ.get(BACKOFF_BASE_ENV) or DEFAULT_BACKOFF_BASE_S)
+        self.backoff_base_s = backoff_base_s
 
     @property
     def client(self) -> Any:
@@ -44,9 +59,12 @@ class Redelivery:
         """Run a record's work; if it fails with a known time to try again, the record comes back then."""
         try:
             yield
-        except OcrPipelineError as error:
-            if error.retry_after_s is not None:
-                self.defer(record, error.retry_after_s)
+        except Exception as error:
+            retry_after = error.retry_after_s if isinstance(error, OcrPipelineError) else None
+            if retry_after is None:
+                receives = int(record.attributes.approximate_receive_count or 1)
+                retry_after = backoff_s(receives, self.backoff_base_s)
+            self.defer(record, retry_after)
             raise
 
     def defer(self, record: SQSRecord, delay_s: float) -> None:
