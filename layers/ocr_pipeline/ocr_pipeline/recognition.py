@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from .catalog import ModelSpec, Region, model_spec
 from .client.http import CallOutcome
 from .client.settings import OcrServiceSettings
-from .client.wire import OcrCall
+from .client.wire import FINISH_LENGTH, OcrCall
 from .imaging import CoordinateMapping, PreparationLimits, PreparationStep, PreparedImage, prepare_image
 from .pricing import Cost, PriceNotFound, PriceTable, default_price_table
 from .results import RecognitionResult, Word
@@ -56,6 +56,12 @@ class Recognition(BaseModel):
     # Attempts billed by the vendor but retried: not in `usage` (the tenant pays for the call that
     # succeeded), counted apart so the operator sees what unusable replies cost.
     billed_attempts: list[BilledAttempt] = Field(default_factory=list)
+    # The model's own word on why it stopped; "length" means max_tokens cut the answer short.
+    finish_reason: str | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == FINISH_LENGTH
 
 
 def budget_for(spec: ModelSpec, options: TaskOptions) -> PixelBudget:
@@ -120,6 +126,7 @@ class Recognizer:
             attempts=outcome.attempts,
             latency_ms=outcome.latency_ms,
             billed_attempts=outcome.billed_attempts,
+            finish_reason=outcome.reply.finish_reason,
             image=ImageSummary(
                 source_format=image.source_format,
                 original_width=image.mapping.original_width,

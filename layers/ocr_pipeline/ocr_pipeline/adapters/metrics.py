@@ -31,6 +31,8 @@ OCR_CALLS = "OcrCalls"
 OCR_RETRIES = "OcrRetries"
 OCR_THROTTLED = "OcrThrottled"
 OCR_CALL_FAILURES = "OcrCallFailures"
+# Pages whose answer the model's output limit cut short.
+PAGES_TRUNCATED = "PagesTruncated"
 # Attempts the vendor billed whose reply could not be used, and their tokens: the operator's loss.
 OCR_BILLED_IN_VAIN = "OcrAttemptsBilledInVain"
 OCR_TOKENS_BILLED_IN_VAIN = "OcrTokensBilledInVain"
@@ -77,6 +79,8 @@ class MeteredEventBus:
             self.metrics.add_metric(name=DOCUMENTS_COMPLETED, unit=MetricUnit.Count, value=1)
             if data.get("pages_failed"):
                 self.metrics.add_metric(name=PAGES_FAILED, unit=MetricUnit.Count, value=len(data["pages_failed"]))
+            if data.get("pages_truncated"):
+                self.metrics.add_metric(name=PAGES_TRUNCATED, unit=MetricUnit.Count, value=len(data["pages_truncated"]))
         elif envelope.event_type == "document.failed":
             _count_by(DOCUMENTS_FAILED, "ErrorCode", data["error"]["code"])
 

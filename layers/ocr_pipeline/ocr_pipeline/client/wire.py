@@ -38,10 +38,20 @@ class OcrCall(BaseModel):
         )
 
 
+# finish_reason of an answer the model stopped writing because it reached max_tokens.
+FINISH_LENGTH = "length"
+
+
 class WireReply(BaseModel):
     result: RecognitionResult
     usage: Usage
     request_id: str | None = None
+    # "stop" when the model ended its answer, "length" when max_tokens cut it; None when a server sends none.
+    finish_reason: str | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == FINISH_LENGTH
 
 
 def prompt_for(options: TaskOptions) -> str:
@@ -126,16 +136,23 @@ def parse_reply(protocol: Protocol, body: Any, call: OcrCall) -> WireReply:
         if protocol is Protocol.DASHSCOPE:
             usage = _native_usage(body["usage"], call)
             text, ocr_result = _native_content(body)
+            choice = body["output"]["choices"][0]
         else:
             usage = _compatible_usage(body["usage"], call)
             text, ocr_result = _compatible_content(body), {}
+            choice = body["choices"][0]
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise errors.OcrMalformedResponse(
             f"the reply does not have the documented shape ({type(exc).__name__}: {exc})",
             request_id=request_id,
             billed_usage=usage,
         ) from None
-    return WireReply(result=_model_output(call, text, ocr_result), usage=usage, request_id=request_id)
+    return WireReply(
+        result=_model_output(call, text, ocr_result),
+        usage=usage,
+        request_id=request_id,
+        finish_reason=_text(choice.get("finish_reason")),
+    )
 
 
 def _request_id(protocol: Protocol, body: Any) -> str | None:

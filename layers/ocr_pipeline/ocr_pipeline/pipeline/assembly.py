@@ -42,6 +42,10 @@ class PageResult(BaseModel):
     validation: list[FieldCheck] | None = None
     # How the text was obtained: by the model, or read from the PDF's own text layer.
     method: PageMethod = "ocr"
+    # The model stopped at max_tokens: the text ends early. Such a page is kept (and billed), never
+    # passed off as complete (see TruncationPolicy).
+    truncated: bool = False
+    finish_reason: str | None = None
 
     @field_serializer("cost")
     def _money(self, value: Decimal | None) -> str | None:
@@ -79,6 +83,8 @@ class PageResult(BaseModel):
             attempts=recognition.attempts,
             billed_attempts=recognition.billed_attempts,
             image=recognition.image,
+            truncated=recognition.truncated,
+            finish_reason=recognition.finish_reason,
         )
 
     @classmethod
@@ -99,6 +105,8 @@ class DocumentResult(BaseModel):
     pages_failed: list[int]
     text: str
     pages: list[PageResult]
+    # Pages whose text the model's output limit cut short (PageResult.truncated).
+    pages_truncated: list[int] = Field(default_factory=list)
     usage: Usage
     cost: Decimal | None
     currency: str | None
@@ -148,6 +156,7 @@ def assemble(spec: JobSpec, pages: list[PageResult]) -> DocumentResult:
         pages_failed=[p.page for p in ordered if p.status is PageStatus.FAILED],
         text=PAGE_SEPARATOR.join(p.text for p in done),
         pages=ordered,
+        pages_truncated=[p.page for p in done if p.truncated],
         usage=usage,
         cost=sum((c for c in costs if c is not None), Decimal(0)) if priced else None,
         currency=currencies.pop() if priced else None,

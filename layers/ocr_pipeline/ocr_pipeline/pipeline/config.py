@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -16,6 +17,16 @@ from .sources import SourcePolicy
 
 # Uploaders do not choose who pays unless the operator lists metadata:ocr-tenant.
 DEFAULT_TENANT_RULE = "static:default"
+
+
+class TruncationPolicy(StrEnum):
+    """What to do with a page whose answer the model's output limit (max_tokens) cut short."""
+
+    # Keep the page as read, billed, with `truncated: true` in its result, listed in document.completed's
+    # `pages_truncated` and counted in the PagesTruncated metric.
+    FLAG = "flag"
+    # Read the page again as two overlapping halves and stitch them. Not built yet (docs/limits.md).
+    SPLIT = "split"
 
 
 class PipelineSettings(BaseModel):
@@ -53,7 +64,16 @@ class PipelineSettings(BaseModel):
     # "prefer": a PDF page whose embedded text layer is complete is read from it, not OCR'd,
     # when the task is plain text recognition (other tasks need the model's structure).
     pdf_text_layer: Literal["ocr", "prefer"] = "ocr"
+    truncation_policy: TruncationPolicy = TruncationPolicy.FLAG
     ocr: OcrServiceSettings
+
+    @field_validator("truncation_policy")
+    @classmethod
+    def _built_policy(cls, value: TruncationPolicy) -> TruncationPolicy:
+        if value is TruncationPolicy.SPLIT:
+            # Refused at function start rather than quietly flagged: the operator asked for something else.
+            raise ValueError("split (re-reading a cut page in two halves) is not built yet; use flag")
+        return value
 
     @property
     def source_policy(self) -> SourcePolicy:
@@ -90,6 +110,7 @@ class PipelineSettings(BaseModel):
             "url_allowlist": _names(env.get("URL_ALLOWLIST")),
             "idempotency_table": env.get("IDEMPOTENCY_TABLE") or None,
             "pdf_text_layer": (env.get("PDF_TEXT_LAYER") or "").strip().lower() or None,
+            "truncation_policy": (env.get("TRUNCATION_POLICY") or "").strip().lower() or None,
             "ocr": OcrServiceSettings.from_env(env),
         }
         try:

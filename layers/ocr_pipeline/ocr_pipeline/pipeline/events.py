@@ -65,6 +65,8 @@ class DocumentCompleted(BaseModel):
     region: str
     page_count: int
     pages_failed: list[int] = Field(default_factory=list)
+    # Pages the model's output limit cut short: their text ends early (see the result's `truncated`).
+    pages_truncated: list[int] = Field(default_factory=list)
     result_uri: str
     text_preview: str
     usage: UsageTotals

@@ -286,6 +286,7 @@ class PageService:
                 region=spec.region.value,
                 page_count=spec.page_count,
                 pages_failed=document.pages_failed,
+                pages_truncated=document.pages_truncated,
                 result_uri=uri,
                 text_preview=preview(document.text),
                 usage=UsageTotals(
