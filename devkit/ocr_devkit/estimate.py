@@ -46,8 +46,9 @@ from ocr_pipeline.pdf import MAX_RENDER_DPI, POINTS_PER_INCH, pdf_page_count
 from ocr_pipeline.pipeline.documents import SNIFF_BYTES, detect_kind
 from ocr_pipeline.pipeline.model import DocumentKind
 from ocr_pipeline.pricing import PriceNotFound, PriceTable, default_price_table, format_money
+from ocr_pipeline.recognition import budget_for
 from ocr_pipeline.tasks import OcrTask, TaskOptions
-from ocr_pipeline.tokens import PixelBudget, image_tokens
+from ocr_pipeline.tokens import image_tokens
 from pydantic import BaseModel, Field, field_serializer
 
 from ocr_devkit.emulator.tokenizer import prompt_tokens
@@ -125,6 +126,9 @@ class ModelEstimate(BaseModel):
     model: str
     patch: int
     max_output_tokens: int
+    # The bounds sent to this model: the options', else its own defaults by patch size.
+    min_pixels: int
+    max_pixels: int
     files: list[FileEstimate]
     pages: int
     image_tokens: int
@@ -135,8 +139,9 @@ class ModelEstimate(BaseModel):
 
 class EstimateReport(BaseModel):
     task: str | None
-    min_pixels: int
-    max_pixels: int
+    # The bounds the options name; None: each model's own defaults (see ModelEstimate).
+    min_pixels: int | None
+    max_pixels: int | None
     models: list[ModelEstimate]
 
     @property
@@ -235,7 +240,7 @@ def output_range(page_image_tokens: int, options: TaskOptions, spec: ModelSpec) 
 def estimate_file(
     measured: MeasuredFile, options: TaskOptions, spec: ModelSpec, limits: PreparationLimits = DEFAULT_LIMITS
 ) -> FileEstimate:
-    budget = PixelBudget(patch=spec.patch, min_pixels=options.min_pixels, max_pixels=options.max_pixels)
+    budget = budget_for(spec, options)
     text_tokens = prompt_tokens(prompt_for(options))
     sizes: list[tuple[int, int]] = []
     tokens: list[int] = []
@@ -307,11 +312,14 @@ def estimate(
         files = [estimate_file(m, options, spec, limits) for m in measured]
         input_tokens = sum(f.input_tokens for f in files)
         output = sum((f.output_tokens for f in files), TokenRange(low=0, high=0))
+        budget = budget_for(spec, options)
         results.append(
             ModelEstimate(
                 model=spec.name,
                 patch=spec.patch,
                 max_output_tokens=spec.max_output_tokens,
+                min_pixels=budget.min_pixels,
+                max_pixels=budget.max_pixels,
                 files=files,
                 pages=sum(f.pages for f in files),
                 image_tokens=sum(f.image_tokens for f in files),
@@ -341,7 +349,7 @@ def format_report(report: EstimateReport) -> str:
     for model in report.models:
         lines.append(
             f"{model.model} ({model.patch} px patches, output ≤ {model.max_output_tokens:,}) · {task} · "
-            f"pixels {report.min_pixels:,}–{report.max_pixels:,}"
+            f"pixels {model.min_pixels:,}–{model.max_pixels:,}"
         )
         width = max([len("total"), *(len(f.path) for f in model.files)])
         lines.append(
@@ -420,7 +428,14 @@ def add_commands(commands: Any) -> None:
     parser.add_argument(
         "--region", action="append", choices=[r.value for r in Region], help="intl, us or cn (repeatable; default intl)"
     )
-    parser.add_argument("--min-pixels", type=int, default=None, help="pixel budget floor (default 3072)")
-    parser.add_argument("--max-pixels", type=int, default=None, help="pixel budget cap (default 8388608)")
+    parser.add_argument(
+        "--min-pixels", type=int, default=None, help="pixel budget floor (default the model's: 3072, or 3136 at 28 px)"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="pixel budget cap (default the model's: 8388608, or 6422528 at 28 px)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=command_estimate)

@@ -41,6 +41,18 @@ NATIVE_PATH = "/services/aigc/multimodal-generation/generation"
 COMPATIBLE_PATH = "/chat/completions"
 
 
+def default_pixels(patch: int) -> tuple[int, int]:
+    """The min_pixels and max_pixels a model of this patch size is sent when a job names none.
+
+    32-px models: the vendor's documented defaults, 32*32*3 and 32*32*8192. 28-px models: 28*28*4 and
+    28*28*8192, the values the vendor's SDK uses for that generation; the 32-px values would give such
+    a model about 30 % more pixels (and image tokens) than it is meant to see.
+    """
+    if patch == 32:
+        return 32 * 32 * 3, 32 * 32 * 8192
+    return patch * patch * 4, patch * patch * 8192
+
+
 class ModelSpec(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -49,6 +61,14 @@ class ModelSpec(BaseModel):
     patch: int
     max_output_tokens: int
     supports_builtin_tasks: bool = True
+
+    @property
+    def default_min_pixels(self) -> int:
+        return default_pixels(self.patch)[0]
+
+    @property
+    def default_max_pixels(self) -> int:
+        return default_pixels(self.patch)[1]
 
 
 _NEW = dict(patch=32, max_output_tokens=8192)
@@ -77,7 +97,8 @@ ALIASES: dict[str, str] = {
 DEFAULT_MODEL = "qwen-vl-ocr-2025-11-20"
 DEFAULT_REGION = Region.INTL
 
-# Documented defaults of the image item: 3 and 8192 tokens' worth of 32x32 patches.
+# The vendor's documented defaults of the image item, applied by the API when a request omits them:
+# 3 and 8192 tokens' worth of 32x32 patches. We always send the model's own (default_pixels).
 DEFAULT_MIN_PIXELS = 32 * 32 * 3
 DEFAULT_MAX_PIXELS = 32 * 32 * 8192
 

@@ -65,7 +65,8 @@ class Recognition(BaseModel):
 
 
 def budget_for(spec: ModelSpec, options: TaskOptions) -> PixelBudget:
-    return PixelBudget(patch=spec.patch, min_pixels=options.min_pixels, max_pixels=options.max_pixels)
+    """The pixel bounds of a call: the options' own, else the model's defaults (by its patch size)."""
+    return PixelBudget.for_model(spec, options.min_pixels, options.max_pixels)
 
 
 def map_words_to_original(words: list[Word], mapping: CoordinateMapping) -> list[Word]:

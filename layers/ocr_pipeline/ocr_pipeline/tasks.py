@@ -17,7 +17,6 @@ from pydantic import (
     model_validator,
 )
 
-from .catalog import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from .errors import InvalidRequest
 from .validation import check_validator_names
 
@@ -57,8 +56,9 @@ class TaskOptions(BaseModel):
     task: OcrTask | None = None
     result_schema: dict[str, Any] | None = None
     prompt: str | None = Field(default=None, min_length=1)
-    min_pixels: int = Field(default=DEFAULT_MIN_PIXELS, gt=0)
-    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, gt=0)
+    # None: the model's defaults (catalog.default_pixels), which differ between 28-px and 32-px models.
+    min_pixels: int | None = Field(default=None, gt=0)
+    max_pixels: int | None = Field(default=None, gt=0)
     enable_rotate: bool = False
     # Opt-in checks of extracted values: field path -> validator name (see validation.py).
     validators: dict[str, str] = Field(default_factory=dict)
@@ -76,6 +76,11 @@ class TaskOptions(BaseModel):
         data: dict[str, Any] = handler(self)
         if not self.validators:
             data.pop("validators", None)
+        # Pixel bounds left to the model are left out, not written as null: options stored before
+        # they became the model's hold numbers, and a null would read as "no bound" to any consumer.
+        for name in ("min_pixels", "max_pixels"):
+            if data.get(name, 0) is None:
+                data.pop(name)
         return data
 
     @field_validator("result_schema")
@@ -99,7 +104,7 @@ class TaskOptions(BaseModel):
         if self.prompt is not None and self.task is not None:
             # A built-in task replaces the prompt on the vendor side; accepting both would silently drop one.
             raise ValueError("give either a built-in task or a free prompt, not both")
-        if self.min_pixels > self.max_pixels:
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
             raise ValueError("min_pixels must not exceed max_pixels")
         if self.validators and self.effective_task not in (OcrTask.KEY_INFORMATION_EXTRACTION, None):
             # Only extraction (or a free prompt answered in JSON) has fields; checks would find nothing.

@@ -10,7 +10,7 @@ import math
 
 from pydantic import BaseModel, ConfigDict
 
-from .catalog import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from .catalog import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, ModelSpec
 
 # <|vision_bos|> and <|vision_eos|> cost one token each.
 VISION_MARKER_TOKENS = 2
@@ -24,6 +24,21 @@ class PixelBudget(BaseModel):
     patch: int = 32
     min_pixels: int = DEFAULT_MIN_PIXELS
     max_pixels: int = DEFAULT_MAX_PIXELS
+
+    @classmethod
+    def for_model(cls, spec: ModelSpec, min_pixels: int | None = None, max_pixels: int | None = None) -> PixelBudget:
+        """The budget a job's options give on `spec`: what they name, the model's defaults for the rest.
+
+        A bound named alone wins over the default it contradicts (a floor above the default cap raises the cap).
+        """
+        low = spec.default_min_pixels if min_pixels is None else min_pixels
+        high = spec.default_max_pixels if max_pixels is None else max_pixels
+        if low > high:
+            if max_pixels is None:
+                high = low
+            else:
+                low = high
+        return cls(patch=spec.patch, min_pixels=low, max_pixels=high)
 
 
 def smart_resize(height: int, width: int, budget: PixelBudget) -> tuple[int, int]:

@@ -33,9 +33,8 @@ class OcrCall(BaseModel):
 
     @property
     def budget(self) -> PixelBudget:
-        return PixelBudget(
-            patch=self.model.patch, min_pixels=self.options.min_pixels, max_pixels=self.options.max_pixels
-        )
+        """Sent as min_pixels/max_pixels: the options' bounds, else the model's defaults by patch size."""
+        return PixelBudget.for_model(self.model, self.options.min_pixels, self.options.max_pixels)
 
 
 # finish_reason of an answer the model stopped writing because it reached max_tokens.
@@ -73,10 +72,11 @@ def build_body(protocol: Protocol, call: OcrCall) -> dict[str, Any]:
 
 def _native_body(call: OcrCall) -> dict[str, Any]:
     options = call.options
+    budget = call.budget
     image_item: dict[str, Any] = {
         "image": call.image_url,
-        "min_pixels": options.min_pixels,
-        "max_pixels": options.max_pixels,
+        "min_pixels": budget.min_pixels,
+        "max_pixels": budget.max_pixels,
         "enable_rotate": options.enable_rotate,
     }
     content: list[dict[str, Any]] = [image_item]
@@ -97,11 +97,12 @@ def _compatible_body(call: OcrCall) -> dict[str, Any]:
     options = call.options
     if options.enable_rotate:
         raise errors.InvalidRequest("enable_rotate exists only in the native DashScope API; use the dashscope protocol")
+    budget = call.budget
     image_part = {
         "type": "image_url",
         "image_url": {"url": call.image_url},
-        "min_pixels": options.min_pixels,
-        "max_pixels": options.max_pixels,
+        "min_pixels": budget.min_pixels,
+        "max_pixels": budget.max_pixels,
     }
     text_part = {"type": "text", "text": prompt_for(options)}
     return {"model": call.model.name, "messages": [{"role": "user", "content": [image_part, text_part]}]}
