@@ -210,6 +210,7 @@ def command_run(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         fault_rate=args.fault_rate,
         duplicate_rate=args.duplicate_rate,
+        kill_rate=args.kill_rate,
         seed=args.seed,
         overlays=args.overlays,
         template=args.template,
@@ -246,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for every document (900)")
     run.add_argument("--fault-rate", type=float, default=0.0, help="emulator faults: share of OCR calls (0-1)")
     run.add_argument("--duplicate-rate", type=float, default=0.0, help="share of deliveries the runner repeats")
+    run.add_argument(
+        "--kill-rate", type=float, default=0.0, help="share of invocations whose worker the runner kills midway"
+    )
     run.add_argument("--seed", type=int, default=None, help="seed for injected faults and duplicates")
     run.add_argument(
         "--overlays", action="store_true", help="draw the boxes of advanced_recognition into out/overlays/"

@@ -57,6 +57,7 @@ class RunOptions(BaseModel):
     timeout_s: float = 900.0
     fault_rate: float = 0.0
     duplicate_rate: float = 0.0
+    kill_rate: float = Field(default=0.0, ge=0.0, le=1.0)  # share of invocations whose worker is killed midway
     seed: int | None = None
     emulator_latency_ms: int = 0
     max_concurrency: int | None = None
@@ -330,6 +331,7 @@ def local_stack(
                 extra_env={**fault_run_environment(options), **options.function_env},
                 duplicate_rate=options.duplicate_rate,
                 seed=options.seed,
+                runner_options={"kill_rate": options.kill_rate},
                 port=options.stack_port,
                 before_provision=store_api_key,
             )

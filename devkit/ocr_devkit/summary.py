@@ -84,7 +84,8 @@ def print_summary(report: RunReport) -> None:
         f"retries {figures['retries']} · redeliveries {figures['redeliveries']} · "
         f"completed {figures['completed']} · failed {figures['failed']} · "
         f"billing events {figures['billing_events']} · duplicates delivered {figures['duplicates_delivered']}, "
-        f"dropped {figures['duplicates_dropped']} · repeated event ids {figures['repeated_event_ids']}",
+        f"dropped {figures['duplicates_dropped']} · workers killed {figures['workers_killed']} · "
+        f"repeated event ids {figures['repeated_event_ids']}",
         highlight=False,
     )
 
@@ -96,7 +97,7 @@ def run_figures(report: RunReport) -> dict[str, Any]:
       redelivered page calling again), from the emulator's counters;
     - duplicates delivered (deliveries the runner invoked twice) and dropped (of those, invocations
       that succeeded without one AWS write), and redeliveries (SQS records received again, async
-      events invoked again), from the runner's counters;
+      events invoked again), and workers killed (timeouts, and `--kill-rate`), from the runner's counters;
     - billing events and repeated event ids, from the events the topic published;
     - pages recognised: the pages of completed documents, less their failed pages.
     """
@@ -120,6 +121,7 @@ def run_figures(report: RunReport) -> dict[str, Any]:
         "billing_events": report.event_counts.get("usage.recorded", 0),
         "duplicates_delivered": sum(f.get("duplicates", 0) for f in functions.values()),
         "duplicates_dropped": sum(f.get("duplicates_dropped", 0) for f in functions.values()),
+        "workers_killed": sum(f.get("workers_killed", 0) for f in functions.values()),
         "repeated_event_ids": sum(count - 1 for count in ids.values() if count > 1),
     }
 

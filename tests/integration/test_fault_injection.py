@@ -1,8 +1,10 @@
-"""`ocr-pipeline run --fault-rate 0.3 --duplicate-rate 0.3` on a mixed corpus: nothing lost, nothing billed twice.
+"""`ocr-pipeline run --fault-rate 0.3 --duplicate-rate 0.3 --kill-rate 0.15` on a mixed corpus: nothing lost,
+nothing billed twice, and the bill the same as without faults.
 
-The emulator fails 30 % of the OCR calls (429, 500, hung connections, malformed JSON) and the runner
-delivers 30 % of the messages twice. Every document must still end, completed or failed, with one
-billing event per recognised page and no event published twice.
+The emulator fails 30 % of the OCR calls (429, 500, hung connections, malformed JSON), the runner
+delivers 30 % of the messages twice and kills 15 % of the workers mid-invocation. Every document must
+still end, completed or failed, once, with one billing event per recognised page, no event published
+twice, and every page billed the tokens a fault-free run bills it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RATE = "0.3"
 # Any seed works; this one spreads the first ten calls' faults over all four kinds.
 SEED = "23"
+KILL_RATE = "0.15"
 FAULT_KINDS = {"throttle", "server_error", "hang", "malformed"}
 
 
@@ -68,21 +71,42 @@ def fault_run(tmp_path_factory):
     multipage = mixed_corpus(corpus)
     out = tmp_path_factory.mktemp("fault-run")
     command = [sys.executable, "-m", "ocr_devkit.cli", "run", str(corpus), "--out", str(out), "--json"]
-    command += ["--fault-rate", RATE, "--duplicate-rate", RATE, "--seed", SEED, "--timeout", "240"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=420, cwd=ROOT)
+    command += ["--fault-rate", RATE, "--duplicate-rate", RATE, "--kill-rate", KILL_RATE, "--seed", SEED]
+    report, events = run([*command, "--timeout", "300"], out)
+    calm = tmp_path_factory.mktemp("fault-free-run")
+    _calm_report, calm_events = run(
+        [sys.executable, "-m", "ocr_devkit.cli", "run", str(corpus), "--out", str(calm), "--json"], calm
+    )
+    return report, events, multipage, calm_events
+
+
+def run(command: list[str], out: Path) -> tuple[dict, list[dict]]:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=480, cwd=ROOT)
     assert result.returncode in (0, 1), result.stderr[-3000:]
-    report = json.loads(result.stdout)
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
-    return report, events, multipage
+    return json.loads(result.stdout), events
 
 
-@pytest.mark.timeout(480)
+def billed(events: list[dict]) -> dict[tuple[str, int], tuple[int, int, str]]:
+    """Each billed page's tokens and cost, by source key and page (job ids differ between runs)."""
+    return {
+        (e["data"]["source"]["key"], e["data"]["page"]): (
+            e["data"]["input_tokens"],
+            e["data"]["output_tokens"],
+            e["data"]["cost"],
+        )
+        for e in events
+        if e["event_type"] == "usage.recorded"
+    }
+
+
+@pytest.mark.timeout(1000)
 def test_under_faults_and_duplicates_every_page_is_billed_once_and_every_document_ends(fault_run, capsys):
     # Given a mixed corpus run with 30 % faulty OCR calls and 30 % duplicated deliveries
-    report, events, multipage = fault_run
+    report, events, multipage, calm_events = fault_run
     figures = report["figures"]
     with capsys.disabled():
-        print("\nfault-injection run (--fault-rate 0.3 --duplicate-rate 0.3):", json.dumps(figures), flush=True)
+        print("\nfault-injection run (--fault-rate 0.3 --duplicate-rate 0.3 --kill-rate 0.15):", json.dumps(figures))
 
     # Then faults really were injected, of every kind, and messages really were delivered twice
     assert figures["faults_injected"] > 0
@@ -90,6 +114,7 @@ def test_under_faults_and_duplicates_every_page_is_billed_once_and_every_documen
     assert figures["retries"] > 0
     assert figures["duplicates_delivered"] > 0
     assert figures["duplicates_dropped"] > 0
+    assert figures["workers_killed"] > 0
 
     # And every document ended, completed or failed, exactly once
     statuses = {d["key"]: d["status"] for d in report["documents"]}
@@ -114,3 +139,6 @@ def test_under_faults_and_duplicates_every_page_is_billed_once_and_every_documen
     assert figures["billing_events"] == len(usage) == len(set(usage)) == recognised == figures["pages_recognised"]
     assert len({e["event_id"] for e in events}) == len(events)
     assert figures["repeated_event_ids"] == 0
+
+    # And the bill is the fault-free run's, page for page
+    assert billed(events) == billed(calm_events)

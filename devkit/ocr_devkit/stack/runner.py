@@ -106,10 +106,9 @@ class RunnerOptions:
     async_concurrency: int = 2  # S3/SNS invocations in flight per event source
     concurrency_cap: int | None = None  # caps every source's concurrency (a laptop is not a Lambda fleet)
     duplicate_rate: float = 0.0
-    # A share of invocations whose worker is killed (SIGKILL) at a random moment within `kill_within_s`
-    # of its start, as a Lambda environment can die mid-invocation (out of memory, a host failure).
+    # A share of invocations whose worker dies midway, right after one of its AWS calls (or after its
+    # handler returned, before answering), as a Lambda environment can (out of memory, a host failure).
     kill_rate: float = 0.0
-    kill_within_s: float = 3.0
     seed: int | None = None
     init_timeout_s: float = 30.0  # a cold start (handler import) longer than this fails the invocation
     deliver_s3_test_events: bool = True  # hand S3's s3:TestEvent to the handler, as the hidden queue receives it
@@ -337,6 +336,8 @@ class _FunctionPool:
             timeout_s=spec.timeout_s,
             parent_pid=os.getpid(),
             count_writes=self.runner.options.duplicate_rate > 0,
+            kill_rate=self.runner.options.kill_rate,
+            kill_seed=self.runner.options.seed,
         )
 
     def pids(self) -> list[int]:
@@ -361,15 +362,8 @@ class _FunctionPool:
             if worker is None:
                 outcome = _CallOutcome(ok=False, error=init_error, worker_lost=True)
             else:
-                delay = self.runner._kill_delay()
-                killer = threading.Timer(delay, worker.process.kill) if delay is not None else None
-                if killer is not None:
-                    killer.daemon = True
-                    killer.start()
                 outcome = worker.call(request_id, event_json, self.spec.timeout_s)
-                if killer is not None:
-                    killer.cancel()
-                    fault_killed = outcome.worker_lost and not outcome.timed_out
+                fault_killed = outcome.worker_lost and not outcome.timed_out
                 self._checkin(worker, lost=outcome.worker_lost)
         if outcome.timed_out:
             self._append_log(f"{outcome.error['errorMessage'] if outcome.error else ''}\n")
@@ -391,8 +385,6 @@ class _FunctionPool:
             deferred=outcome.deferred,
             event=event,
         )
-        if fault_killed:
-            self._append_log(f"[devkit] kill-rate: the worker of {request_id} was killed mid-invocation\n")
         self.runner._record(result, killed=outcome.timed_out or fault_killed)
         return result
 
@@ -523,7 +515,6 @@ class Runner:
         self._failed_events: deque[dict[str, Any]] = deque(maxlen=options.history_size)
         self._random = random.Random(options.seed)
         self._duplicate_rate = options.duplicate_rate
-        self._kill_rate = options.kill_rate
         self._in_flight = 0
         self._stopping = threading.Event()
         self._started = False
@@ -725,25 +716,14 @@ class Runner:
             for name, value in increments.items():
                 setattr(stats, name, getattr(stats, name) + value)
 
-    def _kill_delay(self) -> float | None:
-        """For a fault run: after how long this invocation's worker is killed, or None (most invocations)."""
-        with self._lock:
-            if self._kill_rate <= 0 or self._random.random() >= self._kill_rate:
-                return None
-            return self._random.uniform(0.0, self.options.kill_within_s)
-
     def _should_duplicate(self) -> bool:
         with self._lock:
             return self._duplicate_rate > 0 and self._random.random() < self._duplicate_rate
 
-    def set_faults(
-        self, *, duplicate_rate: float | None = None, kill_rate: float | None = None, seed: int | None = None
-    ) -> None:
+    def set_faults(self, *, duplicate_rate: float | None = None, seed: int | None = None) -> None:
         with self._lock:
             if duplicate_rate is not None:
                 self._duplicate_rate = duplicate_rate
-            if kill_rate is not None:
-                self._kill_rate = kill_rate
             if seed is not None:
                 self._random = random.Random(seed)
 

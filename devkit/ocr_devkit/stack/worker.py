@@ -24,6 +24,7 @@ import importlib
 import json
 import math
 import os
+import random
 import re
 import resource
 import signal
@@ -57,6 +58,8 @@ class WorkerConfig:
     timeout_s: int
     parent_pid: int
     count_writes: bool = False
+    kill_rate: float = 0.0  # share of invocations that die midway (see _Killer)
+    kill_seed: int | None = None
 
 
 class LambdaContext:
@@ -206,6 +209,40 @@ class _VisibilityChanges:
         return handles
 
 
+class _Killer:
+    """Kills the worker in a share of invocations, as a Lambda environment can die: right after the k-th
+    successful AWS call of the invocation (k drawn from 1..8), or, with fewer calls, after the handler
+    returned and before its answer. Whatever the handler wrote by then stays written; the rest is lost."""
+
+    def __init__(self, rate: float, seed: int | None) -> None:
+        self.rate = rate
+        # Each worker its own stream: seeded runs repeat, and workers do not all die at the same step.
+        self.random = random.Random(None if seed is None else f"{seed}-{os.getpid()}")
+        self.calls_left: int | None = None
+
+    def register(self, client: Any) -> None:
+        client.meta.events.register("after-call", self._after_call)
+
+    def start_invocation(self) -> None:
+        self.calls_left = self.random.randint(1, 8) if self.random.random() < self.rate else None
+
+    def _after_call(self, http_response: Any, model: Any, **_: Any) -> None:
+        if self.calls_left is None or http_response.status_code >= 300:
+            return
+        self.calls_left -= 1
+        if self.calls_left <= 0:
+            self.die(f"after {model.name}")
+
+    def end_invocation(self) -> None:
+        if self.calls_left is not None:
+            self.die("after the handler returned, before answering")
+
+    @staticmethod
+    def die(where: str) -> None:
+        print(f"[devkit] kill-rate: the worker dies {where}", flush=True)
+        os._exit(137)
+
+
 class _CrashAfterPut:
     """Kills the worker the moment an S3 PutObject of a key matching `pattern` has succeeded.
 
@@ -259,6 +296,9 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
         if config.count_writes:
             counter = _WriteCounter()
             _on_every_new_client(counter.register)
+        killer = _Killer(config.kill_rate, config.kill_seed) if config.kill_rate > 0 else None
+        if killer is not None:
+            _on_every_new_client(killer.register)
         if config.environment.get(CRASH_AFTER_PUT) and config.environment.get(CRASH_MARKER):
             crash = _CrashAfterPut(config.environment[CRASH_AFTER_PUT], config.environment[CRASH_MARKER])
             _on_every_new_client(crash.register)
@@ -295,6 +335,8 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
         if counter is not None:
             counter.take()
         visibility_changes.take()
+        if killer is not None:
+            killer.start_invocation()
         try:
             result = handler(json.loads(event_json), LambdaContext(config, request_id, deadline))
             try:
@@ -307,6 +349,8 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
             exiting = True
         except BaseException as exc:
             reply = (False, error_payload(exc, request_id))
+        if killer is not None:
+            killer.end_invocation()
         duration_ms = (time.perf_counter() - started) * 1000
         if not reply[0]:
             _log_error(reply[1])
