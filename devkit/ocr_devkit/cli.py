@@ -1,7 +1,8 @@
 """`ocr-pipeline`: try the OCR core on a file, and run the pipeline on a laptop.
 
 Exit codes: 0 success; 1 a document failed (the error code is printed); 2 bad command
-line; 3 configuration error (missing key, unknown model, bad region); 130 interrupted.
+line; 3 configuration error (missing key, unknown model, bad region, no AWS credentials, a template
+rule or parameter refused); 4 an internal error (a bug of ours, never a document's fault); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ EXIT_OK = 0
 EXIT_DOCUMENT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CONFIGURATION = 3
+EXIT_INTERNAL = 4
 
 BACKENDS = ("emulator", "dashscope", "openai")
 EMULATOR_API_KEY = "emulator-local-key"
@@ -282,14 +284,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error interrupted: stopped by the user", file=sys.stderr)
         return 130
-    except Exception as error:  # a bug of ours: still one line, but say how to see the traceback
+    except Exception as error:
+        configuration = _configuration_problem(error)
+        if configuration is not None:
+            print(f"error {configuration}", file=sys.stderr)
+            return EXIT_CONFIGURATION
+        # A bug of ours: still one line, but say how to see the traceback.
         if os.environ.get("OCR_PIPELINE_DEBUG"):
             raise
         print(
             f"error internal.error: {type(error).__name__}: {error} (set OCR_PIPELINE_DEBUG=1 for details)",
             file=sys.stderr,
         )
-        return EXIT_DOCUMENT_FAILED
+        return EXIT_INTERNAL
+
+
+def _configuration_problem(error: Exception) -> str | None:
+    """`code: message` when the error is the user's set-up, not a bug: a refused template, no AWS credentials.
+
+    Imported here, not at the top: most commands never load the template or botocore.
+    """
+    from botocore.exceptions import NoCredentialsError
+
+    from ocr_devkit.stack.cfn import TemplateError
+
+    if isinstance(error, TemplateError):
+        return f"config.template: {error}"
+    if isinstance(error, NoCredentialsError):
+        return (
+            "config.aws_credentials: no AWS credentials found (set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY)"
+        )
+    return None
 
 
 if __name__ == "__main__":

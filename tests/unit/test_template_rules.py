@@ -11,6 +11,8 @@ from ocr_devkit.stack.cfn import load_template, resolve_template
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")
 RESOURCES = TEMPLATE.resources
+# The template's Rules refuse a DashScope stack without its key's secret.
+WITH_KEY = {"ApiKeySecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:dashscope-AbCdEf"}
 
 
 def of_type(kind: str) -> dict[str, dict[str, Any]]:
@@ -149,7 +151,7 @@ def test_extra_request_buckets_are_readable_object_by_object_and_nothing_more(pa
         ROOT / "template.yaml",
         stack_name="t",
         region=partition_region,
-        parameters={"RequestSourceBuckets": "partner-a,partner-b"},
+        parameters={"RequestSourceBuckets": "partner-a,partner-b", **WITH_KEY},
     )
     document = resolved.resolve(resolved.properties("RequestSourceReadPolicy")["PolicyDocument"])
     objects, buckets = document["Statement"]
@@ -162,7 +164,7 @@ def test_extra_request_buckets_are_readable_object_by_object_and_nothing_more(pa
 
 
 def test_without_extra_request_buckets_there_is_no_extra_read_policy():
-    resolved = resolve_template(ROOT / "template.yaml", stack_name="t")
+    resolved = resolve_template(ROOT / "template.yaml", stack_name="t", parameters=WITH_KEY)
     assert "RequestSourceReadPolicy" not in {r.logical_id for r in resolved.of_type("AWS::IAM::ManagedPolicy")}
 
 
@@ -253,7 +255,7 @@ def test_every_queue_and_the_topic_refuse_plain_http():
 
 
 def test_no_function_may_write_the_whole_result_bucket():
-    resolved = resolve_template(ROOT / "template.yaml", stack_name="t")
+    resolved = resolve_template(ROOT / "template.yaml", stack_name="t", parameters=WITH_KEY)
     bucket = resolved.attribute("ResultBucket", "Arn")
     for name in FUNCTIONS:
         for policy in resolved.properties(name)["Policies"]:
@@ -270,7 +272,7 @@ def test_each_function_writes_only_the_result_prefixes_the_layer_writes_it_to():
     """The policies name the prefixes as text; the layer's settings decide them. They must agree."""
     from ocr_pipeline.pipeline.config import PipelineSettings
 
-    resolved = resolve_template(ROOT / "template.yaml", stack_name="t")
+    resolved = resolve_template(ROOT / "template.yaml", stack_name="t", parameters=WITH_KEY)
     bucket = resolved.attribute("ResultBucket", "Arn")
     # Given the settings each function runs with: the layer's defaults and whatever its environment sets
     settings = {
@@ -299,7 +301,37 @@ def test_each_function_writes_only_the_result_prefixes_the_layer_writes_it_to():
         assert granted == writes.get(name, lambda s: set())(settings[name]), name
     # And the result bucket's lifecycle expires the prefixes the functions write to
     rules = {
-        rule["Id"]: rule["Prefix"] for rule in resolved.properties("ResultBucket")["LifecycleConfiguration"]["Rules"]
+        rule["Id"]: rule.get("Prefix")
+        for rule in resolved.properties("ResultBucket")["LifecycleConfiguration"]["Rules"]
     }
     assert rules["expire-page-work"] == settings["RecognizeFunction"].work_prefix
     assert rules["expire-fetched-sources"] == settings["RequestFunction"].source_prefix
+
+
+# --- a deploy that would start broken is refused, locally as by CloudFormation -------------------------------
+
+
+def test_a_dashscope_deploy_without_an_api_key_secret_is_refused_by_the_template_rule():
+    from ocr_devkit.stack.cfn import ResolvedTemplate, TemplateError
+
+    with pytest.raises(TemplateError, match="ApiKeySecretArn is required"):
+        ResolvedTemplate(TEMPLATE, stack_name="ocr")
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:dashscope-AbCdEf"
+    ResolvedTemplate(TEMPLATE, stack_name="ocr", parameters={"ApiKeySecretArn": arn})
+    # A self-hosted Qwen-VL behind the compatible endpoint may go without a key
+    ResolvedTemplate(
+        TEMPLATE, stack_name="ocr", parameters={"OcrProtocol": "openai", "OcrBaseUrl": "https://vl.internal/v1"}
+    )
+
+
+def test_data_outlives_the_stack_and_old_layers_and_logs_do_not():
+    for name in ("InputBucket", "ResultBucket", "JobsTable"):
+        assert RESOURCES[name].get("DeletionPolicy") == RESOURCES[name].get("UpdateReplacePolicy") == "Retain", name
+    assert RESOURCES["SharedLayer"]["Properties"]["RetentionPolicy"] == "Delete"
+    groups = {str(g["Properties"]["LogGroupName"]): g for g in of_type("AWS::Logs::LogGroup").values()}
+    for name in FUNCTIONS:
+        assert str({"Fn::Sub": f"/aws/lambda/${{{name}}}"}) in groups, f"{name} keeps its logs forever"
+    for bucket in ("InputBucket", "ResultBucket"):
+        rules = RESOURCES[bucket]["Properties"]["LifecycleConfiguration"]["Rules"]
+        assert any("AbortIncompleteMultipartUpload" in rule for rule in rules), bucket
+    assert RESOURCES["UploadFunction"]["Properties"]["ReservedConcurrentExecutions"] == {"Ref": "UploadMaxConcurrency"}

@@ -117,7 +117,8 @@ def test_a_policy_that_is_not_built_or_not_known_fails_at_function_start(value):
 
 
 def test_the_template_parameter_reaches_every_function():
-    resolved = resolve_template(ROOT / "template.yaml", stack_name="t")
+    key = {"ApiKeySecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:dashscope-AbCdEf"}
+    resolved = resolve_template(ROOT / "template.yaml", stack_name="t", parameters=key)
     for function in resolved.of_type("AWS::Serverless::Function"):
         variables = resolved.properties(function.logical_id)["Environment"]["Variables"]
         assert variables["TRUNCATION_POLICY"] == "flag"

@@ -334,6 +334,7 @@ class ResolvedTemplate:
         self._naming: set[str] = set()
         self.resources: dict[str, Resource] = {}  # conditions cannot refer to resources
         self.conditions = {name: self.condition(name) for name in self._condition_definitions}
+        self._check_rules()
         self.resources = self._collect_resources()
 
     # -- parameters -----------------------------------------------------------------------------------------------
@@ -411,6 +412,18 @@ class ResolvedTemplate:
         if isinstance(resolved, str) and resolved.lower() in ("true", "false"):
             return resolved.lower() == "true"
         raise TemplateError(f"{path}: a condition must evaluate to true or false, got {resolved!r}")
+
+    def _check_rules(self) -> None:
+        """The template's Rules, as CloudFormation checks them before creating anything: a rule whose
+        RuleCondition holds (or that has none) fails the stack with its AssertDescription."""
+        for name, rule in (self.template.body.get("Rules") or {}).items():
+            where = f"Rules.{name}"
+            if "RuleCondition" in rule and not self._evaluate_condition(rule["RuleCondition"], where):
+                continue
+            for index, assertion in enumerate(rule.get("Assertions") or []):
+                if not self._evaluate_condition(assertion["Assert"], f"{where}.Assertions[{index}]"):
+                    description = assertion.get("AssertDescription") or "assertion failed"
+                    raise TemplateError(f"template rule {name}: {' '.join(str(description).split())}")
 
     # -- resources ------------------------------------------------------------------------------------------------
 
