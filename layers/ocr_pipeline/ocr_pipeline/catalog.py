@@ -94,6 +94,14 @@ ALIASES: dict[str, str] = {
     "qwen-vl-ocr-1028": "qwen-vl-ocr-2024-10-28",
 }
 
+# The snapshots each region's model table lists (the vendor's page of 2026-02-04): Singapore and
+# Virginia offer the stable name and 2025-11-20 only; Beijing offers every snapshot and -latest.
+REGION_MODELS: dict[Region, frozenset[str]] = {
+    Region.INTL: frozenset({"qwen-vl-ocr", "qwen-vl-ocr-2025-11-20"}),
+    Region.US: frozenset({"qwen-vl-ocr", "qwen-vl-ocr-2025-11-20"}),
+    Region.CN: frozenset(MODELS),
+}
+
 DEFAULT_MODEL = "qwen-vl-ocr-2025-11-20"
 DEFAULT_REGION = Region.INTL
 
@@ -128,3 +136,25 @@ def endpoints_for(region: Region | str) -> Endpoints:
         return REGION_ENDPOINTS[Region(region)]
     except ValueError as exc:
         raise ConfigurationError(f"unknown region {region!r}; use intl, us or cn", region=str(region)) from exc
+
+
+def models_offered(region: Region | str) -> list[str]:
+    """The names (aliases included) a region's table lists, for messages."""
+    offered = REGION_MODELS[Region(region)]
+    return sorted([*offered, *(alias for alias, name in ALIASES.items() if name in offered)])
+
+
+def offered_model(name: str, region: Region | str) -> ModelSpec:
+    """The spec of a model the region offers; ConfigurationError for a misspelt one or one it does not offer."""
+    region = Region(region)
+    spec = MODELS.get(canonical_model_name(name))
+    if spec is None or spec.name not in REGION_MODELS[region]:
+        why = (
+            "is not a Qwen-OCR model the catalog knows" if spec is None else f"is not offered in region {region.value}"
+        )
+        raise ConfigurationError(
+            f"model {name!r} {why}; region {region.value} offers {', '.join(models_offered(region))}",
+            model=name,
+            region=region.value,
+        )
+    return spec

@@ -10,7 +10,7 @@ from typing import Protocol as TypingProtocol
 
 from pydantic import BaseModel, Field
 
-from .catalog import ModelSpec, Region, model_spec
+from .catalog import ModelSpec, Region
 from .client.http import CallOutcome
 from .client.settings import OcrServiceSettings
 from .client.wire import FINISH_LENGTH, OcrCall
@@ -58,6 +58,8 @@ class Recognition(BaseModel):
     billed_attempts: list[BilledAttempt] = Field(default_factory=list)
     # The model's own word on why it stopped; "length" means max_tokens cut the answer short.
     finish_reason: str | None = None
+    # What the caller should know besides the result (a model admitted unlisted, a damaged image).
+    warnings: list[str] = Field(default_factory=list)
 
     @property
     def truncated(self) -> bool:
@@ -93,7 +95,12 @@ class Recognizer:
         self.settings = settings
         self.prices = prices or default_price_table()
         self.limits = limits or PreparationLimits()
-        self.model = model_spec(settings.model, patch_if_unknown=settings.unknown_model_patch)
+        # Checked here too: a job's own model and region reach us through model_copy, which validates nothing.
+        choice = settings.model_choice()
+        self.model = choice.spec
+        self.unlisted = choice.unlisted
+        # Said on every result of this recognizer, so a page priced null says why.
+        self.warnings = [choice.warning] if choice.warning else []
 
     def prepare(self, data: bytes, options: TaskOptions) -> PreparedImage:
         return prepare_image(data, budget_for(self.model, options), self.limits)
@@ -128,6 +135,7 @@ class Recognizer:
             latency_ms=outcome.latency_ms,
             billed_attempts=outcome.billed_attempts,
             finish_reason=outcome.reply.finish_reason,
+            warnings=list(self.warnings),
             image=ImageSummary(
                 source_format=image.source_format,
                 original_width=image.mapping.original_width,
@@ -143,7 +151,10 @@ class Recognizer:
         )
 
     def price(self, usage: Usage) -> Cost | None:
-        """None only for a model the table cannot know (a self-hosted server): never a made-up price."""
+        """None only for a model the table cannot know (a self-hosted server, a model admitted unlisted):
+        never a made-up price."""
+        if self.unlisted:
+            return None
         try:
             return self.prices.cost(usage, self.model.name, self.settings.region)
         except PriceNotFound:

@@ -8,7 +8,18 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from ..catalog import COMPATIBLE_PATH, DEFAULT_MODEL, DEFAULT_REGION, NATIVE_PATH, Region, endpoints_for
+from ..catalog import (
+    COMPATIBLE_PATH,
+    DEFAULT_MODEL,
+    DEFAULT_REGION,
+    MODELS,
+    NATIVE_PATH,
+    ModelSpec,
+    Region,
+    canonical_model_name,
+    endpoints_for,
+    offered_model,
+)
 from ..errors import ConfigurationError
 
 
@@ -17,6 +28,17 @@ class Protocol(StrEnum):
 
     DASHSCOPE = "dashscope"  # the native API, with built-in OCR tasks
     OPENAI = "openai"  # the OpenAI-compatible API: DashScope's compatible mode, vLLM, SGLang...
+
+
+class ModelChoice(BaseModel):
+    """The model a client sends, as the settings admit it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    spec: ModelSpec
+    # Admitted by allow_unlisted_model: not in the region's table, so never priced.
+    unlisted: bool = False
+    warning: str | None = None
 
 
 class OcrServiceSettings(BaseModel):
@@ -44,12 +66,74 @@ class OcrServiceSettings(BaseModel):
     requests_per_second: float | None = Field(default=None, gt=0)
     # Pixels per token side for models we do not know (self-hosted Qwen-VL); Qwen3-VL uses 32.
     unknown_model_patch: int = Field(default=32, gt=0)
+    # Send a model the region's table does not list (a snapshot newer than the catalog). Its patch
+    # size must be given, since token counts and the pixel budget follow from it; its cost is null.
+    allow_unlisted_model: bool = False
+    unlisted_model_patch: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _base_url_shape(self) -> OcrServiceSettings:
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise ValueError("base_url must be an http(s) URL")
         return self
+
+    @model_validator(mode="after")
+    def _model_offered(self) -> OcrServiceSettings:
+        # ConfigurationError is not a ValueError, so it leaves pydantic as it is, code and all.
+        self.model_choice()
+        return self
+
+    @property
+    def self_hosted(self) -> bool:
+        """An OpenAI-compatible server of the operator's own, whose model names only its operator knows."""
+        return self.protocol is Protocol.OPENAI and self.base_url is not None
+
+    def model_choice(self) -> ModelChoice:
+        """The model to send and how it is sized, checked against the region's table.
+
+        A model the region does not offer (or a misspelt one) is a ConfigurationError, unless
+        `allow_unlisted_model` admits it with `unlisted_model_patch`. Checked at every start, including
+        for settings copied with another model or region (`model_copy` does not validate).
+        """
+        if self.self_hosted:
+            spec = MODELS.get(canonical_model_name(self.model))
+            if spec is None:
+                spec = ModelSpec(
+                    name=self.model, patch=self.unlisted_model_patch or self.unknown_model_patch, max_output_tokens=8192
+                )
+            return ModelChoice(spec=spec)
+        try:
+            return ModelChoice(spec=offered_model(self.model, self.region))
+        except ConfigurationError as refused:
+            if not self.allow_unlisted_model:
+                raise ConfigurationError(
+                    f"{refused.message} (OCR_ALLOW_UNLISTED_MODEL=true with OCR_UNLISTED_MODEL_PATCH admits it)",
+                    **refused.details,
+                ) from None
+            return self._unlisted(refused)
+
+    def _unlisted(self, refused: ConfigurationError) -> ModelChoice:
+        known = MODELS.get(canonical_model_name(self.model))
+        patch = self.unlisted_model_patch
+        if patch is None:
+            raise ConfigurationError(
+                f"{refused.message}; an unlisted model needs its patch size (OCR_UNLISTED_MODEL_PATCH: 28 or 32)",
+                **refused.details,
+            )
+        if known is not None and known.patch != patch:
+            raise ConfigurationError(
+                f"{known.name} counts {known.patch} px per token, not the {patch} OCR_UNLISTED_MODEL_PATCH gives",
+                model=self.model,
+            )
+        spec = known or ModelSpec(name=self.model, patch=patch, max_output_tokens=8192)
+        return ModelChoice(
+            spec=spec,
+            unlisted=True,
+            warning=(
+                f"model {self.model!r} is not listed for region {self.region.value}; sent as "
+                f"OCR_ALLOW_UNLISTED_MODEL allows, sized at {patch} px per token, cost unknown (null)"
+            ),
+        )
 
     @property
     def endpoint(self) -> str:
@@ -74,6 +158,8 @@ class OcrServiceSettings(BaseModel):
             "read_timeout_s": env.get("OCR_READ_TIMEOUT_S"),
             "max_attempts": env.get("OCR_MAX_ATTEMPTS"),
             "requests_per_second": _share_of_limit(env.get("OCR_RPS_LIMIT"), env.get("OCR_RPS_SHARES")),
+            "allow_unlisted_model": (env.get("OCR_ALLOW_UNLISTED_MODEL") or "").strip().lower() or None,
+            "unlisted_model_patch": _given(env.get("OCR_UNLISTED_MODEL_PATCH")),
         }
         fields.update(overrides)
         if (
@@ -88,6 +174,12 @@ class OcrServiceSettings(BaseModel):
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ConfigurationError(f"invalid OCR service settings: {problems}") from None
+
+
+def _given(value: str | None) -> str | None:
+    """An optional number from the template, whose parameters write "not given" as 0."""
+    value = (value or "").strip()
+    return None if value in ("", "0") else value
 
 
 def _share_of_limit(limit: str | None, shares: str | None) -> float | None:

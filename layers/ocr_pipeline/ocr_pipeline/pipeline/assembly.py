@@ -46,6 +46,8 @@ class PageResult(BaseModel):
     # passed off as complete (see TruncationPolicy).
     truncated: bool = False
     finish_reason: str | None = None
+    # What to know about the page besides its content: a model sent unlisted (cost null), a damaged image.
+    warnings: list[str] = Field(default_factory=list)
 
     @field_serializer("cost")
     def _money(self, value: Decimal | None) -> str | None:
@@ -85,6 +87,7 @@ class PageResult(BaseModel):
             image=recognition.image,
             truncated=recognition.truncated,
             finish_reason=recognition.finish_reason,
+            warnings=recognition.warnings,
         )
 
     @classmethod

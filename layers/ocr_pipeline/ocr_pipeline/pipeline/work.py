@@ -188,8 +188,9 @@ class PageService:
 
     def _prepare(self, spec: JobSpec, page: int, source: BinaryIO) -> PreparedImage | PageResult:
         """The page's image for the model, or already its result: read from its text layer, or failed for good."""
-        recognizer = self.recognizers(spec.model, spec.region)
         try:
+            # Inside the guard: a job naming a model its region does not offer fails its pages for good.
+            recognizer = self.recognizers(spec.model, spec.region)
             if self._may_read_text_layer(spec):
                 from ..pdf_text import judge_text_layer, read_text_layer
 
