@@ -114,8 +114,9 @@ build: setup
 	@$(HAS_LAMBDA_PYTHON) || { echo "make build: the venv has Python $(PYTHON_VERSION), but the layer is compiled by Python $(LAMBDA_PYTHON): install one and run make setup" >&2; exit 1; }
 	$(SAM_BUILD)
 
+## Deploys with samconfig.toml once it names the API key's secret; until then, guided (which records the answers).
 deploy: build
-	$(SAM) deploy --guided
+	@if grep -q '^parameter_overrides' samconfig.toml 2>/dev/null; then $(SAM) deploy; else $(SAM) deploy --guided; fi
 
 clean:
 	rm -rf $(VENV) $(OUT) .aws-sam .pytest_cache .mypy_cache .ruff_cache
