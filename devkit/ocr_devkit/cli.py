@@ -76,7 +76,14 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--base-url", help="replace the region's base URL (…/api/v1 or …/compatible-mode/v1)")
     parser.add_argument("--model", default=None, help=f"model name (default {DEFAULT_MODEL})")
-    parser.add_argument("--region", choices=[r.value for r in Region], default=None, help="intl, us or cn")
+    parser.add_argument(
+        "--ocr-region",
+        "--region",
+        dest="region",
+        choices=[r.value for r in Region],
+        default=None,
+        help="the DashScope region: intl, us or cn (--region is its old name)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 

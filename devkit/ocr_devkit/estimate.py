@@ -426,7 +426,12 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--prompt", help="a free prompt instead of a built-in task")
     parser.add_argument("--model", action="append", help="model to price (repeatable, to compare; default the default)")
     parser.add_argument(
-        "--region", action="append", choices=[r.value for r in Region], help="intl, us or cn (repeatable; default intl)"
+        "--ocr-region",
+        "--region",
+        dest="region",
+        action="append",
+        choices=[r.value for r in Region],
+        help="the DashScope region: intl, us or cn (repeatable; default intl; --region is its old name)",
     )
     parser.add_argument(
         "--min-pixels", type=int, default=None, help="pixel budget floor (default the model's: 3072, or 3136 at 28 px)"

@@ -76,7 +76,24 @@ class StackTarget:
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", help="a deployed stack's name: its outputs name the queues and topic")
     parser.add_argument("--endpoint-url", help="an AWS endpoint (default: the running `ocr-pipeline up`)")
-    parser.add_argument("--region", dest="aws_region", help="AWS region of the stack (default: your AWS config)")
+    parser.add_argument(
+        "--aws-region",
+        "--region",
+        dest="aws_region",
+        type=aws_region,
+        help="AWS region of the stack (default: your AWS config)",
+    )
+
+
+def aws_region(value: str) -> str:
+    """An AWS region name; a DashScope region here is a mix-up, said at once rather than as a DNS failure."""
+    from ocr_pipeline.catalog import Region
+
+    if value in {r.value for r in Region}:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is a DashScope region, not an AWS one: use --ocr-region {value} for the OCR region"
+        )
+    return value
 
 
 def resolve_target(args: argparse.Namespace) -> StackTarget:
@@ -397,7 +414,13 @@ def add_commands(commands: Any) -> None:
     up.add_argument("--backend", choices=BACKENDS, default="emulator", help="where OCR calls go (default: emulator)")
     up.add_argument("--base-url", help="replace the region's base URL (…/api/v1 or …/compatible-mode/v1)")
     up.add_argument("--model", help="the stack's default model")
-    up.add_argument("--region", choices=[r.value for r in Region], help="the stack's OCR region: intl, us or cn")
+    up.add_argument(
+        "--ocr-region",
+        "--region",
+        dest="region",
+        choices=[r.value for r in Region],
+        help="the stack's DashScope region: intl, us or cn (--region is its old name)",
+    )
     up.add_argument("--port", type=int, default=None, help="port of the local AWS endpoint (default: a free one)")
     up.add_argument("--param", action="append", metavar="NAME=VALUE", help="a template parameter (repeatable)")
     up.add_argument("--max-concurrency", type=int, default=2, help="OcrMaxConcurrency for the local stack (2)")

@@ -32,3 +32,19 @@ def test_a_bug_of_ours_exits_4_with_one_line(monkeypatch, capsys):
     assert cli.main([]) == cli.EXIT_INTERNAL
     err = capsys.readouterr().err
     assert err.startswith("error internal.error: KeyError") and err.count("\n") == 1
+
+
+def test_a_dashscope_region_given_as_the_aws_region_is_refused_at_once(capsys):
+    # `submit --region intl` used to try cloudformation.intl.amazonaws.com
+    try:
+        cli.main(["submit", "s3://bucket/key.png", "--stack", "my-ocr", "--region", "intl"])
+    except SystemExit as exit_:
+        assert exit_.code == cli.EXIT_USAGE
+    assert "use --ocr-region intl" in capsys.readouterr().err
+
+
+def test_the_ocr_region_has_one_name_everywhere():
+    parser = cli.build_parser()
+    for argv in (["recognize", "x.png"], ["run", "x.png", "--out", "o"], ["up"], ["estimate", "x.png"]):
+        args = parser.parse_args([*argv, "--ocr-region", "cn"])
+        assert args.region in ("cn", ["cn"]), argv
