@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -16,6 +17,8 @@ from ocr_pipeline.pipeline.requests import RequestMessage, RequestService
 from ocr_pipeline.pipeline.wiring import request_service
 
 logger = Logger()
+# The library's decisions (documents admitted, refused, finished) log through this logger's format and keys.
+copy_config_to_registered_loggers(source_logger=logger, include={"ocr_pipeline"})
 metrics = Metrics()
 # A failed record is an expected retry (reported in batchItemFailures), not a Lambda error that would
 # trip the errors alarm; each one is logged with its traceback.

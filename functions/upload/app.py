@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -14,6 +15,8 @@ from ocr_pipeline.pipeline.upload import UploadedObject, UploadService
 from ocr_pipeline.pipeline.wiring import upload_service
 
 logger = Logger()
+# The library's decisions (documents admitted, refused, finished) log through this logger's format and keys.
+copy_config_to_registered_loggers(source_logger=logger, include={"ocr_pipeline"})
 metrics = Metrics()
 
 

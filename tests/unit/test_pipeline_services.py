@@ -439,3 +439,21 @@ def test_an_upload_deleted_before_it_is_processed_ends_once_as_not_found():
     failed = p.bus.of_type("document.failed")
     assert [f.data["error"]["code"] for f in failed] == ["source.not_found"]
     assert p.queue.bodies == []
+
+
+def test_the_library_logs_its_decisions_with_the_job_and_correlation_ids(caplog):
+    import logging
+
+    p = Pipeline()
+    with caplog.at_level(logging.INFO, logger="ocr_pipeline"):
+        outcome = upload(p, "docs/a.png", **{"ocr-correlation-id": "order-9"})
+        upload(p, "docs/b.png", **{"ocr-task": "no_such_task"})
+        p.drain()
+    decisions = {(r.getMessage(), getattr(r, "job_id", None)) for r in caplog.records}
+    assert ("document admitted", outcome.job_id) in decisions
+    assert ("document completed", outcome.job_id) in decisions
+    refused = [r for r in caplog.records if r.getMessage() == "document refused"]
+    assert [r.code for r in refused] == ["request.invalid"]
+    assert {
+        getattr(r, "correlation_id", None) for r in caplog.records if getattr(r, "job_id", None) == outcome.job_id
+    } == {"order-9"}

@@ -14,6 +14,7 @@ message id. Only what another delivery may fix (a store or topic that failed) is
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 
 from pydantic import ValidationError
@@ -34,6 +35,8 @@ from .requests import read_message, readable_correlation_id
 from .upload import UploadedObject, UploadService
 from .work import PageService
 
+logger = logging.getLogger(__name__)
+
 
 class DeadLetterService:
     def __init__(self, uploads: UploadService, pages: PageService, intake: DocumentIntake) -> None:
@@ -47,9 +50,13 @@ class DeadLetterService:
         except MalformedRequest as error:
             return [self.request_exhausted(body, message_id, error, sender_id=sender_id)]
         if isinstance(letter, PageWork):
+            logger.warning("page message out of deliveries", extra={"job_id": letter.job_id, "pages": letter.pages})
             self.page_work_exhausted(letter)
             return None
         if isinstance(letter, PageDispatch):
+            logger.warning(
+                "page dispatch out of deliveries", extra={"job_id": letter.job_id, "next_page": letter.next_page}
+            )
             self.page_dispatch_exhausted(letter)
             return None
         if letter is not None:

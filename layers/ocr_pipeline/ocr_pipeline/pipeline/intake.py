@@ -7,6 +7,7 @@ S3 refuses a ranged read of zero bytes (InvalidRange), which would otherwise be 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from enum import StrEnum
 
@@ -21,6 +22,9 @@ from .documents import SNIFF_BYTES, count_pages, detect_kind
 from .events import DocumentFailed, ErrorInfo, deterministic_event_id, failed_event
 from .model import DocumentKind, JobSpec, PageDispatch, PageWork, SourceRef, job_id_for
 from .ports import EventBus, JobNotFound, JobStatus, JobStore, ObjectStore, WorkQueue
+
+# The handlers give this logger their Powertools format and keys, so each decision is one JSON line.
+logger = logging.getLogger(__name__)
 
 
 class IntakeDecision(StrEnum):
@@ -138,6 +142,10 @@ class DocumentIntake:
             # workers are idempotent per page, so a page sent twice is recognised and billed once.
         self.dispatch(spec)
         self.jobs.mark_dispatched(job_id)
+        logger.info(
+            "document admitted",
+            extra={"job_id": job_id, "correlation_id": spec.correlation_id, "page_count": page_count, "kind": kind},
+        )
         return IntakeOutcome(decision=IntakeDecision.ENQUEUED, job_id=job_id, page_count=page_count)
 
     def dispatch(self, spec: JobSpec, first_page: int = 1) -> None:
@@ -249,4 +257,8 @@ class DocumentIntake:
             self.bus.publish(failed_event(event, correlation_id))
             if rejection.source is not None:
                 self.jobs.mark_dispatched(job_id)
+        logger.info(
+            "document refused",
+            extra={"job_id": job_id, "correlation_id": correlation_id, "code": error.code, "announced": announce},
+        )
         return IntakeOutcome(decision=IntakeDecision.REJECTED, job_id=job_id, reason=f"{error.code}: {error.message}")

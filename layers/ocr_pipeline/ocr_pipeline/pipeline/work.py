@@ -14,6 +14,7 @@ Each page is idempotent end to end:
 from __future__ import annotations
 
 import io
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -47,6 +48,8 @@ from .ports import ClaimHeld, EventBus, JobNotFound, JobStatus, JobStore, Object
 
 RecognizerFactory = Callable[[str, Region], Recognizer]
 
+
+logger = logging.getLogger(__name__)
 
 # Job specs a warm worker keeps (a schema may be large; a worker sees few jobs at a time).
 SPEC_CACHE_SIZE = 32
@@ -301,6 +304,10 @@ class PageService:
             )
             self.bus.publish(completed_event(completed, spec.correlation_id))
             self.jobs.finish_job(job_id, JobStatus.COMPLETED, result_uri=uri)
+            logger.info(
+                "document completed",
+                extra={"job_id": job_id, "correlation_id": spec.correlation_id, "pages_failed": document.pages_failed},
+            )
         else:
             # Every page failed for good: the document fails with the first page's reason.
             first = next(p.error for p in document.pages if p.error is not None)
@@ -314,6 +321,9 @@ class PageService:
             )
             self.bus.publish(failed_event(failed, spec.correlation_id))
             self.jobs.finish_job(job_id, JobStatus.FAILED, error=first)
+            logger.info(
+                "document failed", extra={"job_id": job_id, "correlation_id": spec.correlation_id, "code": first.code}
+            )
         return document
 
     def _load_page(self, record: PageRecord) -> PageResult:
