@@ -22,7 +22,11 @@ from __future__ import annotations
 import base64
 import io
 import math
+import os
 import struct
+import sys
+import tempfile
+import threading
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -186,6 +190,9 @@ class PreparedImage(BaseModel):
     source_format: str
     mapping: CoordinateMapping
     steps: list[PreparationStep]
+    # What the decoder reported while decoding an image it still decoded (libtiff's "Bad code word"
+    # errors, Pillow's warnings): its pixels may be partly missing, and the result must say so.
+    decoder_warnings: list[str] = Field(default_factory=list)
 
     @property
     def data_url(self) -> str:
@@ -277,7 +284,7 @@ def prepare_image(
     _check_input_size(data.size, limits)
     source_format = _sniff_format(data.head())
     steps: list[PreparationStep] = []
-    with _untrusted_pixels(source_format, data), _open(data, source_format) as opened:
+    with _untrusted_pixels(source_format, data) as decoder_messages, _open(data, source_format) as opened:
         # Checked before a seek as well, because seeking in a GIF decodes the earlier frames.
         _check_pixels(opened.size, limits)
         _select_frame(opened, frame, steps)
@@ -331,6 +338,7 @@ def prepare_image(
             scale_y=plan.content[1] / upright_height,
         ),
         steps=steps,
+        decoder_warnings=decoder_messages,
     )
 
 
@@ -548,8 +556,10 @@ def _check_pixels(size: tuple[int, int], limits: PreparationLimits) -> None:
 
 
 @contextmanager
-def _untrusted_pixels(source_format: str, data: _Input) -> Iterator[None]:
-    """Turn whatever decoding hostile bytes raises into one of our typed errors.
+def _untrusted_pixels(source_format: str, data: _Input) -> Iterator[list[str]]:
+    """Turn whatever decoding hostile bytes raises into one of our typed errors, and what decoders say
+    into data: the block gets a list that holds, once it ends, every warning and error message the
+    decoders reported (Python warnings, and what libtiff writes to stderr), none of it printed.
 
     Decoders fed crafted data raise OSError, SyntaxError, ValueError, struct.error, EOFError,
     IndexError, RuntimeError (libheif), MemoryError and more, from the header parse, the
@@ -558,25 +568,87 @@ def _untrusted_pixels(source_format: str, data: _Input) -> Iterator[None]:
     becomes ImageUnreadable with its type kept in the details and in the exception chain.
     The one exception is a failure of the caller's file itself, raised as the file raised it.
     """
+    messages: list[str] = []
     try:
-        with warnings.catch_warnings():
-            # Our own pixel limit is the one that applies; Pillow warns from about 89 MP.
-            # (catch_warnings is process-wide; Lambda runs one invocation per process.)
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            yield
+        with _decoder_messages(messages):
+            yield messages
     except Exception as exc:
         if data.failure is not None and data.failure is not exc:
             # The file failed and a decoder raised an error of its own about it.
             raise data.failure from None
         if isinstance(exc, OcrPipelineError) or exc is data.failure:
             raise
-        raise _decoding_error(exc, source_format) from exc
+        raise _decoding_error(exc, source_format, messages) from exc
     if data.failure is not None:
         # A decoder swallowed the file's failure and carried on with what it had read.
         raise data.failure
 
 
-def _decoding_error(exc: Exception, source_format: str) -> ImageError:
+# Decoder messages kept per image: a crafted file can make libtiff write thousands of lines.
+MAX_DECODER_MESSAGES = 10
+_MAX_CAPTURED_BYTES = 64 * 1024
+# fd 2 and the warnings filters belong to the whole process: one capture at a time.
+_CAPTURE_LOCK = threading.Lock()
+
+
+@contextmanager
+def _decoder_messages(messages: list[str]) -> Iterator[None]:
+    """Collect what decoders report while the block runs, instead of letting it reach stderr.
+
+    libtiff writes its errors ("Fax4Decode: Bad code word at line 68") with fprintf to stderr, below
+    Python, so fd 2 itself is pointed at a scratch file for the block's duration; Pillow's own
+    warnings are recorded by `warnings.catch_warnings`. Anything else the process writes to fd 2
+    meanwhile (another thread) lands in the same list: Lambda runs one invocation per process, and
+    the page worker's other threads log to stdout.
+    """
+    with _CAPTURE_LOCK, _scratch_file() as sink, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # Our own pixel limit is the one that applies; Pillow warns from about 89 MP.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            written = sink.read(_MAX_CAPTURED_BYTES).decode("utf-8", "replace")
+            lines = [str(w.message) for w in caught] + written.splitlines()
+            messages.extend(_distinct(lines))
+
+
+def _scratch_file() -> BinaryIO:
+    if hasattr(os, "memfd_create"):
+        # In memory, no /tmp write: a Linux file descriptor that vanishes when closed.
+        return os.fdopen(os.memfd_create("decoder-messages"), "w+b")
+    return tempfile.TemporaryFile()
+
+
+def _distinct(lines: Sequence[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for line in lines:
+        line = " ".join(line.split())
+        if line:
+            seen.setdefault(line, None)
+    distinct = list(seen)
+    if len(distinct) > MAX_DECODER_MESSAGES:
+        more = len(distinct) - MAX_DECODER_MESSAGES
+        distinct = [*distinct[:MAX_DECODER_MESSAGES], f"… and {more} more decoder message(s)"]
+    return distinct
+
+
+def _decoding_error(exc: Exception, source_format: str, messages: Sequence[str] = ()) -> ImageError:
+    error = _decoding_error_of(exc, source_format)
+    if messages:
+        # One line for the user, with what the decoder said first; the rest in the details.
+        error.message = f"{error.message} (decoder: {messages[0]})"
+        error.details["decoder_messages"] = list(messages)
+    return error
+
+
+def _decoding_error_of(exc: Exception, source_format: str) -> ImageError:
     if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
         return ImageTooManyPixels(f"Pillow refused the image as a decompression bomb: {exc}")
     if isinstance(exc, UnidentifiedImageError):

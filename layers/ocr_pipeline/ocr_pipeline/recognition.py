@@ -135,7 +135,7 @@ class Recognizer:
             latency_ms=outcome.latency_ms,
             billed_attempts=outcome.billed_attempts,
             finish_reason=outcome.reply.finish_reason,
-            warnings=list(self.warnings),
+            warnings=[*self.warnings, *(f"image: {message}" for message in image.decoder_warnings)],
             image=ImageSummary(
                 source_format=image.source_format,
                 original_width=image.mapping.original_width,
