@@ -25,6 +25,11 @@ from .tasks import OcrTask
 
 _FENCE = re.compile(r"```[ \t]*(?P<lang>[A-Za-z0-9_+-]*)[ \t]*\n?(?P<body>.*?)(?:```|\Z)", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+# What is left of a closing fence cut short: one to three backticks alone on the last line, or
+# two glued to the end (a single glued backtick may close inline code, so it stays).
+_FENCE_TAIL = re.compile(r"(?:\n[ \t]*`{1,3}|``)\Z")
+# A tag the output stopped in the middle of ("<", "</", "</t"): markup, never cell text.
+_CUT_TAG = re.compile(r"<(?:/?[A-Za-z][A-Za-z0-9]*|/)?\Z")
 NOT_JSON = "not JSON"
 # Deeper than any reply we can use, and well inside the interpreter's recursion limit.
 MAX_JSON_DEPTH = 64
@@ -58,13 +63,24 @@ class RecognitionResult(BaseModel):
 def split_fence(text: str) -> tuple[str | None, str]:
     """Return (language, body) of the first fenced block, or (None, text) when unfenced.
 
-    Handles the variants seen in the vendor's examples: a closing fence glued to the
-    body (```json\\n[...]```), and a missing closing fence on truncated output.
+    Handles the variants seen in the vendor's examples and in cut-off output: a closing fence
+    glued to the body (```json\n[...]```), a missing closing fence on truncated output, a closing
+    fence cut short (a last line of one or two backticks), and a closing fence with no opening one.
+    No fence character is ever part of the body.
     """
     match = _FENCE.search(text)
     if match is None:
-        return None, text.strip()
-    return (match.group("lang").lower() or None), match.group("body").strip()
+        return None, _strip_fence_tail(text)
+    before = text[: match.start()].strip()
+    if before and not match.group("lang") and not match.group("body").strip():
+        # The only fence closes a block that was never opened: the text is what comes before it.
+        return None, _strip_fence_tail(before)
+    return (match.group("lang").lower() or None), _strip_fence_tail(match.group("body"))
+
+
+def _strip_fence_tail(body: str) -> str:
+    """The body without a fence cut short at its end: a last line of backticks, or two glued to it."""
+    return _FENCE_TAIL.sub("", body.strip()).strip()
 
 
 def _reject_constant(name: str) -> Any:
@@ -301,6 +317,9 @@ def parse_model_output(task: OcrTask | None, text: str, ocr_result: dict[str, An
         return result
 
     if task is OcrTask.TABLE_PARSING or lang == "html":
+        # The vendor's own table example ends "</```": a closing tag cut short where the fence began.
+        # Like the fence, it is wrapping, not content, and would leak "<" and "/" into the text.
+        body = _CUT_TAG.sub("", body).rstrip()
         result.html = body
         result.text = html_to_text(body)
         return result
