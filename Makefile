@@ -96,6 +96,12 @@ format: setup
 schemas: setup
 	$(BIN)/python -m ocr_pipeline.pipeline.requests
 
+## The layer's lock, layers/ocr_pipeline/requirements.txt, regenerated from pyproject.toml's runtime pins
+## (every package pinned and hashed for the Lambda platform; needs PyPI): run it after changing a pin.
+.PHONY: lock
+lock: setup
+	$(BIN)/python .ci/lock-layer
+
 ## Benchmarks (not part of `make test`): writes benchmarks/report.json and BENCHMARKS.md.
 ## poppler-utils is the pdf2image baseline's renderer; without it that baseline is reported unavailable.
 bench: setup

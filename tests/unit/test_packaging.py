@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pkgutil
+import re
 import subprocess
 import sys
 import tomllib
@@ -12,6 +13,13 @@ import ocr_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN_IN_LAYER = ("ocr_devkit", "rapidocr_onnxruntime", "onnxruntime", "cv2", "moto", "numpy", "pytest")
+LOCK = ROOT / "layers/ocr_pipeline/requirements.txt"
+
+
+def _lock_entries() -> list[str]:
+    """The lock's requirements as pip reads them: continuation lines joined, comments dropped."""
+    joined = LOCK.read_text().replace("\\\n", " ")
+    return [line.strip() for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def _requirement_names(lines: list[str]) -> dict[str, str]:
@@ -19,18 +27,20 @@ def _requirement_names(lines: list[str]) -> dict[str, str]:
     for line in lines:
         line = line.split("#", 1)[0].strip()
         if line:
-            name, _, version = line.partition("==")
-            pins[name.split("[")[0].lower()] = version
+            name, _, version = line.split()[0].partition("==")
+            pins[re.sub(r"[-_.]+", "-", name.split("[")[0]).lower()] = version
     return pins
 
 
 def test_layer_requirements_are_pinned_as_in_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = _requirement_names(project["dependencies"])
-    layer = _requirement_names((ROOT / "layers/ocr_pipeline/requirements.txt").read_text().splitlines())
+    layer = _requirement_names(_lock_entries())
     assert layer, "the layer has no requirements"
-    for name, version in layer.items():
-        assert declared.get(name) == version, f"{name}=={version} in the layer but {declared.get(name)} in pyproject"
+    # the lock also holds their dependencies; each direct one is at pyproject's pin
+    for name, version in declared.items():
+        if name in layer:
+            assert layer[name] == version, f"{name}=={layer[name]} in the layer but {version} in pyproject"
     # boto3 comes with the Lambda runtime; everything else the package needs must be in the layer
     assert set(declared) - set(layer) == {"boto3"}
 
@@ -53,3 +63,20 @@ def test_layer_requirements_carry_no_development_packages():
     text = (ROOT / "layers/ocr_pipeline/requirements.txt").read_text().lower()
     for name in ("moto", "rapidocr", "onnxruntime", "opencv", "pytest", "numpy"):
         assert name not in text
+
+
+def test_every_package_of_the_layer_lock_is_pinned_and_hashed():
+    # Given the lock's entries, as pip reads them
+    entries = _lock_entries()
+    names = [entry.split("==")[0] for entry in entries]
+    # Then each is one exact pin followed only by sha256 hashes, which pip's --require-hashes needs
+    for entry in entries:
+        pin, *options = entry.split()
+        assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*==[0-9][0-9A-Za-z.+!-]*", pin), f"{pin!r} is not an exact pin"
+        assert options, f"{pin} has no hash"
+        for option in options:
+            assert re.fullmatch(r"--hash=sha256:[0-9a-f]{64}", option), f"{pin}: {option!r} is not a sha256 hash"
+    # and each package is locked once, the transitive ones too, none of them the runtime's SDK
+    assert len(names) == len(set(names))
+    assert {"pydantic-core", "typing-extensions", "anyio", "httpcore", "certifi"} <= set(names)
+    assert not {"boto3", "botocore", "s3transfer"} & set(names)
