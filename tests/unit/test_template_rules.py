@@ -116,13 +116,28 @@ def test_a_chained_dead_letter_queue_leaves_its_consumer_deliveries_of_its_own()
     assert checked >= 2  # PageQueue and RequestQueue
 
 
-def test_dead_letter_queues_and_function_errors_raise_alarms():
+def watched_by(alarm: dict[str, Any]) -> list[tuple[str, str]]:
+    """(metric name, dimension value) of each metric an alarm reads, metric math included."""
+    props = alarm["Properties"]
+    if "Metrics" not in props:
+        return [(props["MetricName"], str(props["Dimensions"][0]["Value"]))]
+    return [
+        (m["MetricStat"]["Metric"]["MetricName"], str(m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]))
+        for m in props["Metrics"]
+        if "MetricStat" in m
+    ]
+
+
+def test_dead_letters_waiting_work_and_function_error_rates_raise_alarms():
     alarms = of_type("AWS::CloudWatch::Alarm")
-    watched = {str(alarm["Properties"]["Dimensions"][0]["Value"]) for alarm in alarms.values()}
+    watched = {pair for alarm in alarms.values() for pair in watched_by(alarm)}
     for name in FUNCTIONS:
-        assert str({"Ref": name}) in watched
+        # an error rate (errors over invocations), not "any error": expected retries are not errors
+        assert ("Errors", str({"Ref": name})) in watched and ("Invocations", str({"Ref": name})) in watched
     for queue in ("PageDeadLetterQueue", "RequestDeadLetterQueue", "UploadFailureQueue", "LastResortQueue"):
-        assert str({"Fn::GetAtt": [queue, "QueueName"]}) in watched
+        assert any(value == str({"Fn::GetAtt": [queue, "QueueName"]}) for _, value in watched), queue
+    for queue in ("PageQueue", "RequestQueue"):
+        assert ("ApproximateAgeOfOldestMessage", str({"Fn::GetAtt": [queue, "QueueName"]})) in watched
 
 
 @pytest.mark.parametrize("name", sorted(of_type("AWS::DynamoDB::Table")))
