@@ -84,7 +84,37 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the DashScope region: intl, us or cn (--region is its old name)",
     )
+    parser.add_argument(
+        "--allow-unlisted-model",
+        action="store_true",
+        help="send a model the region's table does not list (needs --model-patch; its cost is reported as null)",
+    )
+    parser.add_argument(
+        "--model-patch",
+        type=int,
+        choices=(28, 32),
+        default=None,
+        help="pixels per image-token side of an unlisted model: 32 (Qwen3-VL generation) or 28 (older)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The model, region and unlisted-model settings the command line names."""
+    overrides: dict[str, Any] = {
+        "model": args.model,
+        "region": args.region,
+        "allow_unlisted_model": True if args.allow_unlisted_model else None,
+        "unlisted_model_patch": args.model_patch,
+    }
+    return {k: v for k, v in overrides.items() if v is not None}
+
+
+def check_model(args: argparse.Namespace) -> None:
+    """Refuse a model the region does not offer before anything starts (ConfigurationError, exit 3)."""
+    protocol = Protocol.OPENAI if args.backend == "openai" else Protocol.DASHSCOPE
+    base_url = args.base_url if protocol is Protocol.OPENAI else None
+    OcrServiceSettings(protocol=protocol, base_url=base_url, require_api_key=False, **model_overrides(args))
 
 
 def task_options_from(args: argparse.Namespace) -> TaskOptions:
@@ -98,8 +128,7 @@ def task_options_from(args: argparse.Namespace) -> TaskOptions:
 @contextmanager
 def service_settings(args: argparse.Namespace) -> Iterator[OcrServiceSettings]:
     """Settings for the chosen backend; for the emulator, one runs for the duration of the block."""
-    overrides: dict[str, Any] = {"model": args.model, "region": args.region}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides = model_overrides(args)
     if args.backend == "emulator":
         from ocr_devkit.emulator.server import EmulatorServer
 
@@ -141,6 +170,10 @@ def recognition_json(recognition: Recognition) -> dict[str, Any]:
         "request_id": recognition.request_id,
         "image": recognition.image.model_dump(mode="json"),
         "parse_warnings": result.parse_warnings,
+        "warnings": recognition.warnings,
+        "finish_reason": recognition.finish_reason,
+        "truncated": recognition.truncated,
+        "billed_attempts": [attempt.model_dump() for attempt in recognition.billed_attempts],
     }
 
 
@@ -157,6 +190,10 @@ def print_recognition(recognition: Recognition) -> None:
         f" · tokens in {usage.input_tokens} (image {usage.image_tokens}) out {usage.output_tokens} · cost {cost}",
         file=sys.stderr,
     )
+    if recognition.truncated:
+        print("-- truncated: the model stopped at its output limit; the text ends early", file=sys.stderr)
+    for warning in [*recognition.warnings, *result.parse_warnings]:
+        print(f"-- warning: {warning}", file=sys.stderr)
 
 
 def command_recognize(args: argparse.Namespace) -> int:
@@ -206,6 +243,7 @@ def command_run(args: argparse.Namespace) -> int:
         # validated here so a bad schema is a command-line error, not a failed document per file
         load_schema(args.schema)
     schema_text = json.dumps(load_schema(args.schema), ensure_ascii=False) if args.schema else None
+    check_model(args)
     options = RunOptions(
         paths=[Path(p) for p in args.paths],
         out_dir=Path(args.out),
@@ -216,6 +254,8 @@ def command_run(args: argparse.Namespace) -> int:
         base_url=args.base_url,
         model=args.model,
         region=args.region,
+        allow_unlisted_model=args.allow_unlisted_model,
+        unlisted_model_patch=args.model_patch,
         timeout_s=args.timeout,
         fault_rate=args.fault_rate,
         duplicate_rate=args.duplicate_rate,

@@ -54,6 +54,9 @@ class RunOptions(BaseModel):
     base_url: str | None = None
     model: str | None = None
     region: str | None = None
+    # A model the region's table does not list, sized at this patch (AllowUnlistedModel, UnlistedModelPatch).
+    allow_unlisted_model: bool = False
+    unlisted_model_patch: int | None = None
     timeout_s: float = 900.0
     fault_rate: float = 0.0
     duplicate_rate: float = 0.0
@@ -144,6 +147,10 @@ def ocr_backend(options: RunOptions) -> Iterator[tuple[dict[str, str], str | Non
         parameters["DefaultModel"] = options.model
     if options.region:
         parameters["OcrRegion"] = options.region
+    if options.allow_unlisted_model:
+        parameters["AllowUnlistedModel"] = "true"
+    if options.unlisted_model_patch:
+        parameters["UnlistedModelPatch"] = str(options.unlisted_model_patch)
     if options.backend == "emulator":
         from ocr_devkit.emulator.server import EmulatorServer
 

@@ -107,7 +107,8 @@ class OcrServiceSettings(BaseModel):
         except ConfigurationError as refused:
             if not self.allow_unlisted_model:
                 raise ConfigurationError(
-                    f"{refused.message} (OCR_ALLOW_UNLISTED_MODEL=true with OCR_UNLISTED_MODEL_PATCH admits it)",
+                    f"{refused.message} (allow it with OCR_ALLOW_UNLISTED_MODEL=true and OCR_UNLISTED_MODEL_PATCH, "
+                    "or --allow-unlisted-model --model-patch)",
                     **refused.details,
                 ) from None
             return self._unlisted(refused)
@@ -117,12 +118,13 @@ class OcrServiceSettings(BaseModel):
         patch = self.unlisted_model_patch
         if patch is None:
             raise ConfigurationError(
-                f"{refused.message}; an unlisted model needs its patch size (OCR_UNLISTED_MODEL_PATCH: 28 or 32)",
+                f"{refused.message}; an unlisted model needs its patch size, 28 or 32 "
+                "(OCR_UNLISTED_MODEL_PATCH, or --model-patch)",
                 **refused.details,
             )
         if known is not None and known.patch != patch:
             raise ConfigurationError(
-                f"{known.name} counts {known.patch} px per token, not the {patch} OCR_UNLISTED_MODEL_PATCH gives",
+                f"{known.name} counts {known.patch} px per token, not the {patch} given as its patch size",
                 model=self.model,
             )
         spec = known or ModelSpec(name=self.model, patch=patch, max_output_tokens=8192)
@@ -130,8 +132,8 @@ class OcrServiceSettings(BaseModel):
             spec=spec,
             unlisted=True,
             warning=(
-                f"model {self.model!r} is not listed for region {self.region.value}; sent as "
-                f"OCR_ALLOW_UNLISTED_MODEL allows, sized at {patch} px per token, cost unknown (null)"
+                f"model {self.model!r} is not listed for region {self.region.value}; sent as allowed "
+                f"(allow_unlisted_model), sized at {patch} px per token, cost unknown (null)"
             ),
         )
 
