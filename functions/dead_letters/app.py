@@ -24,15 +24,16 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 redelivery = Redelivery()
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext, service: DeadLetterService | None = None) -> dict[str, Any]:
     service = service or dead_letter_service()
 
     def record_handler(record: SQSRecord) -> None:
-        logger.warning("dead letter", extra={"source_queue": record.event_source_arn})
-        with redelivery.when_ready(record):
-            service.handle(record.body, record.message_id, record.attributes.sender_id)
+        with logger.append_context_keys(message_id=record.message_id, source_queue=record.event_source_arn):
+            logger.warning("dead letter")
+            with redelivery.when_ready(record):
+                service.handle(record.body, record.message_id, record.attributes.sender_id)
         metrics.add_metric(name="DeadLetters", unit=MetricUnit.Count, value=1)
 
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -32,7 +32,7 @@ redelivery = Redelivery()
 SAFETY_MARGIN_MS = 10_000
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(
     event: dict[str, Any],
@@ -46,12 +46,14 @@ def handler(
 
     def record_handler(record: SQSRecord) -> None:
         work = PAGE_QUEUE_MESSAGE.validate_json(record.body)
-        logger.append_keys(job_id=work.job_id)
-        if isinstance(work, PageDispatch):
-            (intake or document_intake()).continue_dispatch(work)
-            return
-        with redelivery.when_ready(record):
-            once.run(work, lambda: service.process(work, deadline=deadline), context)
+        with logger.append_context_keys(job_id=work.job_id), redelivery.when_ready(record):
+            if isinstance(work, PageDispatch):
+                (intake or document_intake()).continue_dispatch(work)
+                return
+            spec = work.job or service.job_spec(work.job_id)
+            # Every line of this unit of work, the library's included, says whose and which pages it is.
+            with logger.append_context_keys(correlation_id=spec.correlation_id, tenant=spec.tenant, pages=work.pages):
+                once.run(work, lambda: service.process(work, deadline=deadline), context)
         metrics.add_metric(name="PagesProcessed", unit=MetricUnit.Count, value=len(work.pages))
 
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

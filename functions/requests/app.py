@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from ocr_pipeline.adapters.idempotency import Once
 from ocr_pipeline.adapters.redelivery import Redelivery
 from ocr_pipeline.pipeline.intake import IntakeOutcome
-from ocr_pipeline.pipeline.requests import RequestMessage, RequestService
+from ocr_pipeline.pipeline.requests import RequestMessage, RequestService, readable_correlation_id
 from ocr_pipeline.pipeline.wiring import request_service
 
 logger = Logger()
@@ -26,7 +26,7 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 redelivery = Redelivery()
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext, service: RequestService | None = None) -> dict[str, Any]:
     service = service or request_service()
@@ -36,7 +36,11 @@ def handler(event: dict[str, Any], context: LambdaContext, service: RequestServi
         # Bad requests come back as REJECTED (answered with document.failed); only what another
         # delivery may fix raises, so that the record is reported as failed and retried.
         message = RequestMessage(message_id=record.message_id, body=record.body, sender_id=record.attributes.sender_id)
-        with redelivery.when_ready(record):
+        correlation_id = readable_correlation_id(record.body) or record.message_id
+        with (
+            logger.append_context_keys(message_id=record.message_id, correlation_id=correlation_id),
+            redelivery.when_ready(record),
+        ):
             stored = once.run(
                 message,
                 lambda: service.handle(message.body, message.message_id, message.sender_id).model_dump(mode="json"),

@@ -20,7 +20,7 @@ copy_config_to_registered_loggers(source_logger=logger, include={"ocr_pipeline"}
 metrics = Metrics()
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext, service: UploadService | None = None) -> dict[str, Any]:
     if event.get("Event") == "s3:TestEvent":
@@ -32,7 +32,8 @@ def handler(event: dict[str, Any], context: LambdaContext, service: UploadServic
     outcomes = []
     for record in S3Event(event).records:
         upload = UploadedObject.from_notification(record.raw_event)
-        stored = once.run(upload, lambda upload=upload: service.accept(upload).model_dump(mode="json"), context)
+        with logger.append_context_keys(bucket=upload.bucket, key=upload.key):
+            stored = once.run(upload, lambda upload=upload: service.accept(upload).model_dump(mode="json"), context)
         outcomes.append(IntakeOutcome.model_validate(stored))
     for outcome in outcomes:
         logger.info("upload handled", extra=outcome.model_dump(exclude_none=True))

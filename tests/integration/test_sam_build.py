@@ -100,10 +100,11 @@ def test_the_layer_holds_the_runtime_requirements_at_their_pins(build: Path):
     # Given the distributions installed in the layer
     installed = {_canonical(d.metadata["Name"]): d.version for d in metadata.distributions(path=[str(LAYER_SITE)])}
     requirements = {}
-    for line in (ROOT / "layers/ocr_pipeline/requirements.txt").read_text().splitlines():
+    # (the lock continues each pin's line with its hashes)
+    for line in (ROOT / "layers/ocr_pipeline/requirements.txt").read_text().replace("\\\n", " ").splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
-            name, _, version = line.partition("==")
+            name, _, version = line.split()[0].partition("==")
             requirements[_canonical(name)] = version
     assert requirements
     # Then every requirement of the layer is there, at its pinned version
