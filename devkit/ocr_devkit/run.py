@@ -84,6 +84,10 @@ class DocumentOutcome(BaseModel):
     task: str | None = None
     pages: int | None = None
     pages_failed: list[int] = Field(default_factory=list)
+    # Pages the model's output limit cut short (document.completed's pages_truncated).
+    pages_truncated: list[int] = Field(default_factory=list)
+    # "page N: …" for each warning a page result carries (a damaged image, a model sent unlisted).
+    warnings: list[str] = Field(default_factory=list)
     input_tokens: int = 0
     output_tokens: int = 0
     image_tokens: int = 0
@@ -228,12 +232,20 @@ def _outcome(upload: Upload, envelope: EventEnvelope | None) -> DocumentOutcome:
         task=data.get("task"),
         pages=data["page_count"],
         pages_failed=data.get("pages_failed", []),
+        pages_truncated=data.get("pages_truncated", []),
         input_tokens=usage["input_tokens"],
         output_tokens=usage["output_tokens"],
         image_tokens=usage["image_tokens"],
         cost=data.get("cost"),
         currency=data.get("currency"),
     )
+
+
+def page_warnings(document: dict[str, Any]) -> list[str]:
+    """Each page's warnings, in page order, as "page N: …"."""
+    return [
+        f"page {page['page']}: {warning}" for page in document.get("pages", []) for warning in page.get("warnings", [])
+    ]
 
 
 def _result_name(key: str) -> str:
@@ -387,6 +399,7 @@ def run_pipeline(options: RunOptions, *, on_progress: ProgressCallback | None = 
             target = out / "results" / _result_name(upload.key)
             if envelope is not None and envelope.event_type == "document.completed":
                 target.write_bytes(pipeline.read_result(envelope.data["result_uri"]))
+                outcome.warnings = page_warnings(json.loads(target.read_text(encoding="utf-8")))
                 if options.overlays:
                     from ocr_devkit.overlay import write_run_overlays
 

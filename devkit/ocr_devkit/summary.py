@@ -44,6 +44,10 @@ class ProgressDisplay:
             self.progress.update(self.tasks[key], completed=settled, total=total)
 
 
+# Warnings printed per document under the table; the rest are in its result file.
+WARNINGS_SHOWN = 5
+
+
 def print_summary(report: RunReport) -> None:
     # A pipe or CI log has no width; keep the table readable there too.
     console = Console() if Console().is_terminal else Console(width=160)
@@ -56,6 +60,10 @@ def print_summary(report: RunReport) -> None:
         status = doc.status if doc.status == "completed" else f"[red]{doc.status} {doc.error_code}[/red]"
         if doc.status == "completed" and doc.pages_failed:
             status = f"[yellow]completed, pages {doc.pages_failed} failed[/yellow]"
+        elif doc.status == "completed" and (doc.pages_truncated or doc.warnings):
+            notes = [f"pages {doc.pages_truncated} truncated"] if doc.pages_truncated else []
+            notes += [f"{len(doc.warnings)} warning(s)"] if doc.warnings else []
+            status = f"[yellow]completed, {', '.join(notes)}[/yellow]"
         cost = f"{doc.cost} {doc.currency}" if doc.cost is not None else "-"
         if doc.cost is not None:
             total += Decimal(doc.cost)
@@ -70,6 +78,13 @@ def print_summary(report: RunReport) -> None:
             status,
         )
     console.print(table)
+    for doc in report.documents:
+        for warning in doc.warnings[:WARNINGS_SHOWN]:
+            console.print(f"[yellow]warning[/yellow] {doc.key} {warning}", highlight=False)
+        if len(doc.warnings) > WARNINGS_SHOWN:
+            console.print(
+                f"[yellow]warning[/yellow] {doc.key}: {len(doc.warnings) - WARNINGS_SHOWN} more in {doc.result_file}"
+            )
     events = ", ".join(f"{count} {kind}" for kind, count in sorted(report.event_counts.items()))
     money = f"{total} {currencies.pop()}" if len(currencies) == 1 else "-"
     console.print(
