@@ -350,3 +350,15 @@ def test_data_outlives_the_stack_and_old_layers_and_logs_do_not():
         rules = RESOURCES[bucket]["Properties"]["LifecycleConfiguration"]["Rules"]
         assert any("AbortIncompleteMultipartUpload" in rule for rule in rules), bucket
     assert RESOURCES["UploadFunction"]["Properties"]["ReservedConcurrentExecutions"] == {"Ref": "UploadMaxConcurrency"}
+
+
+def test_the_topic_is_encrypted_and_every_function_that_publishes_may_use_its_key():
+    topic = RESOURCES["NotificationTopic"]["Properties"]
+    key = {"Fn::If": ["HasTopicKmsKey", {"Ref": "TopicKmsKeyArn"}, {"Fn::GetAtt": ["TopicKey", "Arn"]}]}
+    assert topic["KmsMasterKeyId"] == key
+    assert RESOURCES["TopicKey"]["Properties"]["EnableKeyRotation"] is True
+    for name, function in FUNCTIONS.items():
+        found = statements(function)
+        publishes = any("sns:Publish" in s["Action"] for s in found)
+        uses_key = any(s["Resource"] == key and "kms:GenerateDataKey" in s["Action"] for s in found)
+        assert publishes == uses_key, name
