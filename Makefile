@@ -27,7 +27,7 @@ SAM_BUILD := env -u MAKEFLAGS -u MFLAGS -u PYTHON PATH="$(abspath $(SAM_VENV))/b
 	$(SAM) build --build-dir .aws-sam/build
 HAS_LAMBDA_PYTHON = test -x $(SAM_VENV)/bin/python$(LAMBDA_PYTHON)
 
-.PHONY: setup run up test unit integration lint format schemas bench build deploy emulator clean
+.PHONY: setup run up test unit integration lint format schemas bench build deploy deploy-guided emulator clean
 
 setup: $(VENV)/.installed $(SAM_VENV)/.installed
 
@@ -123,6 +123,10 @@ build: setup
 ## Deploys with samconfig.toml once it names the API key's secret; until then, guided (which records the answers).
 deploy: build
 	@if grep -q '^parameter_overrides' samconfig.toml 2>/dev/null; then $(SAM) deploy; else $(SAM) deploy --guided; fi
+
+## The first deploy: asks for each parameter and records the answers in samconfig.toml.
+deploy-guided: build
+	$(SAM) deploy --guided
 
 clean:
 	rm -rf $(VENV) $(OUT) .aws-sam .pytest_cache .mypy_cache .ruff_cache

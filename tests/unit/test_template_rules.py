@@ -333,6 +333,10 @@ def test_a_dashscope_deploy_without_an_api_key_secret_is_refused_by_the_template
         ResolvedTemplate(TEMPLATE, stack_name="ocr")
     arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:dashscope-AbCdEf"
     ResolvedTemplate(TEMPLATE, stack_name="ocr", parameters={"ApiKeySecretArn": arn})
+    # A secret's name, or any other ARN, is refused by the parameter's pattern
+    for wrong in ("ocr/dashscope-key", "arn:aws:ssm:us-east-1:123456789012:parameter/key"):
+        with pytest.raises(TemplateError, match="AllowedPattern"):
+            ResolvedTemplate(TEMPLATE, stack_name="ocr", parameters={"ApiKeySecretArn": wrong})
     # A self-hosted Qwen-VL behind the compatible endpoint may go without a key
     ResolvedTemplate(
         TEMPLATE, stack_name="ocr", parameters={"OcrProtocol": "openai", "OcrBaseUrl": "https://vl.internal/v1"}
