@@ -3,10 +3,12 @@
 At-least-once delivery repeats S3 events and SQS messages. The services are already safe to repeat
 (deterministic job ids, conditional writes, one transaction per page), so this guard is the cheap
 front door: a repeat of work that finished returns the stored outcome without touching S3, the API
-or the jobs table, and a repeat of work still in progress waits for it (within its own remaining
-time) and then returns its outcome, instead of running beside it. Failing at once would put the
-message back and count a receive each time, which can drive a message that is being processed
-fine into its dead-letter queue. Keys are business identities, named by a JMESPath over the payload:
+or the jobs table. A repeat of work still in progress waits a few seconds for a twin about to finish,
+never longer: a twin that crashed holds the key until its own invocation's deadline, and waiting for
+that would bill this invocation for minutes of sleep. It gives its message back instead
+(WorkInProgress), to come back when the key is free at the latest; a message given back at once
+would spend its receives and could reach the dead-letter queue with nothing wrong with it. Keys are
+business identities, named by a JMESPath over the payload:
 the object version for uploads, the job and its pages for page work, the message for requests.
 """
 
@@ -33,6 +35,9 @@ from .aws import aws_client
 EXPIRES_AFTER_S = 24 * 3600
 # Stop waiting for a repeat's twin this long before our own invocation ends, to report back in time.
 WAIT_MARGIN_S = 15.0
+# The longest a repeat waits for its twin: a live twin is usually finishing; a dead one holds the key
+# until its deadline, which is not worth paying for.
+SHORT_WAIT_S = 8.0
 
 
 @cache
@@ -83,7 +88,9 @@ class Once:
             key_prefix=self.name,
         )
         remaining_s = context.get_remaining_time_in_millis() / 1000 if context is not None else 0.0
-        wait_until = self._clock() + remaining_s - WAIT_MARGIN_S
+        # The twin started before us with a timeout like ours: its key is free by our own deadline.
+        key_free_by = self._clock() + remaining_s
+        wait_until = min(key_free_by - WAIT_MARGIN_S, self._clock() + SHORT_WAIT_S)
         pause = 0.5
         while True:
             try:
@@ -91,11 +98,9 @@ class Once:
             except IdempotencyAlreadyInProgressError:
                 # Its twin is running, or crashed and holds the key until its own invocation's end.
                 if self._clock() + pause > wait_until:
-                    # The twin started before us with the same timeout: its key is free at the latest
-                    # when our own invocation would end, which is about WAIT_MARGIN_S from now.
                     raise WorkInProgress(
                         f"{self.name} work for this key is in progress in another invocation",
-                        retry_after_s=max(wait_until - self._clock(), 0.0) + WAIT_MARGIN_S,
+                        retry_after_s=max(key_free_by - self._clock(), 0.0),
                     ) from None
                 self._sleep(pause)
                 pause = min(pause * 2, 5.0)
