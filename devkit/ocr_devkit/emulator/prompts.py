@@ -1,7 +1,7 @@
 """Which task a prompt asks for, and which prompt a built-in task stands for.
 
 The compatible endpoint has no built-in tasks: clients send the task's documented prompt
-(`ocr_pipeline.task_prompts`). We recognise those exactly; other prompts are recognised by the
+(the emulator's own copy is in `vendor.py`). We recognise those exactly; other prompts are recognised by the
 words that give their task away (HTML, LaTeX, JSON, rotated rectangles), in English or in the
 vendor's Japanese, so that the vendor's own sample prompts behave sensibly too. A prompt with none
 of them is plain text recognition.
@@ -14,13 +14,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ocr_pipeline.task_prompts import DEFAULT_PROMPT, TASK_PROMPTS, key_information_prompt
-from ocr_pipeline.tasks import OcrTask
+from .vendor import DEFAULT_PROMPT, TASK_PROMPTS, Task, extraction_prompt
 
 
 @dataclass(frozen=True)
 class PromptIntent:
-    task: OcrTask
+    task: Task
     result_schema: dict[str, Any] | None = None
     # True when the prompt is one of the documented task prompts, word for word.
     exact: bool = False
@@ -30,16 +29,16 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
-_KNOWN: dict[str, OcrTask] = {}
+_KNOWN: dict[str, Task] = {}
 for _task, _prompt in TASK_PROMPTS.items():
     # text_recognition and multi_lan share a prompt; the first (text_recognition) wins.
     _KNOWN.setdefault(_squash(_prompt), _task)
 
 
-def builtin_prompt(task: OcrTask, result_schema: dict[str, Any] | None = None) -> str:
+def builtin_prompt(task: Task, result_schema: dict[str, Any] | None = None) -> str:
     """The prompt the vendor applies for a built-in task (what its text tokens are counted on)."""
-    if task is OcrTask.KEY_INFORMATION_EXTRACTION:
-        return key_information_prompt(result_schema)
+    if task is Task.KEY_INFORMATION_EXTRACTION:
+        return extraction_prompt(result_schema)
     return TASK_PROMPTS.get(task, DEFAULT_PROMPT)
 
 
@@ -80,25 +79,25 @@ def _python_literal(prompt: str, start: int) -> tuple[Any, int]:
 def classify_prompt(prompt: str | None) -> PromptIntent:
     """The task a prompt asks for; no prompt means the default prompt, i.e. text_recognition."""
     if prompt is None or not prompt.strip():
-        return PromptIntent(OcrTask.TEXT_RECOGNITION, exact=True)
+        return PromptIntent(Task.TEXT_RECOGNITION, exact=True)
     squashed = _squash(prompt)
     known = _KNOWN.get(squashed)
     if known is not None:
         return PromptIntent(known, exact=True)
     schema = schema_in_prompt(prompt)
-    if schema is not None and _squash(key_information_prompt(schema)) == squashed:
-        return PromptIntent(OcrTask.KEY_INFORMATION_EXTRACTION, schema, exact=True)
+    if schema is not None and _squash(extraction_prompt(schema)) == squashed:
+        return PromptIntent(Task.KEY_INFORMATION_EXTRACTION, schema, exact=True)
 
     folded = squashed.casefold()
     if "rotate_rect" in folded or "rotated rect" in folded or "回転した長方形" in folded:
-        return PromptIntent(OcrTask.ADVANCED_RECOGNITION)
+        return PromptIntent(Task.ADVANCED_RECOGNITION)
     if "html" in folded or "<table" in folded:
-        return PromptIntent(OcrTask.TABLE_PARSING)
+        return PromptIntent(Task.TABLE_PARSING)
     if "latex" in folded:
         mentions_formula = "formula" in folded or "数式" in folded
         mentions_document = "table" in folded or "テーブル" in folded or "document" in folded
-        task = OcrTask.FORMULA_RECOGNITION if mentions_formula and not mentions_document else OcrTask.DOCUMENT_PARSING
+        task = Task.FORMULA_RECOGNITION if mentions_formula and not mentions_document else Task.DOCUMENT_PARSING
         return PromptIntent(task)
     if "json" in folded:
-        return PromptIntent(OcrTask.KEY_INFORMATION_EXTRACTION, schema)
-    return PromptIntent(OcrTask.TEXT_RECOGNITION)
+        return PromptIntent(Task.KEY_INFORMATION_EXTRACTION, schema)
+    return PromptIntent(Task.TEXT_RECOGNITION)

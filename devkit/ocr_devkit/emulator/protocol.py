@@ -16,17 +16,25 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ocr_pipeline.catalog import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, ModelSpec, model_spec
-from ocr_pipeline.errors import ConfigurationError
-from ocr_pipeline.task_prompts import DEFAULT_PROMPT
-from ocr_pipeline.tasks import MAX_SCHEMA_DEPTH, OcrTask, schema_depth
-from ocr_pipeline.tokens import PixelBudget, image_tokens, smart_resize
 from PIL import Image
 
 from .engine import Line
 from .prompts import builtin_prompt, classify_prompt
 from .responses import task_output
 from .tokenizer import count_tokens, prompt_tokens, truncate_to_tokens
+from .vendor import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_PIXELS,
+    DEFAULT_PROMPT,
+    MAX_SCHEMA_DEPTH,
+    Budget,
+    Model,
+    Task,
+    find_model,
+    image_tokens,
+    schema_depth,
+    smart_resize,
+)
 
 Mode = Literal["native", "compatible"]
 
@@ -219,10 +227,10 @@ class OcrRequest:
 
     mode: Mode
     model: str
-    spec: ModelSpec
+    spec: Model
     image: ReceivedImage
-    budget: PixelBudget
-    task: OcrTask
+    budget: Budget
+    task: Task
     result_schema: dict[str, Any] | None
     # The prompt the model reads: the user's text, or the built-in task's prompt.
     prompt: str
@@ -252,14 +260,14 @@ def _int(value: Any, name: str, *, low: int = 1, high: int | None = None) -> int
     return value
 
 
-def _model(body: dict[str, Any]) -> tuple[str, ModelSpec]:
+def _model(body: dict[str, Any]) -> tuple[str, Model]:
     name = body.get("model")
     if not isinstance(name, str) or not name:
         raise invalid("model must be given as a non-empty string", param="model")
-    try:
-        return name, model_spec(name)
-    except ConfigurationError:
-        raise ApiError(404, "ModelNotFound", f"Model not exist: {name!r} is not a Qwen-OCR model") from None
+    model = find_model(name)
+    if model is None:
+        raise ApiError(404, "ModelNotFound", f"Model not exist: {name!r} is not a Qwen-OCR model")
+    return name, model
 
 
 def _single_user_message(messages: Any, name: str) -> dict[str, Any]:
@@ -285,7 +293,7 @@ def _pixels(item: dict[str, Any], name: str) -> tuple[int, int]:
     return min_pixels, max_pixels
 
 
-def _max_tokens(value: Any, spec: ModelSpec, name: str) -> int:
+def _max_tokens(value: Any, spec: Model, name: str) -> int:
     if value is None:
         return spec.max_output_tokens
     return _int(value, name, high=spec.max_output_tokens)
@@ -333,7 +341,7 @@ def parse_native(body: Any) -> OcrRequest:
 
     # Decode last: it is the expensive part, and the cheap checks should answer first.
     image = decode_image_url(image_item["image"], param=image_name)
-    budget = PixelBudget(patch=spec.patch, min_pixels=min_pixels, max_pixels=max_pixels)
+    budget = Budget(patch=spec.patch, min_pixels=min_pixels, max_pixels=max_pixels)
     if task is not None:
         return OcrRequest(
             mode="native",
@@ -364,7 +372,7 @@ def parse_native(body: Any) -> OcrRequest:
     )
 
 
-def _ocr_options(options: dict[str, Any], spec: ModelSpec) -> tuple[OcrTask | None, dict[str, Any] | None]:
+def _ocr_options(options: dict[str, Any], spec: Model) -> tuple[Task | None, dict[str, Any] | None]:
     name = "parameters.ocr_options"
     raw_task = options.get("task")
     task_config = _object(options.get("task_config", {}), f"{name}.task_config")
@@ -374,17 +382,17 @@ def _ocr_options(options: dict[str, Any], spec: ModelSpec) -> tuple[OcrTask | No
             raise invalid("result_schema needs ocr_options.task = key_information_extraction", param=f"{name}.task")
         return None, None
     try:
-        task = OcrTask(raw_task)
+        task = Task(raw_task)
     except ValueError:
-        known = ", ".join(t.value for t in OcrTask)
+        known = ", ".join(t.value for t in Task)
         raise invalid(
             f"{name}.task {raw_task!r} is not a built-in task; use one of: {known}", param=f"{name}.task"
         ) from None
-    if not spec.supports_builtin_tasks:
+    if not spec.builtin_tasks:
         raise invalid(f"{spec.name} does not support built-in OCR tasks; send a prompt instead", param=f"{name}.task")
     if schema is not None:
         param = f"{name}.task_config.result_schema"
-        if task is not OcrTask.KEY_INFORMATION_EXTRACTION:
+        if task is not Task.KEY_INFORMATION_EXTRACTION:
             raise invalid(f"result_schema only applies to key_information_extraction, not {task.value}", param=param)
         if not isinstance(schema, dict) or not schema:
             raise invalid("result_schema must be a non-empty JSON object", param=param)
@@ -438,7 +446,7 @@ def parse_compatible(body: Any) -> OcrRequest:
         model=model,
         spec=spec,
         image=image,
-        budget=PixelBudget(patch=spec.patch, min_pixels=min_pixels, max_pixels=max_pixels),
+        budget=Budget(patch=spec.patch, min_pixels=min_pixels, max_pixels=max_pixels),
         task=intent.task,
         result_schema=intent.result_schema,
         prompt=text or DEFAULT_PROMPT,

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from html import escape as html_escape
 from typing import Any
 
-from ocr_pipeline.tasks import OcrTask
-
 from .engine import Line, Quad, group_rows
+from .vendor import Task
 
 
 @dataclass(frozen=True)
@@ -383,16 +382,16 @@ def formula_latex(lines: Sequence[Line]) -> str:
 # --- dispatch -----------------------------------------------------------------------
 
 
-def task_output(task: OcrTask, lines: Sequence[Line], *, result_schema: dict[str, Any] | None = None) -> TaskOutput:
+def task_output(task: Task, lines: Sequence[Line], *, result_schema: dict[str, Any] | None = None) -> TaskOutput:
     """The model's answer to `task` for these lines (in reading order)."""
-    if task is OcrTask.ADVANCED_RECOGNITION:
+    if task is Task.ADVANCED_RECOGNITION:
         return advanced_recognition(lines)
-    if task is OcrTask.KEY_INFORMATION_EXTRACTION:
+    if task is Task.KEY_INFORMATION_EXTRACTION:
         return key_information_extraction(lines, result_schema)
-    if task is OcrTask.TABLE_PARSING:
+    if task is Task.TABLE_PARSING:
         return TaskOutput(text=table_html(lines))
-    if task is OcrTask.DOCUMENT_PARSING:
+    if task is Task.DOCUMENT_PARSING:
         return TaskOutput(text=document_latex(lines))
-    if task is OcrTask.FORMULA_RECOGNITION:
+    if task is Task.FORMULA_RECOGNITION:
         return TaskOutput(text=formula_latex(lines))
     return TaskOutput(text=plain_text(lines))

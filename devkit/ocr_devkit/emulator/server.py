@@ -42,7 +42,6 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 from urllib.parse import urlsplit
 
-from ocr_pipeline.catalog import COMPATIBLE_PATH, NATIVE_PATH
 from PIL import Image
 
 from .engine import Line, shared_engine
@@ -63,6 +62,7 @@ from .protocol import (
     parse_compatible,
     parse_native,
 )
+from .vendor import COMPATIBLE_PATH, NATIVE_PATH
 
 logger = logging.getLogger(__name__)
 
