@@ -8,6 +8,7 @@ rule or parameter refused); 4 an internal error (a bug of ours, never a document
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -19,8 +20,10 @@ from typing import Any
 from ocr_pipeline.catalog import DEFAULT_MODEL, Region
 from ocr_pipeline.client import OcrServiceSettings, Protocol, QwenOcrClient
 from ocr_pipeline.errors import ConfigurationError, InvalidRequest, OcrPipelineError
+from ocr_pipeline.pipeline.documents import SNIFF_BYTES, count_pages, detect_kind, prepare_page
+from ocr_pipeline.pipeline.model import DocumentKind
 from ocr_pipeline.pricing import format_money
-from ocr_pipeline.recognition import Recognition, Recognizer
+from ocr_pipeline.recognition import Recognition, Recognizer, budget_for
 from ocr_pipeline.tasks import OcrTask, TaskOptions, parse_schema_text
 from ocr_pipeline.validation import parse_validators, validate_fields
 
@@ -204,16 +207,42 @@ def command_recognize(args: argparse.Namespace) -> int:
     if args.validate:
         options = with_validators(options, args.validate)
     data = path.read_bytes()
+    kind = detect_kind(data[:SNIFF_BYTES])
+    pages: list[tuple[int | None, Recognition]]
     with service_settings(args) as settings:
         recognizer = Recognizer(QwenOcrClient(settings), settings)
-        recognition = recognizer.recognize_bytes(data, options)
-    checks = validate_fields(recognition.result.kv, options.validators) if options.validators else None
-    if args.json:
-        payload = recognition_json(recognition)
-        if checks is not None:
-            payload["validation"] = [c.model_dump() for c in checks]
-        print(json.dumps(payload, ensure_ascii=False))
-    else:
+        if kind is DocumentKind.IMAGE:
+            if args.all_pages or args.page != 1:
+                raise InvalidRequest(f"{path} is a single image: --page and --all-pages are for PDFs and TIFFs")
+            pages = [(None, recognizer.recognize_bytes(data, options))]
+        else:
+            count = count_pages(io.BytesIO(data), kind, recognizer.limits)
+            wanted = range(1, count + 1) if args.all_pages else [args.page]
+            if not all(1 <= page <= count for page in wanted):
+                raise InvalidRequest(f"{path} has {count} page(s); there is no page {args.page}")
+            budget = budget_for(recognizer.model, options)
+            pages = [
+                (
+                    page,
+                    recognizer.recognize_prepared(
+                        prepare_page(io.BytesIO(data), kind, page, budget, recognizer.limits), options
+                    ),
+                )
+                for page in wanted
+            ]
+    results = []
+    for page, recognition in pages:
+        checks = validate_fields(recognition.result.kv, options.validators) if options.validators else None
+        if args.json:
+            payload = recognition_json(recognition)
+            if page is not None:
+                payload = {"page": page, **payload}
+            if checks is not None:
+                payload["validation"] = [c.model_dump() for c in checks]
+            results.append(payload)
+            continue
+        if page is not None and len(pages) > 1:
+            print(f"-- page {page} of {path.name}", file=sys.stderr)
         print_recognition(recognition)
         for check in checks or []:
             verdict = {True: "valid", False: "INVALID", None: "not checked"}[check.valid]
@@ -221,6 +250,9 @@ def command_recognize(args: argparse.Namespace) -> int:
                 f"-- {check.path} ({check.validator}): {verdict}{f': {check.reason}' if check.reason else ''}",
                 file=sys.stderr,
             )
+    if args.json:
+        # One object for one page (as for an image); all pages of a document as {"pages": [...]}.
+        print(json.dumps(results[0] if not args.all_pages else {"pages": results}, ensure_ascii=False))
     return EXIT_OK
 
 
@@ -277,11 +309,46 @@ def command_run(args: argparse.Namespace) -> int:
     return EXIT_OK if not report.failed else EXIT_DOCUMENT_FAILED
 
 
+EPILOG = """exit codes:
+  0    success
+  1    a document failed, or did not finish in time (its error code is printed)
+  2    bad command line
+  3    configuration: missing API key, a model the region does not offer, no AWS credentials,
+       a template rule or parameter refused
+  4    internal error, a bug of ours (OCR_PIPELINE_DEBUG=1 shows the traceback)
+  130  interrupted
+
+environment:
+  DASHSCOPE_API_KEY            the API key for --backend dashscope
+  OCR_BASE_URL, OCR_PROTOCOL   a self-hosted or other endpoint (see --base-url, --backend)
+  AWS_PROFILE, AWS_REGION      the AWS account of submit and replay (or --profile, --aws-region)
+  OCR_PIPELINE_DEBUG=1         tracebacks instead of one-line errors
+"""
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ocr-pipeline")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ocr-pipeline", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="ocr-pipeline",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
-    recognize = commands.add_parser("recognize", help="recognise one image and print the result")
-    recognize.add_argument("image", help="an image file (BMP, JPEG, PNG, TIFF, WEBP, HEIC, GIF)")
+    recognize = commands.add_parser("recognize", help="recognise one image or document page and print the result")
+    recognize.add_argument("image", help="an image (BMP, JPEG, PNG, TIFF, WEBP, HEIC, GIF) or a PDF")
+    pages = recognize.add_mutually_exclusive_group()
+    pages.add_argument("--page", type=int, default=1, help="the page of a PDF or multi-page TIFF (1-based; 1)")
+    pages.add_argument("--all-pages", action="store_true", help="every page of a PDF or multi-page TIFF, in order")
     add_service_arguments(recognize)
     recognize.add_argument(
         "--validate", action="append", metavar="PATH=VALIDATOR", help="check an extracted field (repeatable)"

@@ -38,10 +38,13 @@ SQS_BATCH = 10
 class StackTarget:
     """Where a stack's queues and topic are, and how to reach its endpoint."""
 
-    def __init__(self, outputs: dict[str, str], endpoint_url: str | None, region: str | None) -> None:
+    def __init__(
+        self, outputs: dict[str, str], endpoint_url: str | None, region: str | None, profile: str | None = None
+    ) -> None:
         self.outputs = outputs
         self.endpoint_url = endpoint_url
         self.region = region
+        self.profile = profile
 
     def client(self, service: str) -> Any:
         import boto3
@@ -56,6 +59,8 @@ class StackTarget:
                 "aws_access_key_id": ADMIN_ACCESS_KEY_ID,
                 "aws_secret_access_key": ADMIN_SECRET_ACCESS_KEY,
             }
+        if self.profile and not self.endpoint_url:
+            return boto3.Session(profile_name=self.profile).client(service, region_name=self.region)
         return boto3.client(service, region_name=self.region, **options)  # type: ignore[call-overload]
 
     def output(self, name: str) -> str:
@@ -83,6 +88,7 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
         type=aws_region,
         help="AWS region of the stack (default: your AWS config)",
     )
+    parser.add_argument("--profile", help="the AWS profile to sign with (default: your AWS config)")
 
 
 def aws_region(value: str) -> str:
@@ -98,7 +104,7 @@ def aws_region(value: str) -> str:
 
 def resolve_target(args: argparse.Namespace) -> StackTarget:
     if args.stack:
-        target = StackTarget({}, args.endpoint_url, args.aws_region)
+        target = StackTarget({}, args.endpoint_url, args.aws_region, args.profile)
         stacks = target.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"]
         target.outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
         return target
