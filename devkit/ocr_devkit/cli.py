@@ -201,6 +201,10 @@ def print_recognition(recognition: Recognition) -> None:
 
 def command_recognize(args: argparse.Namespace) -> int:
     path = Path(args.image)
+    if path.is_dir():
+        raise InvalidRequest(
+            f"{path} is a folder: recognize reads one file; `ocr-pipeline run {path} --out DIR` reads folders"
+        )
     if not path.is_file():
         raise InvalidRequest(f"no such file: {path}")
     options = task_options_from(args)

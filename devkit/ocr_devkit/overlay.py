@@ -258,6 +258,9 @@ def draw_result(
         raise ValueError("the result has no boxes: only advanced_recognition returns them")
     chosen = pages[0] if page is None else next((p for p in pages if p.page == page), None)
     if chosen is None:
+        total = len(result["pages"]) if isinstance(result.get("pages"), list) else 1
+        if page is not None and not 1 <= page <= total:
+            raise ValueError(f"the result has {total} page(s); there is no page {page}")
         raise ValueError(f"page {page} has no boxes; pages with boxes: {', '.join(str(p.page) for p in pages)}")
     font = font or find_cjk_font()
     picture, scale, warnings = page_picture(chosen, original)

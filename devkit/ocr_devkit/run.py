@@ -393,9 +393,15 @@ def run_pipeline(options: RunOptions, *, on_progress: ProgressCallback | None = 
             pipeline.stack.wait_until_idle(timeout=30.0)
         pipeline.recorder.poll(wait_s=1)
         documents: list[DocumentOutcome] = []
+        progress = job_progress(dynamodb, pipeline.jobs_table)
         for upload in uploads:
             envelope = final.get(upload.key)
             outcome = _outcome(upload, envelope)
+            if envelope is None and upload.key in progress:
+                # Unfinished, but counted: its pages are in the totals next to the billing events they caused.
+                settled, total = progress[upload.key]
+                outcome.pages = total
+                outcome.error_message = f"{outcome.error_message}; {settled} of {total} page(s) settled"
             target = out / "results" / _result_name(upload.key)
             if envelope is not None and envelope.event_type == "document.completed":
                 target.write_bytes(pipeline.read_result(envelope.data["result_uri"]))

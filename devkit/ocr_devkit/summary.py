@@ -96,7 +96,7 @@ def print_summary(report: RunReport) -> None:
     console.print(
         f"documents {figures['documents']} · pages {figures['pages']} (recognised {figures['pages_recognised']}) · "
         f"faults injected {figures['faults_injected']}{f' ({faults})' if faults else ''} · "
-        f"retries {figures['retries']} · redeliveries {figures['redeliveries']} · "
+        f"repeated OCR requests {figures['retries']} · redeliveries {figures['redeliveries']} · "
         f"completed {figures['completed']} · failed {figures['failed']} · "
         f"billing events {figures['billing_events']} · duplicates delivered {figures['duplicates_delivered']}, "
         f"dropped {figures['duplicates_dropped']} · workers killed {figures['workers_killed']} · "
@@ -108,8 +108,9 @@ def print_summary(report: RunReport) -> None:
 def run_figures(report: RunReport) -> dict[str, Any]:
     """What a fault-injection run is judged on, each figure read from what the run recorded.
 
-    - faults injected, and retries (API requests identical to an earlier one: a client retry or a
-      redelivered page calling again), from the emulator's counters;
+    - faults injected, and retries: API requests identical to an earlier one (a client retry, a
+      redelivered page calling again, or the same page in two documents), shown as "repeated OCR
+      requests", from the emulator's counters;
     - duplicates delivered (deliveries the runner invoked twice) and dropped (of those, invocations
       that succeeded without one AWS write), and redeliveries (SQS records received again, async
       events invoked again), and workers killed (timeouts, and `--kill-rate`), from the runner's counters;

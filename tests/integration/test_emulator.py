@@ -519,3 +519,12 @@ def test_stopping_does_not_wait_for_a_hanging_request() -> None:
     assert time.monotonic() - started < 5
     assert not caller.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], httpx.RemoteProtocolError | httpx.ReadError)
+
+
+def test_started_without_a_key_the_compatible_endpoint_takes_keyless_calls_like_a_self_hosted_server():
+    with EmulatorServer() as open_server, httpx.Client(base_url=open_server.base_url, timeout=30) as client:
+        compatible = client.post(COMPATIBLE_PATH, json=compatible_body(data_url(TWO_LINES_PNG), None))
+        assert compatible.status_code == 200, compatible.text
+        # DashScope's own API always wants a key
+        native = client.post(NATIVE_PATH, json=native_body(data_url(TWO_LINES_PNG)))
+        assert native.status_code == 401 and native.json()["code"] == "InvalidApiKey"

@@ -87,6 +87,10 @@ def test_a_fault_run_stopped_while_pages_are_being_read_exits_1_after_its_report
     report = json.loads(result.stdout)
     statuses = {document["key"]: document["status"] for document in report["documents"]}
     assert statuses["long report.pdf"] == "timed_out"
+    # And its pages are counted, next to whatever billing events its settled pages caused
+    (long_report,) = [d for d in report["documents"] if d["key"] == "long report.pdf"]
+    if "settled" in (long_report.get("error_message") or ""):
+        assert long_report["pages"] == PAGES
 
 
 class _HeldEngine:

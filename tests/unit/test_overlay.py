@@ -122,3 +122,16 @@ def test_the_label_font_has_cjk_glyphs():
     # When two different ideographs are drawn / Then they differ (a missing glyph draws the same box twice)
     assert ImageChops.difference(glyph("中"), glyph("文")).getbbox() is not None
     assert glyph("中").getbbox() is not None
+
+
+def test_a_page_beyond_the_result_says_how_many_pages_there_are(tmp_path, capsys):
+    result = {"pages": [{"page": n, "words": [word("a", 0, 0, 10, 10)], "image": {}} for n in (1, 2, 3)]}
+    (tmp_path / "r.json").write_text(json.dumps(result))
+    assert main(["draw", str(tmp_path / "r.json"), "-o", str(tmp_path / "o.png"), "--page", "9"]) == 1
+    assert "the result has 3 page(s); there is no page 9" in capsys.readouterr().err
+
+
+def test_recognize_on_a_folder_points_to_run(tmp_path, capsys):
+    assert main(["recognize", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "ocr-pipeline run" in err

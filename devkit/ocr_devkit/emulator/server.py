@@ -408,7 +408,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         try:
-            self._authenticate()
+            self._authenticate(mode)
             if body is None:
                 raise ApiError(400, "InvalidParameter", "the request body is not valid JSON")
             request = parse_native(body) if mode == "native" else parse_compatible(body)
@@ -437,12 +437,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.emulator.recorder.answered(entry, status=200, request_id=request_id, usage=payload.get("usage"))
         self._send_json(200, payload)
 
-    def _authenticate(self) -> None:
+    def _authenticate(self, mode: Mode) -> None:
         header = self.headers.get("Authorization", "")
         scheme, _, key = header.strip().partition(" ")
+        expected = self.emulator.api_key
+        if mode == "compatible" and expected is None and not key.strip():
+            # A self-hosted OpenAI-compatible server usually takes calls without a key; started without
+            # --api-key, the emulator stands in for one. DashScope itself always wants one.
+            return
         if scheme.lower() != "bearer" or not key.strip():
             raise ApiError(401, "InvalidApiKey", "No API-key provided.")
-        expected = self.emulator.api_key
         if expected is not None and key.strip() != expected:
             raise ApiError(401, "InvalidApiKey", "Invalid API-key provided.")
 
