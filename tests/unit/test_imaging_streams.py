@@ -161,7 +161,7 @@ def test_the_third_frame_of_a_tiff_file_is_the_third_page(compression: str, mode
     # Then the file gives the third page, exactly as the bytes do
     assert from_file == from_bytes
     assert block_centre(from_file) == pytest.approx(20 + 80 * 2 + 30, abs=4)
-    assert ("select_frame", "frame 2 of a TIFF") in [(s.action, s.detail) for s in from_file.steps]
+    assert ("select_frame", "page 3 (frame index 2) of a TIFF") in [(s.action, s.detail) for s in from_file.steps]
 
 
 @pytest.mark.parametrize(

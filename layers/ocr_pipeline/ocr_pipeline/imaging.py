@@ -675,7 +675,10 @@ def _select_frame(image: ImageFile.ImageFile, frame: int, steps: list[Preparatio
             image.seek(frame)
         except EOFError as exc:
             raise InvalidRequest(f"the image has no frame {frame}", frame=frame) from exc
-        steps.append(PreparationStep(action="select_frame", detail=f"frame {frame} of a {image.format}"))
+        # Pages are counted from 1 everywhere a user reads them; the index is Pillow's, from 0.
+        steps.append(
+            PreparationStep(action="select_frame", detail=f"page {frame + 1} (frame index {frame}) of a {image.format}")
+        )
     elif getattr(image, "is_animated", False):
         steps.append(PreparationStep(action="select_frame", detail=f"first frame of a multi-frame {image.format}"))
 
