@@ -177,7 +177,9 @@ def _page_sources(file: Any, kind: DocumentKind, limits: PreparationLimits) -> l
     if kind is DocumentKind.TIFF and info.frame_count > 1:
         return [PageSource(width=w, height=h) for w, h in _frame_sizes(file, info.frame_count)]
     # Other multi-frame images (GIF, animated WEBP) are one page: their first frame.
-    return [PageSource(width=info.width, height=info.height)]
+    # As a person sees it: an EXIF-rotated photo's stored size is transposed.
+    width, height = info.upright_size
+    return [PageSource(width=width, height=height)]
 
 
 def _pdf_page_sizes(file: Any, count: int) -> list[tuple[float, float]]:

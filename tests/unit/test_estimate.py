@@ -150,3 +150,17 @@ def test_each_frame_of_a_multipage_tiff_is_a_page_with_its_own_size(tmp_path):
     (model,) = estimate([path], TaskOptions(), ["qwen-vl-ocr-2025-11-20"], [Region.INTL]).models
     assert model.pages == 3
     assert model.image_tokens == sum(documented_image_tokens(h, w, 32) for w, h in sizes)
+
+
+def test_an_exif_rotated_photo_is_measured_upright_as_it_is_sent(tmp_path):
+    # Given a photo stored 1200x400 whose EXIF says "rotate 90°" (orientation 6): upright it is 400x1200
+    stored = Image.new("RGB", (1200, 400), "white")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.jpg"
+    stored.save(path, "JPEG", exif=exif)
+    # When estimated / Then its size is the upright one, the one prepare_image sends
+    (model,) = estimate([path], TaskOptions(), ["qwen-vl-ocr-2025-11-20"], [Region.INTL]).models
+    prepared = prepare_image(path.read_bytes(), PixelBudget(patch=32))
+    assert prepared.height > prepared.width
+    assert model.files[0].sent_sizes == [(prepared.width, prepared.height)]

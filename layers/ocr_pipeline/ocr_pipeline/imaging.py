@@ -228,9 +228,9 @@ DEFAULT_LIMITS = PreparationLimits()
 class ImageInfo(BaseModel):
     """What the header says, before any decoding.
 
-    Sizes are as the decoder reports them: as stored, before the EXIF orientation, except
-    for TIFF, which Pillow reports upright. Token counts do not depend on it, since
-    smart_resize is symmetric in height and width.
+    `width`/`height` are as the decoder reports them: as stored, before the EXIF orientation, except
+    for TIFF, which Pillow reports upright. Token counts do not depend on it, since smart_resize is
+    symmetric in height and width; what a person sees is `upright_size`.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -240,6 +240,14 @@ class ImageInfo(BaseModel):
     height: int
     frame_count: int
     mode: str
+    # The EXIF orientation the header carries (1 when none, or when it sits after the pixel data).
+    orientation: int = 1
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        if self.orientation in _ORIENTATIONS_SWAPPING_AXES:
+            return self.height, self.width
+        return self.width, self.height
 
 
 # --- public functions -------------------------------------------------------------
@@ -262,7 +270,18 @@ def probe_image(source: ImageSource, limits: PreparationLimits = DEFAULT_LIMITS)
             # n_frames walks the frame headers (GIF, TIFF) without decoding pixel data.
             frame_count=getattr(image, "n_frames", 1),
             mode=image.mode,
+            orientation=_header_orientation(image),
         )
+
+
+def _header_orientation(image: Image.Image) -> int:
+    if image.format == "TIFF":
+        return 1  # Pillow reports a TIFF upright already
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:
+        return 1
+    return value if isinstance(value, int) and value in _ORIENTATIONS else 1
 
 
 def prepare_image(
