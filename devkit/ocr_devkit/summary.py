@@ -100,7 +100,12 @@ def print_summary(report: RunReport) -> None:
         f"completed {figures['completed']} · failed {figures['failed']} · "
         f"billing events {figures['billing_events']} · duplicates delivered {figures['duplicates_delivered']}, "
         f"dropped {figures['duplicates_dropped']} · workers killed {figures['workers_killed']} · "
-        f"repeated event ids {figures['repeated_event_ids']}",
+        f"repeated event ids {figures['repeated_event_ids']}"
+        + (
+            f" · fault to success: median {recovery['median_s']} s, slowest {recovery['max_s']} s"
+            if (recovery := figures["recovery_s"]) and recovery.get("count")
+            else ""
+        ),
         highlight=False,
     )
 
@@ -139,6 +144,8 @@ def run_figures(report: RunReport) -> dict[str, Any]:
         "duplicates_dropped": sum(f.get("duplicates_dropped", 0) for f in functions.values()),
         "workers_killed": sum(f.get("workers_killed", 0) for f in functions.values()),
         "repeated_event_ids": sum(count - 1 for count in ids.values() if count > 1),
+        # From a call's first fault to its success: what a transient failure cost the page it hit.
+        "recovery_s": emulator.get("recoveries", {}),
     }
 
 

@@ -457,3 +457,17 @@ def test_the_library_logs_its_decisions_with_the_job_and_correlation_ids(caplog)
     assert {
         getattr(r, "correlation_id", None) for r in caplog.records if getattr(r, "job_id", None) == outcome.job_id
     } == {"order-9"}
+
+
+def test_a_holder_whose_lease_ran_out_does_not_publish_but_hands_the_work_back(monkeypatch):
+    # Given a worker whose claim's lease is (as if) nearly over by the time it would publish
+    from ocr_pipeline.pipeline import work as work_module
+
+    p = Pipeline()
+    upload(p, "docs/receipt.png")
+    monkeypatch.setattr(work_module, "LEASE_PUBLISH_MARGIN_S", p.settings.claim_lease_s + 1)
+    # When it settles the page / Then it publishes nothing and gives the message back to retry
+    with pytest.raises(OcrPipelineError) as held:
+        p.drain()
+    assert held.value.code == "pipeline.claim_held" and held.value.retryable
+    assert p.bus.events == []

@@ -8,6 +8,7 @@ import copy
 import hashlib
 import json
 import random
+import statistics
 import threading
 import time
 from collections import Counter, deque
@@ -253,6 +254,10 @@ class Recorder:
         # retry, by the client or by a redelivered page, whatever the caller's own counters say.
         self._seen: set[bytes] = set()
         self._repeats = 0
+        # When each request body first met a fault, and how long it took until the same body succeeded:
+        # the time a transient failure cost the page it hit.
+        self._first_fault_at: dict[str, float] = {}
+        self._recoveries: list[float] = []
 
     def received(self, endpoint: str, path: str, body: Any, *, key_suffix: str | None) -> dict[str, Any]:
         """Log a request as it arrives; the returned entry is completed by `answered`."""
@@ -267,6 +272,7 @@ class Recorder:
             self._seen.add(digest)
             self._repeats += 1 if repeat else 0
             entry: dict[str, Any] = {
+                "digest": digest.hex(),
                 "seq": self._sequence,
                 "received_at": time.time(),
                 "endpoint": endpoint,
@@ -300,6 +306,10 @@ class Recorder:
             if status is not None:
                 self._statuses[str(status)] += 1
             if fault is not None:
+                self._first_fault_at.setdefault(entry["digest"], entry["received_at"])
+            elif status == 200 and entry["digest"] in self._first_fault_at:
+                self._recoveries.append(time.time() - self._first_fault_at.pop(entry["digest"]))
+            if fault is not None:
                 self._faults[fault.value] += 1
             elif error_code is not None:
                 self._errors[error_code] += 1
@@ -322,6 +332,12 @@ class Recorder:
                 "successes": self._successes,
                 # Requests identical to an earlier one (same endpoint, parameters and image bytes).
                 "repeated_requests": self._repeats,
+                # From a request's first fault to the same request's success, in seconds.
+                "recoveries": {
+                    "count": len(self._recoveries),
+                    "max_s": round(max(self._recoveries), 2) if self._recoveries else None,
+                    "median_s": round(statistics.median(self._recoveries), 2) if self._recoveries else None,
+                },
                 "errors": dict(self._errors),
                 "statuses": dict(self._statuses),
             }
@@ -336,3 +352,5 @@ class Recorder:
             self._successes = 0
             self._seen.clear()
             self._repeats = 0
+            self._first_fault_at.clear()
+            self._recoveries.clear()

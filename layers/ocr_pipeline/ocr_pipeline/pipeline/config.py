@@ -47,9 +47,13 @@ class PipelineSettings(BaseModel):
     # Page messages one invocation sends before it hands the rest on (a PageDispatch message): 100
     # messages are 10 SendMessageBatch calls, well inside any function's timeout.
     dispatch_messages_per_call: int = Field(default=100, gt=0)
-    # How long a worker may hold a claim (finalising a job, publishing a usage event) before
-    # another may take over; a little above the function timeout.
-    claim_lease_s: float = Field(default=960.0, gt=0)
+    # How long a worker may hold a claim (publishing a usage event, finalising a job) before another
+    # may take over. Sized to the work, not to the function timeout: a worker that dies holding one
+    # (out of memory, a host failure) holds up its document only this long. A holder that finds its
+    # lease nearly run out before it publishes gives up instead (work.py), so a slow holder and its
+    # successor never both announce. Finalising reads every page result, so it gets more per page.
+    claim_lease_s: float = Field(default=120.0, gt=10)  # more than work.LEASE_PUBLISH_MARGIN_S
+    claim_lease_per_page_s: float = Field(default=0.05, ge=0)
     result_prefix: str = "results/"
     work_prefix: str = "jobs/"
     # Copies of documents that requests named by URL, keyed by their SHA-256.
@@ -105,6 +109,7 @@ class PipelineSettings(BaseModel):
             "page_chunk_size": env.get("PAGE_CHUNK_SIZE") or None,
             "dispatch_messages_per_call": env.get("DISPATCH_MESSAGES_PER_CALL") or None,
             "claim_lease_s": env.get("CLAIM_LEASE_S") or None,
+            "claim_lease_per_page_s": env.get("CLAIM_LEASE_PER_PAGE_S") or None,
             "input_bucket": env.get("INPUT_BUCKET") or None,
             "request_source_buckets": _names(env.get("REQUEST_SOURCE_BUCKETS")),
             "url_allowlist": _names(env.get("URL_ALLOWLIST")),

@@ -51,6 +51,8 @@ RecognizerFactory = Callable[[str, Region], Recognizer]
 
 logger = logging.getLogger(__name__)
 
+# A claim's holder publishes only with at least this much of its lease left (clocks, a slow SNS call).
+LEASE_PUBLISH_MARGIN_S = 10.0
 # Job specs a warm worker keeps (a schema may be large; a worker sees few jobs at a time).
 SPEC_CACHE_SIZE = 32
 
@@ -231,7 +233,9 @@ class PageService:
         record = record or self.jobs.get_page(spec.job_id, page)
         if record is None or record.status is not PageStatus.DONE or record.usage_published or record.usage is None:
             return
-        claim = self.jobs.claim_usage_publication(spec.job_id, page, self.settings.claim_lease_s)
+        lease_s = self.settings.claim_lease_s
+        claimed_at = time.time()
+        claim = self.jobs.claim_usage_publication(spec.job_id, page, lease_s)
         if not claim.granted:
             raise ClaimHeld(
                 f"page {page} of job {spec.job_id}: its usage event is being published elsewhere",
@@ -261,6 +265,7 @@ class PageService:
             request_id=record.request_id,
             method=method,
         )
+        self._still_within_lease(claimed_at, lease_s, f"page {page} of job {spec.job_id}")
         self.bus.publish(usage_event(event, spec.correlation_id))
         self.jobs.mark_usage_published(spec.job_id, page)
 
@@ -270,10 +275,12 @@ class PageService:
         job = self.jobs.get_job(job_id)
         if job is None or not job.settled or job.status not in (JobStatus.RUNNING, JobStatus.FINALIZING):
             return None
-        claim = self.jobs.claim_finalization(job_id, self.settings.claim_lease_s)
+        spec = job.spec
+        lease_s = self.settings.claim_lease_s + self.settings.claim_lease_per_page_s * spec.page_count
+        claimed_at = time.time()
+        claim = self.jobs.claim_finalization(job_id, lease_s)
         if not claim.granted:
             raise ClaimHeld(f"job {job_id} is being finalised elsewhere", retry_after_s=claim.held_for_s)
-        spec = job.spec
         records = self.jobs.list_pages(job_id)
         pages = [self._load_page(record) for record in records]
         document = assemble(spec, pages)
@@ -302,6 +309,7 @@ class PageService:
                 currency=document.currency,
                 validation=document.validation,
             )
+            self._still_within_lease(claimed_at, lease_s, f"job {job_id}")
             self.bus.publish(completed_event(completed, spec.correlation_id))
             self.jobs.finish_job(job_id, JobStatus.COMPLETED, result_uri=uri)
             logger.info(
@@ -319,12 +327,23 @@ class PageService:
                 page_count=spec.page_count,
                 error=first,
             )
+            self._still_within_lease(claimed_at, lease_s, f"job {job_id}")
             self.bus.publish(failed_event(failed, spec.correlation_id))
             self.jobs.finish_job(job_id, JobStatus.FAILED, error=first)
             logger.info(
                 "document failed", extra={"job_id": job_id, "correlation_id": spec.correlation_id, "code": first.code}
             )
         return document
+
+    @staticmethod
+    def _still_within_lease(claimed_at: float, lease_s: float, what: str) -> None:
+        """Publish only with time left on our lease: past it, another worker may have taken over."""
+        left = claimed_at + lease_s - time.time()
+        if left < LEASE_PUBLISH_MARGIN_S:
+            raise ClaimHeld(
+                f"{what}: our claim's lease ran out before publishing; another delivery takes over",
+                retry_after_s=max(left, 0.0) + 1.0,
+            )
 
     def _load_page(self, record: PageRecord) -> PageResult:
         if record.result_key:
