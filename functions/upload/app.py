@@ -28,7 +28,9 @@ def handler(event: dict[str, Any], context: LambdaContext, service: UploadServic
         return {"outcomes": []}
     service = service or upload_service()
     # One object version is one document, however often S3 or Lambda's retries deliver its event.
-    once = Once(service.settings.idempotency_table, name="upload", key="[bucket, key, version_id, etag]")
+    once = Once(
+        service.settings.idempotency_table, name="upload", key="[bucket, key, version_id, etag]", can_defer=False
+    )
     outcomes = []
     for record in S3Event(event).records:
         upload = UploadedObject.from_notification(record.raw_event)

@@ -126,3 +126,24 @@ def test_two_guards_on_one_table_in_one_process_each_use_their_own_key(table):
     assert uploads.run(Upload(bucket="b", key="k", etag="e"), lambda: {"n": 1}, Context(60_000)) == {"n": 1}
     assert requests.run(Request(message_id="m-1", body="{}"), lambda: {"n": 2}, Context(60_000)) == {"n": 2}
     assert requests.run(Request(message_id="m-2", body="{}"), lambda: {"n": 3}, Context(60_000)) == {"n": 3}
+
+
+def test_a_repeat_that_cannot_give_its_event_back_waits_for_its_twin_up_to_its_own_deadline(table):
+    waited: list[float] = []
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        waited.append(seconds)
+        now[0] += seconds
+
+    upload = Upload(bucket="b", key="k", etag="e1")
+    outer = Once(TABLE, name="upload", key="[bucket, key, etag]")
+    inner = Once(TABLE, name="upload", key="[bucket, key, etag]", can_defer=False, sleep=sleep, clock=lambda: now[0])
+
+    def twin_arrives_meanwhile() -> dict:
+        with pytest.raises(WorkInProgress):
+            inner.run(upload, lambda: {}, Context(60_000))
+        return {"decision": "enqueued"}
+
+    outer.run(upload, twin_arrives_meanwhile, Context(60_000))
+    assert idempotency.SHORT_WAIT_S < sum(waited) <= 60 - idempotency.WAIT_MARGIN_S

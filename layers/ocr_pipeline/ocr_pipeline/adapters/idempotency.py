@@ -54,12 +54,16 @@ class Once:
         *,
         name: str,
         key: str,
+        can_defer: bool = True,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.table_name = table_name
         self.name = name
         self.key = key
+        # An SQS record can be given back to come later (redelivery.py); an S3 event cannot: Lambda
+        # retries it 1 and 2 minutes later (seconds, locally), so there the wait happens here.
+        self.can_defer = can_defer
         self._sleep = sleep
         self._clock = clock
 
@@ -90,7 +94,9 @@ class Once:
         remaining_s = context.get_remaining_time_in_millis() / 1000 if context is not None else 0.0
         # The twin started before us with a timeout like ours: its key is free by our own deadline.
         key_free_by = self._clock() + remaining_s
-        wait_until = min(key_free_by - WAIT_MARGIN_S, self._clock() + SHORT_WAIT_S)
+        wait_until = key_free_by - WAIT_MARGIN_S
+        if self.can_defer:
+            wait_until = min(wait_until, self._clock() + SHORT_WAIT_S)
         pause = 0.5
         while True:
             try:
