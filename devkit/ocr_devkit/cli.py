@@ -388,9 +388,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands where --region used to mean the DashScope region; it still does there, for one more release.
+OLD_REGION_FLAG_COMMANDS = {"recognize", "run", "up", "estimate"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(tokens)
+    if getattr(args, "command", None) in OLD_REGION_FLAG_COMMANDS and any(
+        t == "--region" or t.startswith("--region=") for t in tokens
+    ):
+        print(
+            "warning: --region is now --ocr-region here (the DashScope region); the old name goes in a later release",
+            file=sys.stderr,
+        )
     try:
         return int(args.handler(args))
     except ConfigurationError as error:

@@ -47,7 +47,8 @@ def handler(event: dict[str, Any], context: LambdaContext, service: RequestServi
                 context,
             )
         outcome = IntakeOutcome.model_validate(stored)
-        logger.info("request handled", extra={"message_id": record.message_id, **outcome.model_dump(exclude_none=True)})
+        # The decision only: a refusal's code was logged once, where it was decided (the intake).
+        logger.info("request handled", extra=outcome.model_dump(exclude_none=True, exclude={"reason"}))
         metrics.add_metric(name=f"Requests{outcome.decision.value.title()}", unit=MetricUnit.Count, value=1)
 
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

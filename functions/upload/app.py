@@ -38,6 +38,6 @@ def handler(event: dict[str, Any], context: LambdaContext, service: UploadServic
             stored = once.run(upload, lambda upload=upload: service.accept(upload).model_dump(mode="json"), context)
         outcomes.append(IntakeOutcome.model_validate(stored))
     for outcome in outcomes:
-        logger.info("upload handled", extra=outcome.model_dump(exclude_none=True))
+        logger.info("upload handled", extra=outcome.model_dump(exclude_none=True, exclude={"reason"}))
         metrics.add_metric(name=f"Uploads{outcome.decision.value.title()}", unit=MetricUnit.Count, value=1)
     return {"outcomes": [o.model_dump(mode="json") for o in outcomes]}

@@ -48,3 +48,10 @@ def test_the_ocr_region_has_one_name_everywhere():
     for argv in (["recognize", "x.png"], ["run", "x.png", "--out", "o"], ["up"], ["estimate", "x.png"]):
         args = parser.parse_args([*argv, "--ocr-region", "cn"])
         assert args.region in ("cn", ["cn"]), argv
+
+
+def test_the_old_region_flag_still_works_with_a_deprecation_warning(tmp_path, capsys):
+    assert cli.main(["estimate", str(tmp_path / "missing.png"), "--region", "intl"]) in (0, 1)
+    assert "--region is now --ocr-region" in capsys.readouterr().err
+    cli.main(["estimate", str(tmp_path / "missing.png"), "--ocr-region", "intl"])
+    assert "--region is now" not in capsys.readouterr().err
