@@ -99,12 +99,12 @@ def test_a_request_naming_a_model_its_region_does_not_offer_is_never_sent():
     p.store.put(INPUT, "a.png", text_png(), content_type="image/png")
     body = json.dumps({"source": {"bucket": INPUT, "key": "a.png"}, "model": "qwen-vl-ocr-latest", "region": "intl"})
     RequestService(p.settings, p.intake, None, SourcePolicy(buckets=frozenset({INPUT}))).handle(body, "m-1")
-    # When its pages are worked
+    # Then it is refused at intake: no page message, nothing sent, one answer with the request's code
+    assert p.queue.bodies == []
     p.drain()
-    # Then nothing was sent, and the document failed once with the configuration's code
     assert p.ocr.calls == []
     (failed,) = p.bus.of_type("document.failed")
-    assert failed.data["error"]["code"] == "config.invalid"
+    assert failed.data["error"]["code"] == "request.invalid"
     assert "not offered in region intl" in failed.data["error"]["message"]
     assert p.bus.of_type("usage.recorded") == []
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, BinaryIO, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from ..catalog import Region, model_spec
+from ..catalog import Region, offered_model
 from ..client.settings import Protocol
 from ..errors import ConfigurationError, InvalidRequest, MalformedRequest, OcrPipelineError
 from ..tasks import OcrTask, TaskOptions
@@ -196,8 +196,8 @@ class RequestService:
             correlation_id = request.correlation_id or message_id
             tenant = self.tenant_for(request, sender_id)
             rejection = rejection.model_copy(update={"tenant": tenant, "correlation_id": correlation_id})
-            model = self._model(request.model)
             region = request.region or ocr.region
+            model = self._model(request.model, region)
             options = request.task_options()
             rejection = rejection.model_copy(update={"model": model, "region": region, "options": options})
             source, info = self._resolve(request.source)
@@ -225,13 +225,14 @@ class RequestService:
         by_key = self.settings.tenant_rule.tenant_for(key, {}, self.settings.routing_rules)
         return self.settings.request_tenants.tenant_for(sender_id, request.tenant, by_key)
 
-    def _model(self, requested: str | None) -> str:
+    def _model(self, requested: str | None, region: Region) -> str:
         ocr = self.settings.ocr
         if requested is None:
             return ocr.model
-        if ocr.protocol is Protocol.DASHSCOPE:
+        if ocr.protocol is Protocol.DASHSCOPE and not ocr.allow_unlisted_model:
+            # Refused here, answered at once: sent on, every page would fail with config.invalid.
             try:
-                model_spec(requested)
+                offered_model(requested, region)
             except ConfigurationError as error:
                 raise InvalidRequest(error.message) from None
         # A self-hosted model behind the compatible endpoint has a name only its operator knows.
