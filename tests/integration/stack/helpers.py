@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+from pathlib import Path
 from typing import Any
+
+import boto3
 
 
 def drain(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
@@ -50,3 +54,29 @@ def wait_for(condition: Any, timeout_s: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.05)
+
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def write_template_copy(directory: Path, text: str) -> Path:
+    """A changed copy of the project's template, written to `directory`, with its code folders still the project's."""
+    # The copy lives elsewhere, so its code folders are named from the project's root.
+    text = re.sub(r"(CodeUri|ContentUri): (\S+)", lambda m: f"{m[1]}: {ROOT / m[2]}/", text)
+    path = directory / "template.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def signed_as(pipeline: Any, function: str, service: str) -> Any:
+    """A client holding exactly the credentials the runner gives `function`'s workers."""
+    runner = pipeline.stack.runner
+    environment = runner.environment_for(runner.functions[function])
+    return boto3.client(
+        service,
+        endpoint_url=pipeline.stack.endpoint_url,
+        region_name=pipeline.stack.region,
+        aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=environment["AWS_SESSION_TOKEN"],
+    )

@@ -10,7 +10,6 @@ LastResortQueue and DeadLetterFunction never ran.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,6 +17,8 @@ from pathlib import Path
 import pytest
 from ocr_devkit.run import RunOptions, local_pipeline
 from ocr_devkit.stack.worker import CRASH_AFTER_PUT, CRASH_MARKER
+
+from tests.integration.stack.helpers import write_template_copy
 
 pytestmark = pytest.mark.integration
 
@@ -81,10 +82,7 @@ def template_denying_job_writes_to_requests(directory: Path) -> Path:
         "              Resource: !GetAtt JobsTable.Arn\n"
     )
     text = text[:start] + function.replace(anchor, anchor + deny) + text[end:]
-    text = re.sub(r"(CodeUri|ContentUri): (\S+)", lambda m: f"{m[1]}: {ROOT / m[2]}/", text)
-    path = directory / "template.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_template_copy(directory, text)
 
 
 @pytest.mark.timeout(240)

@@ -6,12 +6,13 @@ policy makes that function fail with AccessDenied, as its first deploy would.
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
 import pytest
 from ocr_devkit.run import RunOptions, local_pipeline
+
+from tests.integration.stack.helpers import write_template_copy
 
 pytestmark = pytest.mark.integration
 
@@ -31,11 +32,7 @@ def template_without_publish_for_recognize(directory: Path) -> Path:
     recognize = text[start:end]
     assert recognize.count(PUBLISH_STATEMENT) == 1, "the statement to remove is not in RecognizeFunction"
     text = text[:start] + recognize.replace(PUBLISH_STATEMENT, "") + text[end:]
-    # The copy lives elsewhere, so its code folders are named from the project's root.
-    text = re.sub(r"(CodeUri|ContentUri): (\S+)", lambda m: f"{m[1]}: {ROOT / m[2]}/", text)
-    path = directory / "template.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_template_copy(directory, text)
 
 
 @pytest.mark.timeout(180)

@@ -10,13 +10,13 @@ tests/unit/test_one_job_per_upload.py.
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
 import pytest
 from ocr_devkit.run import RunOptions, local_pipeline
 
+from tests.integration.stack.helpers import write_template_copy
 from tests.unit.test_fanout_memory import blank_pdf
 
 pytestmark = pytest.mark.integration
@@ -35,10 +35,7 @@ def template_with_a_short_upload_timeout_and_no_page_consumer(directory: Path) -
     pages_event = "            Queue: !GetAtt PageQueue.Arn\n            BatchSize: 1\n"
     assert text.count(pages_event) == 1
     text = text.replace(pages_event, pages_event + "            Enabled: false\n")
-    text = re.sub(r"(CodeUri|ContentUri): (\S+)", lambda m: f"{m[1]}: {ROOT / m[2]}/", text)
-    path = directory / "template.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_template_copy(directory, text)
 
 
 @pytest.mark.timeout(240)

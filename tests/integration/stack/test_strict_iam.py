@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 from ocr_devkit.run import LocalPipeline, RunOptions, local_pipeline
+
+from tests.integration.stack.helpers import signed_as
 
 pytestmark = pytest.mark.integration
 
@@ -27,20 +28,6 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPipeline
     options = RunOptions(paths=[], out_dir=tmp_path_factory.mktemp("out"), max_concurrency=2)
     with local_pipeline(options, log_dir=tmp_path_factory.mktemp("logs")) as running:
         yield running
-
-
-def signed_as(pipeline: LocalPipeline, function: str, service: str) -> Any:
-    """A client holding exactly the credentials the runner gives `function`'s workers."""
-    runner = pipeline.stack.runner
-    environment = runner.environment_for(runner.functions[function])
-    return boto3.client(
-        service,
-        endpoint_url=pipeline.stack.endpoint_url,
-        region_name=pipeline.stack.region,
-        aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"],
-        aws_session_token=environment["AWS_SESSION_TOKEN"],
-    )
 
 
 def status_of(call: Any) -> int:

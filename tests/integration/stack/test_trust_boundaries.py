@@ -16,23 +16,11 @@ import pytest
 from botocore.exceptions import ClientError
 from ocr_devkit.run import LocalPipeline, RunOptions, local_pipeline
 
+from tests.integration.stack.helpers import signed_as
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def signed_as(pipeline: LocalPipeline, function: str, service: str) -> Any:
-    """A client holding exactly the credentials the runner gives `function`'s workers."""
-    runner = pipeline.stack.runner
-    environment = runner.environment_for(runner.functions[function])
-    return boto3.client(
-        service,
-        endpoint_url=pipeline.stack.endpoint_url,
-        region_name=pipeline.stack.region,
-        aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"],
-        aws_session_token=environment["AWS_SESSION_TOKEN"],
-    )
 
 
 def user_allowed_to_publish(pipeline: LocalPipeline, name: str, topics: list[str]) -> dict[str, str]:
