@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ocr_devkit.emulator.server import EmulatorServer
+from ocr_pipeline.adapters.dashscope import OcrServiceSettings, QwenOcrClient
 from ocr_pipeline.catalog import model_spec
-from ocr_pipeline.client import OcrCall, OcrServiceSettings, QwenOcrClient
+from ocr_pipeline.ocr_service import OcrCall
 from ocr_pipeline.tasks import TaskOptions
 from ocr_pipeline.usage import Usage
 

@@ -12,8 +12,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ocr_pipeline.adapters.memory import MemoryEventBus, MemoryJobStore, MemoryObjectStore
-from ocr_pipeline.client import OcrServiceSettings
+from ocr_pipeline.adapters.dashscope import OcrServiceSettings
 from ocr_pipeline.imaging import prepare_image
 from ocr_pipeline.pdf import prepare_pdf_page
 from ocr_pipeline.pipeline.config import PipelineSettings
@@ -22,6 +21,8 @@ from ocr_pipeline.pipeline.model import PageWork
 from ocr_pipeline.pipeline.upload import UploadedObject, UploadService
 from ocr_pipeline.tokens import PixelBudget
 from PIL import Image
+
+from tests.support.memory import MemoryEventBus, MemoryJobStore, MemoryObjectStore
 
 from .documents import blank_pdf, phone_photo_jpeg, text_pdf
 

@@ -17,15 +17,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ocr_pipeline.adapters.dashscope import OcrServiceSettings, QwenOcrClient, WireProtocol
 from ocr_pipeline.catalog import DEFAULT_MODEL, Region
-from ocr_pipeline.client import OcrServiceSettings, Protocol, QwenOcrClient
 from ocr_pipeline.errors import ConfigurationError, InvalidRequest, OcrPipelineError
+from ocr_pipeline.field_checks import parse_validators, validate_fields
 from ocr_pipeline.pipeline.documents import SNIFF_BYTES, count_pages, detect_kind, prepare_page
 from ocr_pipeline.pipeline.model import DocumentKind
 from ocr_pipeline.pricing import format_money
 from ocr_pipeline.recognition import Recognition, Recognizer, budget_for
 from ocr_pipeline.tasks import OcrTask, TaskOptions, parse_schema_text
-from ocr_pipeline.validation import parse_validators, validate_fields
 
 EXIT_OK = 0
 EXIT_DOCUMENT_FAILED = 1
@@ -115,8 +115,8 @@ def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_model(args: argparse.Namespace) -> None:
     """Refuse a model the region does not offer before anything starts (ConfigurationError, exit 3)."""
-    protocol = Protocol.OPENAI if args.backend == "openai" else Protocol.DASHSCOPE
-    base_url = args.base_url if protocol is Protocol.OPENAI else None
+    protocol = WireProtocol.OPENAI if args.backend == "openai" else WireProtocol.DASHSCOPE
+    base_url = args.base_url if protocol is WireProtocol.OPENAI else None
     OcrServiceSettings(protocol=protocol, base_url=base_url, require_api_key=False, **model_overrides(args))
 
 
@@ -138,15 +138,15 @@ def service_settings(args: argparse.Namespace) -> Iterator[OcrServiceSettings]:
         with EmulatorServer() as server:
             yield OcrServiceSettings.from_env(
                 {},
-                protocol=Protocol.DASHSCOPE,
+                protocol=WireProtocol.DASHSCOPE,
                 base_url=args.base_url or server.native_base,
                 api_key=EMULATOR_API_KEY,
                 **overrides,
             )
         return
-    protocol = Protocol.DASHSCOPE if args.backend == "dashscope" else Protocol.OPENAI
+    protocol = WireProtocol.DASHSCOPE if args.backend == "dashscope" else WireProtocol.OPENAI
     extra: dict[str, Any] = {"protocol": protocol, "base_url": args.base_url, **overrides}
-    if protocol is Protocol.OPENAI and args.base_url:
+    if protocol is WireProtocol.OPENAI and args.base_url:
         # A self-hosted server (vLLM, SGLang) usually runs without a key.
         extra["require_api_key"] = False
     yield OcrServiceSettings.from_env(**{k: v for k, v in extra.items() if v is not None})
@@ -214,7 +214,7 @@ def command_recognize(args: argparse.Namespace) -> int:
     kind = detect_kind(data[:SNIFF_BYTES])
     pages: list[tuple[int | None, Recognition]]
     with service_settings(args) as settings:
-        recognizer = Recognizer(QwenOcrClient(settings), settings)
+        recognizer = Recognizer(QwenOcrClient(settings), settings.target())
         if kind is DocumentKind.IMAGE:
             if args.all_pages or args.page != 1:
                 raise InvalidRequest(f"{path} is a single image: --page and --all-pages are for PDFs and TIFFs")

@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from ocr_pipeline.catalog import ModelSpec, Region, model_spec
-from ocr_pipeline.client.wire import prompt_for
 from ocr_pipeline.errors import OcrPipelineError
 from ocr_pipeline.imaging import DEFAULT_LIMITS, PreparationLimits, probe_image, render_target
+from ocr_pipeline.ocr_service import prompt_for
 from ocr_pipeline.pdf import MAX_RENDER_DPI, POINTS_PER_INCH, pdf_page_count
 from ocr_pipeline.pipeline.documents import SNIFF_BYTES, detect_kind
 from ocr_pipeline.pipeline.model import DocumentKind

@@ -241,7 +241,7 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
     }
     request.update({k: v for k, v in optional.items() if v is not None})
     # Checked here too, so a mistake is a command-line error instead of a document.failed reply.
-    from ocr_pipeline.pipeline.requests import parse_request
+    from ocr_pipeline.pipeline.request_intake import parse_request
 
     parse_request(json.dumps(request))
     return request

@@ -1,4 +1,4 @@
-"""Page work from the queue → prepare, recognise, record, and finish the document when it is the last page.
+"""Page work from the queue → prepare, recognize, record, and finish the document when it is the last page.
 
 The same queue carries PageDispatch messages, which send a large document's next page messages.
 """
@@ -13,12 +13,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from ocr_pipeline.adapters.idempotency import Once
 from ocr_pipeline.adapters.redelivery import Redelivery
+from ocr_pipeline.bootstrap import PAGE_GUARD, document_intake, guard, page_recognition_service
 from ocr_pipeline.pipeline.intake import DocumentIntake
 from ocr_pipeline.pipeline.model import PAGE_QUEUE_MESSAGE, PageDispatch
-from ocr_pipeline.pipeline.wiring import document_intake, page_service
-from ocr_pipeline.pipeline.work import PageService
+from ocr_pipeline.pipeline.page_recognition import PageRecognitionService
 
 logger = Logger()
 # The library's decisions (documents admitted, refused, finished) log through this logger's format and keys.
@@ -37,12 +36,12 @@ SAFETY_MARGIN_MS = 10_000
 def handler(
     event: dict[str, Any],
     context: LambdaContext,
-    service: PageService | None = None,
+    service: PageRecognitionService | None = None,
     intake: DocumentIntake | None = None,
 ) -> dict[str, Any]:
-    service = service or page_service()
+    service = service or page_recognition_service()
     deadline = service.deadline_from(context.get_remaining_time_in_millis() - SAFETY_MARGIN_MS)
-    once = Once(service.settings.idempotency_table, name="pages", key="[job_id, pages]")
+    once = guard(service.settings, PAGE_GUARD)
 
     def record_handler(record: SQSRecord) -> None:
         work = PAGE_QUEUE_MESSAGE.validate_json(record.body)

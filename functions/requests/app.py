@@ -10,11 +10,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from ocr_pipeline.adapters.idempotency import Once
 from ocr_pipeline.adapters.redelivery import Redelivery
+from ocr_pipeline.bootstrap import REQUEST_GUARD, guard, request_service
 from ocr_pipeline.pipeline.intake import IntakeOutcome
-from ocr_pipeline.pipeline.requests import RequestMessage, RequestService, readable_correlation_id
-from ocr_pipeline.pipeline.wiring import request_service
+from ocr_pipeline.pipeline.request_intake import RequestMessage, RequestService, readable_correlation_id
 
 logger = Logger()
 # The library's decisions (documents admitted, refused, finished) log through this logger's format and keys.
@@ -30,7 +29,7 @@ redelivery = Redelivery()
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext, service: RequestService | None = None) -> dict[str, Any]:
     service = service or request_service()
-    once = Once(service.settings.idempotency_table, name="request", key="message_id")
+    once = guard(service.settings, REQUEST_GUARD)
 
     def record_handler(record: SQSRecord) -> None:
         # Bad requests come back as REJECTED (answered with document.failed); only what another

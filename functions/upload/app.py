@@ -9,10 +9,9 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from ocr_pipeline.adapters.idempotency import Once
+from ocr_pipeline.bootstrap import UPLOAD_GUARD, guard, upload_service
 from ocr_pipeline.pipeline.intake import IntakeOutcome
 from ocr_pipeline.pipeline.upload import UploadedObject, UploadService
-from ocr_pipeline.pipeline.wiring import upload_service
 
 logger = Logger()
 # The library's decisions (documents admitted, refused, finished) log through this logger's format and keys.
@@ -28,9 +27,7 @@ def handler(event: dict[str, Any], context: LambdaContext, service: UploadServic
         return {"outcomes": []}
     service = service or upload_service()
     # One object version is one document, however often S3 or Lambda's retries deliver its event.
-    once = Once(
-        service.settings.idempotency_table, name="upload", key="[bucket, key, version_id, etag]", can_defer=False
-    )
+    once = guard(service.settings, UPLOAD_GUARD)
     outcomes = []
     for record in S3Event(event).records:
         upload = UploadedObject.from_notification(record.raw_event)

@@ -5,17 +5,21 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 
-from ocr_pipeline.adapters.memory import MemoryEventBus, MemoryJobStore, MemoryObjectStore, MemoryWorkQueue
+from ocr_pipeline.adapters.dashscope import OcrServiceSettings
 from ocr_pipeline.catalog import Region
-from ocr_pipeline.client import CallOutcome, OcrCall, OcrServiceSettings, WireReply
+from ocr_pipeline.ocr_service import CallOutcome, OcrCall, OcrReply
 from ocr_pipeline.pipeline.config import PipelineSettings
 from ocr_pipeline.pipeline.intake import DocumentIntake
+from ocr_pipeline.pipeline.page_recognition import PageRecognitionService
+from ocr_pipeline.pipeline.settlement import SettlementService
 from ocr_pipeline.pipeline.upload import UploadService
-from ocr_pipeline.pipeline.work import PageService
+from ocr_pipeline.pricing import Cost
 from ocr_pipeline.recognition import Recognizer
 from ocr_pipeline.results import parse_model_output
 from ocr_pipeline.usage import Usage
 from PIL import Image, ImageDraw, ImageFont
+
+from tests.support.memory import MemoryEventBus, MemoryJobStore, MemoryObjectStore, MemoryWorkQueue
 
 INPUT = "input-bucket"
 RESULTS = "result-bucket"
@@ -36,7 +40,7 @@ class FakeOcrService:
         usage = Usage(input_tokens=100 + len(self.calls), output_tokens=10, image_tokens=90)
         result = parse_model_output(call.options.effective_task, self.text)
         return CallOutcome(
-            reply=WireReply(result=result, usage=usage, request_id=f"req-{len(self.calls)}"), attempts=1, latency_ms=1.0
+            reply=OcrReply(result=result, usage=usage, request_id=f"req-{len(self.calls)}"), attempts=1, latency_ms=1.0
         )
 
 
@@ -62,23 +66,29 @@ class Pipeline:
         self.jobs = MemoryJobStore()
         self.bus = MemoryEventBus()
         self.ocr = ocr or FakeOcrService()
-        ocr_settings = OcrServiceSettings(api_key="test")
+        self.ocr_settings = OcrServiceSettings(api_key="test")
         self.settings = PipelineSettings(
             result_bucket=RESULTS,
             topic_arn="arn:aws:sns:us-east-1:123456789012:topic",
             page_queue_url="https://sqs.local/queue",
             jobs_table="jobs",
-            ocr=ocr_settings,
+            ocr=self.ocr_settings.defaults(),
             **settings_overrides,
         )
         self.recognizers: dict[tuple[str, Region], Recognizer] = {}
         self.intake = DocumentIntake(self.settings, self.store, self.queue, self.jobs, self.bus)
         self.upload = UploadService(self.settings, self.intake)
-        self.pages = PageService(self.settings, self.store, self.jobs, self.bus, self._recognizer)
+        self.settlement = SettlementService(self.settings, self.store, self.jobs, self.bus, self._price)
+        self.pages = PageRecognitionService(self.settings, self.store, self.jobs, self._recognizer, self.settlement)
 
     def _recognizer(self, model: str, region: Region) -> Recognizer:
-        settings = self.settings.ocr.model_copy(update={"model": model, "region": region})
-        return self.recognizers.setdefault((model, region), Recognizer(self.ocr, settings))
+        if (model, region) not in self.recognizers:
+            settings = self.ocr_settings.model_copy(update={"model": model, "region": region})
+            self.recognizers[(model, region)] = Recognizer(self.ocr, settings.target())
+        return self.recognizers[(model, region)]
+
+    def _price(self, usage: Usage, model: str, region: Region) -> Cost | None:
+        return self._recognizer(model, region).price(usage)
 
     def spec_of(self, body: str):
         """The job spec a page message refers to, as a worker reads it from the job record."""

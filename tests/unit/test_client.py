@@ -10,10 +10,11 @@ import json
 import httpx
 import pytest
 from ocr_pipeline import errors
+from ocr_pipeline.adapters.dashscope import OcrServiceSettings, QwenOcrClient, WireProtocol
+from ocr_pipeline.adapters.dashscope.client import parse_retry_after
+from ocr_pipeline.adapters.dashscope.wire import build_body, error_from_reply
 from ocr_pipeline.catalog import model_spec
-from ocr_pipeline.client import OcrCall, OcrServiceSettings, Protocol, QwenOcrClient
-from ocr_pipeline.client.http import parse_retry_after
-from ocr_pipeline.client.wire import build_body, error_from_reply
+from ocr_pipeline.ocr_service import OcrCall
 from ocr_pipeline.task_prompts import DEFAULT_PROMPT, TASK_PROMPTS, key_information_prompt
 from ocr_pipeline.tasks import OcrTask, TaskOptions
 
@@ -51,7 +52,7 @@ class FakeClock:
         self.now += seconds
 
 
-def client_with(handler, protocol=Protocol.DASHSCOPE, clock: FakeClock | None = None, **settings) -> QwenOcrClient:
+def client_with(handler, protocol=WireProtocol.DASHSCOPE, clock: FakeClock | None = None, **settings) -> QwenOcrClient:
     clock = clock or FakeClock()
     return QwenOcrClient(
         OcrServiceSettings(protocol=protocol, api_key="sk-test", **settings),
@@ -83,7 +84,7 @@ def scripted(*responses: httpx.Response | Exception):
 
 @pytest.mark.parametrize("task", [t for t in OcrTask if t is not OcrTask.KEY_INFORMATION_EXTRACTION])
 def test_native_request_sets_the_builtin_task_and_no_prompt(task):
-    body = build_body(Protocol.DASHSCOPE, make_call(TaskOptions(task=task)))
+    body = build_body(WireProtocol.DASHSCOPE, make_call(TaskOptions(task=task)))
     assert body == {
         "model": "qwen-vl-ocr-2025-11-20",
         "input": {
@@ -100,7 +101,7 @@ def test_native_request_sets_the_builtin_task_and_no_prompt(task):
 
 def test_native_extraction_carries_the_result_schema_in_task_config():
     body = build_body(
-        Protocol.DASHSCOPE, make_call(TaskOptions(task=OcrTask.KEY_INFORMATION_EXTRACTION, result_schema=SCHEMA))
+        WireProtocol.DASHSCOPE, make_call(TaskOptions(task=OcrTask.KEY_INFORMATION_EXTRACTION, result_schema=SCHEMA))
     )
     assert body["parameters"] == {
         "ocr_options": {"task": "key_information_extraction", "task_config": {"result_schema": SCHEMA}}
@@ -109,7 +110,7 @@ def test_native_extraction_carries_the_result_schema_in_task_config():
 
 def test_native_free_prompt_sends_text_and_no_ocr_options():
     options = TaskOptions(prompt="Read the total only.", min_pixels=4096, max_pixels=1_000_000, enable_rotate=True)
-    body = build_body(Protocol.DASHSCOPE, make_call(options))
+    body = build_body(WireProtocol.DASHSCOPE, make_call(options))
     assert "parameters" not in body
     assert body["input"]["messages"][0]["content"] == [
         {"image": IMAGE, "min_pixels": 4096, "max_pixels": 1_000_000, "enable_rotate": True},
@@ -118,14 +119,16 @@ def test_native_free_prompt_sends_text_and_no_ocr_options():
 
 
 def test_snapshot_without_builtin_tasks_gets_the_documented_prompt_instead():
-    body = build_body(Protocol.DASHSCOPE, make_call(TaskOptions(task=OcrTask.TABLE_PARSING), "qwen-vl-ocr-2024-10-28"))
+    body = build_body(
+        WireProtocol.DASHSCOPE, make_call(TaskOptions(task=OcrTask.TABLE_PARSING), "qwen-vl-ocr-2024-10-28")
+    )
     assert "parameters" not in body
     assert body["input"]["messages"][0]["content"][1] == {"text": TASK_PROMPTS[OcrTask.TABLE_PARSING]}
 
 
 @pytest.mark.parametrize("task", list(OcrTask))
 def test_compatible_request_sends_each_tasks_documented_prompt(task):
-    body = build_body(Protocol.OPENAI, make_call(TaskOptions(task=task)))
+    body = build_body(WireProtocol.OPENAI, make_call(TaskOptions(task=task)))
     expected_prompt = key_information_prompt(None) if task is OcrTask.KEY_INFORMATION_EXTRACTION else TASK_PROMPTS[task]
     assert body == {
         "model": "qwen-vl-ocr-2025-11-20",
@@ -143,7 +146,7 @@ def test_compatible_request_sends_each_tasks_documented_prompt(task):
 
 def test_compatible_extraction_with_schema_embeds_the_schema_in_the_prompt():
     body = build_body(
-        Protocol.OPENAI, make_call(TaskOptions(task=OcrTask.KEY_INFORMATION_EXTRACTION, result_schema=SCHEMA))
+        WireProtocol.OPENAI, make_call(TaskOptions(task=OcrTask.KEY_INFORMATION_EXTRACTION, result_schema=SCHEMA))
     )
     prompt = body["messages"][0]["content"][1]["text"]
     assert prompt == key_information_prompt(SCHEMA)
@@ -152,7 +155,7 @@ def test_compatible_extraction_with_schema_embeds_the_schema_in_the_prompt():
 
 def test_compatible_mode_refuses_native_only_rotation():
     with pytest.raises(errors.InvalidRequest):
-        build_body(Protocol.OPENAI, make_call(TaskOptions(enable_rotate=True)))
+        build_body(WireProtocol.OPENAI, make_call(TaskOptions(enable_rotate=True)))
 
 
 def test_no_task_and_no_prompt_means_text_recognition():
@@ -178,7 +181,7 @@ def test_request_goes_to_the_documented_path_with_bearer_auth():
 
 def test_base_url_override_replaces_the_region_base():
     handler = scripted(httpx.Response(200, json=COMPATIBLE_OK))
-    client = client_with(handler, protocol=Protocol.OPENAI, base_url="http://127.0.0.1:9999/v1/")
+    client = client_with(handler, protocol=WireProtocol.OPENAI, base_url="http://127.0.0.1:9999/v1/")
     outcome = client.recognize(make_call(TaskOptions()))
     assert str(handler.seen[0].url) == "http://127.0.0.1:9999/v1/chat/completions"
     # the server reported no image tokens, so the documented formula fills them in and says so

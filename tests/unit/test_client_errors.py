@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from ocr_pipeline import errors
-from ocr_pipeline.client.wire import error_from_reply
+from ocr_pipeline.adapters.dashscope.wire import error_from_reply
 from ocr_pipeline.tasks import TaskOptions
 
 from .test_client import NATIVE_OK, FakeClock, client_with, make_call, scripted

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from ocr_pipeline.adapters.memory import MemoryObjectStore
 from ocr_pipeline.pipeline.documents import count_pages, detect_kind, prepare_page
 from ocr_pipeline.pipeline.intake import IntakeDecision
 from ocr_pipeline.pipeline.model import DocumentKind
@@ -23,6 +22,7 @@ from ocr_pipeline.pipeline.upload import UploadedObject
 from ocr_pipeline.tokens import PixelBudget
 
 from tests.support.fakes import INPUT, Pipeline
+from tests.support.memory import MemoryObjectStore
 from tests.support.streams import CountingFile
 from tests.unit.test_pdf_pages import A4, drawn_pdf, encrypted_pdf, handmade_pdf, hostile_pdfs, raster_pdf
 
@@ -138,7 +138,7 @@ def test_an_object_over_the_size_limit_is_refused_before_a_byte_is_downloaded() 
     body = four_pages()
     p = Pipeline(max_input_bytes=len(body) - 1)
     store = ReadCountingStore()
-    p.store = p.intake.store = p.upload.store = p.pages.store = store
+    p.store = p.intake.store = p.upload.store = p.pages.store = p.settlement.store = store
 
     # When it is uploaded
     outcome = deliver(p, "big.pdf", body)

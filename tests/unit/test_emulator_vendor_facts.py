@@ -16,10 +16,11 @@ from ocr_devkit.emulator import vendor
 from ocr_devkit.emulator.protocol import answer, parse_compatible, parse_native
 from ocr_devkit.estimate import estimate
 from ocr_pipeline import catalog, task_prompts, tasks, tokens
+from ocr_pipeline.adapters.dashscope import WireProtocol
+from ocr_pipeline.adapters.dashscope.wire import build_body
 from ocr_pipeline.catalog import Region, model_spec
-from ocr_pipeline.client import OcrCall, Protocol
-from ocr_pipeline.client.wire import build_body
 from ocr_pipeline.imaging import prepare_image
+from ocr_pipeline.ocr_service import OcrCall
 from ocr_pipeline.recognition import budget_for
 from ocr_pipeline.tasks import OcrTask, TaskOptions
 from PIL import Image
@@ -100,7 +101,7 @@ def test_the_documented_1000_px_square_costs_the_same_on_both_sides():
 
 
 @pytest.mark.parametrize("model", ["qwen-vl-ocr-2025-08-28", "qwen-vl-ocr-2025-11-20"])
-@pytest.mark.parametrize("protocol", [Protocol.DASHSCOPE, Protocol.OPENAI])
+@pytest.mark.parametrize("protocol", [WireProtocol.DASHSCOPE, WireProtocol.OPENAI])
 def test_estimate_agrees_with_the_usage_the_emulator_returns(model, protocol, tmp_path):
     # Given an A4 scan at 300 dpi, estimated for the model
     path = tmp_path / "a4.png"
@@ -117,7 +118,7 @@ def test_estimate_agrees_with_the_usage_the_emulator_returns(model, protocol, tm
         image_height=prepared.height,
     )
     body = build_body(protocol, call)
-    request = parse_native(body) if protocol is Protocol.DASHSCOPE else parse_compatible(body)
+    request = parse_native(body) if protocol is WireProtocol.DASHSCOPE else parse_compatible(body)
     reply = answer(request, [])
     # Then the emulator bills the image tokens the estimate promised
     assert reply.image_tokens == estimated.image_tokens

@@ -43,7 +43,7 @@ def test_recognize_handler_reports_only_the_failed_record():
 
 
 def test_request_handler_admits_good_requests_and_answers_bad_ones_without_retrying():
-    from ocr_pipeline.pipeline.requests import RequestService
+    from ocr_pipeline.pipeline.request_intake import RequestService
     from ocr_pipeline.pipeline.sources import SourcePolicy
 
     requests = load_function("requests")

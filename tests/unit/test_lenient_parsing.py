@@ -12,13 +12,13 @@ import json
 import httpx
 import pytest
 from aws_lambda_powertools import Metrics
+from ocr_pipeline.adapters.dashscope import OcrServiceSettings, QwenOcrClient
 from ocr_pipeline.adapters.metrics import MetricsCallObserver
-from ocr_pipeline.client import OcrServiceSettings, QwenOcrClient
 from ocr_pipeline.errors import InvalidRequest
+from ocr_pipeline.field_checks import parse_validators
 from ocr_pipeline.pipeline.upload import UploadedObject
 from ocr_pipeline.results import parse_json_lenient, parse_model_output
 from ocr_pipeline.tasks import OcrTask, TaskOptions, parse_schema_text
-from ocr_pipeline.validation import parse_validators
 
 from tests.support.fakes import INPUT, RESULTS, Pipeline, text_png
 from tests.unit.test_client import NATIVE_OK, FakeClock, client_with, make_call, scripted

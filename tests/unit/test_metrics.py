@@ -7,14 +7,14 @@ import json
 import httpx
 import pytest
 from aws_lambda_powertools import Metrics
-from ocr_pipeline.adapters.memory import MemoryEventBus
+from ocr_pipeline.adapters.dashscope import OcrServiceSettings, QwenOcrClient
 from ocr_pipeline.adapters.metrics import MeteredEventBus, MetricsCallObserver
-from ocr_pipeline.client import OcrServiceSettings, QwenOcrClient
 from ocr_pipeline.errors import OcrInvalidParameter
 from ocr_pipeline.pipeline.upload import UploadedObject
 from ocr_pipeline.tasks import TaskOptions
 
 from tests.support.fakes import INPUT, Pipeline, text_png
+from tests.support.memory import MemoryEventBus
 from tests.unit.test_client import NATIVE_OK, FakeClock, make_call
 
 
@@ -45,7 +45,7 @@ def metrics():
 
 def test_a_document_run_counts_documents_pages_tokens_and_cost(metrics, capsys):
     p = Pipeline()
-    p.intake.bus = p.pages.bus = MeteredEventBus(p.bus, metrics)
+    p.intake.bus = p.settlement.bus = MeteredEventBus(p.bus, metrics)
     p.store.put(INPUT, "a.png", text_png(), content_type="image/png")
     p.upload.accept(UploadedObject(bucket=INPUT, key="a.png"))
     p.drain()
@@ -61,7 +61,7 @@ def test_a_document_run_counts_documents_pages_tokens_and_cost(metrics, capsys):
 
 def test_a_failed_document_is_counted_by_its_error_code(metrics, capsys):
     p = Pipeline()
-    p.intake.bus = p.pages.bus = MeteredEventBus(p.bus, metrics)
+    p.intake.bus = p.settlement.bus = MeteredEventBus(p.bus, metrics)
     p.store.put(INPUT, "broken.png", b"\x89PNG\r\n\x1a\n-broken", content_type="image/png")
     p.upload.accept(
         UploadedObject(
@@ -104,7 +104,7 @@ def test_ocr_calls_report_latency_retries_throttles_and_failures(metrics, capsys
 def test_publishing_still_reaches_the_topic(metrics):
     inner = MemoryEventBus()
     p = Pipeline()
-    p.intake.bus = p.pages.bus = MeteredEventBus(inner, metrics)
+    p.intake.bus = p.settlement.bus = MeteredEventBus(inner, metrics)
     p.store.put(INPUT, "broken.png", b"\x89PNG\r\n\x1a\n-broken", content_type="image/png")
     p.upload.accept(UploadedObject(bucket=INPUT, key="broken.png"))
     p.drain()

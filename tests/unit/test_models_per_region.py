@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from ocr_devkit.cli import main
 from ocr_devkit.stack.cfn import resolve_template
+from ocr_pipeline.adapters.dashscope import OcrServiceSettings, WireProtocol
+from ocr_pipeline.bootstrap import read_pipeline_settings
 from ocr_pipeline.catalog import MODELS, Region, offered_model
-from ocr_pipeline.client import OcrServiceSettings, Protocol
 from ocr_pipeline.errors import ConfigurationError
-from ocr_pipeline.pipeline.config import PipelineSettings
-from ocr_pipeline.pipeline.requests import RequestService
+from ocr_pipeline.pipeline.request_intake import RequestService
 from ocr_pipeline.pipeline.sources import SourcePolicy
 from ocr_pipeline.pipeline.upload import UploadedObject
 from ocr_pipeline.recognition import Recognizer
@@ -67,18 +67,20 @@ def test_client_settings_refuse_a_model_the_region_does_not_offer():
         OcrServiceSettings.from_env({"OCR_REGION": "us", "OCR_MODEL": "qwen-vl-ocr-2025-08-28"})
     # The compatible mode of DashScope is DashScope too.
     with pytest.raises(ConfigurationError):
-        OcrServiceSettings(protocol=Protocol.OPENAI, region=Region.INTL, model="qwen-vl-ocr-latest")
+        OcrServiceSettings(protocol=WireProtocol.OPENAI, region=Region.INTL, model="qwen-vl-ocr-latest")
     assert OcrServiceSettings(region=Region.CN, model="qwen-vl-ocr-latest").model == "qwen-vl-ocr-latest"
 
 
 def test_a_function_does_not_start_with_a_model_its_region_does_not_offer():
     with pytest.raises(ConfigurationError) as caught:
-        PipelineSettings.from_env({**ENV, "OCR_REGION": "intl", "OCR_MODEL": "qwen-vl-ocr-latest"})
+        read_pipeline_settings({**ENV, "OCR_REGION": "intl", "OCR_MODEL": "qwen-vl-ocr-latest"})
     assert caught.value.code == "config.invalid"
 
 
 def test_a_self_hosted_server_may_name_any_model():
-    settings = OcrServiceSettings(protocol=Protocol.OPENAI, base_url="http://gpu:8000/v1", model="Qwen/Qwen2.5-VL-7B")
+    settings = OcrServiceSettings(
+        protocol=WireProtocol.OPENAI, base_url="http://gpu:8000/v1", model="Qwen/Qwen2.5-VL-7B"
+    )
     assert settings.model_choice().spec.patch == 32 and not settings.model_choice().unlisted
 
 
@@ -112,7 +114,7 @@ def test_a_request_naming_a_model_its_region_does_not_offer_is_never_sent():
 def test_a_recognizer_checks_settings_copied_with_another_region():
     settings = OcrServiceSettings(api_key="k").model_copy(update={"model": "qwen-vl-ocr-0413", "region": Region.US})
     with pytest.raises(ConfigurationError):
-        Recognizer(FakeOcrService(), settings)
+        Recognizer(FakeOcrService(), settings.target())
 
 
 # --- the escape: allow_unlisted_model ----------------------------------------------------------------
@@ -143,8 +145,9 @@ def test_an_unlisted_model_is_sent_and_its_cost_is_null_with_a_warning():
         allow_unlisted_model=True,
         unlisted_model_patch=32,
     )
-    p.settings = p.settings.model_copy(update={"ocr": ocr})
-    p.upload.settings = p.intake.settings = p.pages.settings = p.settings
+    p.ocr_settings = ocr
+    p.settings = p.settings.model_copy(update={"ocr": ocr.defaults()})
+    p.upload.settings = p.intake.settings = p.pages.settings = p.settlement.settings = p.settings
     # When a page is recognised
     p.store.put(INPUT, "a.png", text_png(), content_type="image/png")
     job_id = p.upload.accept(UploadedObject(bucket=INPUT, key="a.png")).job_id
@@ -159,7 +162,7 @@ def test_an_unlisted_model_is_sent_and_its_cost_is_null_with_a_warning():
 
 
 def test_a_listed_model_is_priced_as_before():
-    recognizer = Recognizer(FakeOcrService(), OcrServiceSettings(api_key="k"))
+    recognizer = Recognizer(FakeOcrService(), OcrServiceSettings(api_key="k").target())
     assert recognizer.price(Usage(input_tokens=1000, output_tokens=100, image_tokens=900)) is not None
     assert recognizer.warnings == []
 

@@ -104,7 +104,7 @@ def test_an_upload_that_died_while_sending_its_pages_ends_as_its_own_job_not_a_s
     p.queue.bodies.extend(dying.bodies)  # the two page messages that did go out
 
     # When Lambda gave up on it and its failure record reaches the dead-letter function
-    DeadLetterService(p.upload, p.pages, p.intake).handle(failure_record("docs/fax.tiff"), "m-1")
+    DeadLetterService(p.upload, p.settlement, p.intake).handle(failure_record("docs/fax.tiff"), "m-1")
 
     # Then no second job and no failure: the admitted job's pages were all sent, and it completes once
     assert list(p.jobs.jobs) == [job_id]
@@ -119,7 +119,9 @@ def test_an_upload_that_failed_after_its_pages_went_out_is_not_failed_beside_the
     p = Pipeline()
     p.store.put(INPUT, "docs/fax.tiff", multipage_tiff(3), content_type="image/tiff")
     p.upload.accept(UploadedObject(bucket=INPUT, key="docs/fax.tiff"))
-    (outcome,) = DeadLetterService(p.upload, p.pages, p.intake).handle(failure_record("docs/fax.tiff"), "m-1") or []
+    (outcome,) = (
+        DeadLetterService(p.upload, p.settlement, p.intake).handle(failure_record("docs/fax.tiff"), "m-1") or []
+    )
     assert outcome.decision is IntakeDecision.DUPLICATE
     assert p.bus.of_type("document.failed") == []
     p.drain()
@@ -137,7 +139,7 @@ def test_a_dispatch_that_ran_out_of_deliveries_fails_the_unsent_pages_and_the_do
 
     # When the sent pages are worked and the dispatch reaches the dead-letter function
     p.drain()
-    DeadLetterService(p.upload, p.pages, p.intake).handle(dispatch.model_dump_json(), "m-1")
+    DeadLetterService(p.upload, p.settlement, p.intake).handle(dispatch.model_dump_json(), "m-1")
 
     # Then the document ends once, with the unsent pages failed with page.retries_exhausted
     (completed,) = p.bus.of_type("document.completed")

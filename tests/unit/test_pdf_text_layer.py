@@ -6,8 +6,8 @@ import io
 import json
 
 import pytest
+from ocr_pipeline.bootstrap import read_pipeline_settings
 from ocr_pipeline.pdf_text import TextLayerFacts, judge_text_layer, read_text_layer
-from ocr_pipeline.pipeline.config import PipelineSettings
 from ocr_pipeline.pipeline.model import PageWork
 
 from tests.support.fakes import INPUT, RESULTS, FakeOcrService, Pipeline
@@ -210,4 +210,4 @@ def test_the_setting_is_read_from_pdf_text_layer(value, expected):
     env = {"RESULT_BUCKET": "r", "TOPIC_ARN": "t", "PAGE_QUEUE_URL": "q", "JOBS_TABLE": "j", "DASHSCOPE_API_KEY": "k"}
     if value is not None:
         env["PDF_TEXT_LAYER"] = value
-    assert PipelineSettings.from_env(env).pdf_text_layer == expected
+    assert read_pipeline_settings(env).pdf_text_layer == expected

@@ -253,7 +253,7 @@ def test_a_page_message_that_ran_out_of_deliveries_still_ends_its_document():
     p = Pipeline(ocr=FakeOcrService(fail=lambda call: OcrServerError("down", status_code=500)))
     upload(p, "docs/a.png")
     body = p.queue.bodies.pop(0)
-    DeadLetterService(p.upload, p.pages, p.intake).handle(body, "m-1")
+    DeadLetterService(p.upload, p.settlement, p.intake).handle(body, "m-1")
     (failed,) = p.bus.of_type("document.failed")
     assert failed.data["error"]["code"] == "page.retries_exhausted"
     assert p.ocr.calls == []  # the dead letter is not one more attempt
@@ -269,7 +269,7 @@ def test_an_upload_that_failed_every_attempt_fails_its_document():
         "requestPayload": {"Records": [notification("docs/b.png")]},
         "responsePayload": {"errorType": "Runtime.ExitError", "errorMessage": "out of memory"},
     }
-    DeadLetterService(p.upload, p.pages, p.intake).handle(json.dumps(record), "m-2")
+    DeadLetterService(p.upload, p.settlement, p.intake).handle(json.dumps(record), "m-2")
     (failed,) = p.bus.of_type("document.failed")
     assert failed.data["error"]["code"] == "upload.failed" and "out of memory" in failed.data["error"]["message"]
 
@@ -461,11 +461,11 @@ def test_the_library_logs_its_decisions_with_the_job_and_correlation_ids(caplog)
 
 def test_a_holder_whose_lease_ran_out_does_not_publish_but_hands_the_work_back(monkeypatch):
     # Given a worker whose claim's lease is (as if) nearly over by the time it would publish
-    from ocr_pipeline.pipeline import work as work_module
+    from ocr_pipeline.pipeline import settlement as settlement_module
 
     p = Pipeline()
     upload(p, "docs/receipt.png")
-    monkeypatch.setattr(work_module, "LEASE_PUBLISH_MARGIN_S", p.settings.claim_lease_s + 1)
+    monkeypatch.setattr(settlement_module, "LEASE_PUBLISH_MARGIN_S", p.settings.claim_lease_s + 1)
     # When it settles the page / Then it publishes nothing and gives the message back to retry
     with pytest.raises(OcrPipelineError) as held:
         p.drain()

@@ -11,9 +11,9 @@ import json
 
 import pytest
 from ocr_devkit.estimate import estimate
+from ocr_pipeline.adapters.dashscope import WireProtocol
+from ocr_pipeline.adapters.dashscope.wire import build_body
 from ocr_pipeline.catalog import Region, model_spec
-from ocr_pipeline.client import Protocol
-from ocr_pipeline.client.wire import build_body
 from ocr_pipeline.recognition import budget_for
 from ocr_pipeline.tasks import OcrTask, TaskOptions
 from ocr_pipeline.tokens import PixelBudget, image_tokens
@@ -40,8 +40,8 @@ def test_each_model_is_sent_its_own_pixel_bounds_in_both_protocols(model, bounds
     # Given options that name no pixel bounds
     call = make_call(TaskOptions(task=OcrTask.TEXT_RECOGNITION), model)
     # When the request bodies are built
-    native = build_body(Protocol.DASHSCOPE, call)["input"]["messages"][0]["content"][0]
-    compatible = build_body(Protocol.OPENAI, call)["messages"][0]["content"][0]
+    native = build_body(WireProtocol.DASHSCOPE, call)["input"]["messages"][0]["content"][0]
+    compatible = build_body(WireProtocol.OPENAI, call)["messages"][0]["content"][0]
     # Then both carry the model's bounds
     assert (native["min_pixels"], native["max_pixels"]) == bounds
     assert (compatible["min_pixels"], compatible["max_pixels"]) == bounds

@@ -6,8 +6,8 @@ import itertools
 
 import httpx
 import pytest
-from ocr_pipeline.client import OcrServiceSettings, QwenOcrClient
-from ocr_pipeline.client.ratelimit import RateLimiter
+from ocr_pipeline.adapters.dashscope import OcrServiceSettings, QwenOcrClient
+from ocr_pipeline.adapters.dashscope.ratelimit import RateLimiter
 from ocr_pipeline.errors import OcrRetriesExhausted
 from ocr_pipeline.tasks import TaskOptions
 

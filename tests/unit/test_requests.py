@@ -15,7 +15,7 @@ from ocr_pipeline.pipeline.failures import DeadLetterService
 from ocr_pipeline.pipeline.intake import IntakeDecision
 from ocr_pipeline.pipeline.model import PageWork
 from ocr_pipeline.pipeline.ports import Download
-from ocr_pipeline.pipeline.requests import RequestService, request_json_schema
+from ocr_pipeline.pipeline.request_intake import RequestService, request_json_schema
 from ocr_pipeline.pipeline.routing import RequestTenants, TenantRule
 from ocr_pipeline.pipeline.sources import SourcePolicy
 
@@ -183,7 +183,7 @@ def test_a_dead_letter_that_cannot_be_read_still_ends_as_document_failed(body):
     # Given a dead letter that the dead-letter function cannot read
     p = Pipeline()
     # When it handles the letter
-    DeadLetterService(p.upload, p.pages, p.intake).handle(body, "m-11")
+    DeadLetterService(p.upload, p.settlement, p.intake).handle(body, "m-11")
     # Then it does not raise (which would only loop the letter) but answers it as malformed
     assert failure_of(p)[:2] == ("request.malformed", "m-11")
 
@@ -300,7 +300,7 @@ def test_an_empty_url_document_fails_as_empty_at_once():
 def test_a_request_that_ran_out_of_deliveries_is_answered_failed():
     p = Pipeline()
     body = json.dumps({"source": {"url": "https://docs.example.com/a.png"}, "correlation_id": "late-1"})
-    DeadLetterService(p.upload, p.pages, p.intake).handle(body, "m-5")
+    DeadLetterService(p.upload, p.settlement, p.intake).handle(body, "m-5")
     assert failure_of(p)[:2] == ("request.retries_exhausted", "late-1")
 
 

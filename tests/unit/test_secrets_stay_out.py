@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from ocr_pipeline.client import OcrServiceSettings, QwenOcrClient
+from ocr_pipeline.adapters.dashscope import OcrServiceSettings, QwenOcrClient
 from ocr_pipeline.pipeline.upload import UploadedObject
 
 from tests.support.fakes import INPUT, Pipeline, text_png

@@ -285,13 +285,13 @@ def test_no_function_may_write_the_whole_result_bucket():
 
 def test_each_function_writes_only_the_result_prefixes_the_layer_writes_it_to():
     """The policies name the prefixes as text; the layer's settings decide them. They must agree."""
-    from ocr_pipeline.pipeline.config import PipelineSettings
+    from ocr_pipeline.bootstrap import read_pipeline_settings
 
     resolved = resolve_template(ROOT / "template.yaml", stack_name="t", parameters=WITH_KEY)
     bucket = resolved.attribute("ResultBucket", "Arn")
     # Given the settings each function runs with: the layer's defaults and whatever its environment sets
     settings = {
-        name: PipelineSettings.from_env(
+        name: read_pipeline_settings(
             {k: str(v) for k, v in resolved.properties(name)["Environment"]["Variables"].items()}
         )
         for name in FUNCTIONS

@@ -13,10 +13,11 @@ import httpx
 import pytest
 from aws_lambda_powertools import Metrics
 from ocr_devkit.stack.cfn import resolve_template
+from ocr_pipeline.adapters.dashscope import OcrServiceSettings, QwenOcrClient, WireProtocol
 from ocr_pipeline.adapters.metrics import MeteredEventBus
-from ocr_pipeline.client import OcrServiceSettings, Protocol, QwenOcrClient
+from ocr_pipeline.bootstrap import read_pipeline_settings
 from ocr_pipeline.errors import ConfigurationError
-from ocr_pipeline.pipeline.config import PipelineSettings, TruncationPolicy
+from ocr_pipeline.pipeline.config import TruncationPolicy
 from ocr_pipeline.pipeline.upload import UploadedObject
 from ocr_pipeline.tasks import TaskOptions
 
@@ -39,10 +40,10 @@ def cut(reply: dict, *, native: bool = True) -> dict:
 @pytest.mark.parametrize(
     ("protocol", "body", "truncated"),
     [
-        (Protocol.DASHSCOPE, NATIVE_OK, False),
-        (Protocol.DASHSCOPE, cut(NATIVE_OK), True),
-        (Protocol.OPENAI, COMPATIBLE_OK, False),
-        (Protocol.OPENAI, cut(COMPATIBLE_OK, native=False), True),
+        (WireProtocol.DASHSCOPE, NATIVE_OK, False),
+        (WireProtocol.DASHSCOPE, cut(NATIVE_OK), True),
+        (WireProtocol.OPENAI, COMPATIBLE_OK, False),
+        (WireProtocol.OPENAI, cut(COMPATIBLE_OK, native=False), True),
     ],
 )
 def test_finish_reason_is_read_in_both_protocols(protocol, body, truncated):
@@ -69,7 +70,7 @@ def run_pages(*bodies: dict, capsys=None) -> tuple[Pipeline, dict, Metrics]:
     p = Pipeline(ocr=client, truncation_policy=TruncationPolicy.FLAG)
     metrics = Metrics(namespace="OcrPipeline", service="ocr-pipeline")
     metrics.clear_metrics()
-    p.intake.bus = p.pages.bus = MeteredEventBus(p.bus, metrics)
+    p.intake.bus = p.settlement.bus = MeteredEventBus(p.bus, metrics)
     p.store.put(INPUT, "scan.png", text_png(), content_type="image/png")
     job_id = p.upload.accept(UploadedObject(bucket=INPUT, key="scan.png")).job_id
     p.drain()
@@ -105,14 +106,14 @@ def test_a_page_the_model_finished_is_not_listed(capsys):
 
 
 def test_the_policy_is_a_setting_flag_by_default():
-    assert PipelineSettings.from_env(ENV).truncation_policy is TruncationPolicy.FLAG
-    assert PipelineSettings.from_env({**ENV, "TRUNCATION_POLICY": "Flag"}).truncation_policy is TruncationPolicy.FLAG
+    assert read_pipeline_settings(ENV).truncation_policy is TruncationPolicy.FLAG
+    assert read_pipeline_settings({**ENV, "TRUNCATION_POLICY": "Flag"}).truncation_policy is TruncationPolicy.FLAG
 
 
 @pytest.mark.parametrize("value", ["split", "chop"])
 def test_a_policy_that_is_not_built_or_not_known_fails_at_function_start(value):
     with pytest.raises(ConfigurationError) as caught:
-        PipelineSettings.from_env({**ENV, "TRUNCATION_POLICY": value})
+        read_pipeline_settings({**ENV, "TRUNCATION_POLICY": value})
     assert caught.value.code == "config.invalid" and "truncation_policy" in caught.value.message
 
 

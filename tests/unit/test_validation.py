@@ -6,11 +6,7 @@ import json
 
 import pytest
 from ocr_pipeline.errors import ConfigurationError, InvalidRequest
-from ocr_pipeline.pipeline.intake import IntakeDecision
-from ocr_pipeline.pipeline.routing import choose_task, parse_routing_rules, task_options
-from ocr_pipeline.pipeline.upload import UploadedObject
-from ocr_pipeline.tasks import OcrTask, TaskOptions
-from ocr_pipeline.validation import (
+from ocr_pipeline.field_checks import (
     check_bank_card,
     check_cn_resident_id,
     check_date,
@@ -18,6 +14,10 @@ from ocr_pipeline.validation import (
     parse_validators,
     validate_fields,
 )
+from ocr_pipeline.pipeline.intake import IntakeDecision
+from ocr_pipeline.pipeline.routing import choose_task, parse_routing_rules, task_options
+from ocr_pipeline.pipeline.upload import UploadedObject
+from ocr_pipeline.tasks import OcrTask, TaskOptions
 
 from tests.support.fakes import INPUT, RESULTS, FakeOcrService, Pipeline, text_png
 

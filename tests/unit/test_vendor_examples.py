@@ -10,9 +10,10 @@ import json
 from pathlib import Path
 
 import pytest
+from ocr_pipeline.adapters.dashscope import WireProtocol
+from ocr_pipeline.adapters.dashscope.wire import parse_reply
 from ocr_pipeline.catalog import model_spec
-from ocr_pipeline.client import OcrCall, Protocol
-from ocr_pipeline.client.wire import parse_reply
+from ocr_pipeline.ocr_service import OcrCall
 from ocr_pipeline.results import split_fence
 from ocr_pipeline.tasks import OcrTask, TaskOptions
 
@@ -28,7 +29,7 @@ def options_for(task: str) -> TaskOptions:
 
 def parse_example(entry: dict):
     body = json.loads((VENDOR / entry["file"]).read_text(encoding="utf-8"))
-    protocol = Protocol.DASHSCOPE if entry["mode"] == "native" else Protocol.OPENAI
+    protocol = WireProtocol.DASHSCOPE if entry["mode"] == "native" else WireProtocol.OPENAI
     call = OcrCall(
         image_url="data:image/png;base64,AA==", options=options_for(entry["task"]), model=model_spec(entry["model"])
     )

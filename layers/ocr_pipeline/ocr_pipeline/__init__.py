@@ -1,7 +1,10 @@
 """ocr-pipeline: the shared runtime library every Lambda function imports through the layer.
 
-Domain modules (imaging, tasks, tokens, results, pricing) do no I/O. Adapters that
-talk to AWS or HTTP live under `ocr_pipeline.adapters` and `ocr_pipeline.client`.
+Three floors, and imports only run down them:
+- the core (imaging, tasks, tokens, results, pricing, recognition, the OCR port in ocr_service) and the
+  services in `pipeline/` do no I/O of their own: they talk to ports;
+- `adapters/` implement those ports on AWS (boto3, Powertools) and on the OCR service (httpx);
+- `bootstrap` is the composition root that builds each function's service on the adapters.
 """
 
 __version__ = "0.1.0"

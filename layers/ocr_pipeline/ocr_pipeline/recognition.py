@@ -6,26 +6,16 @@ of its own: the OCR service is a port passed in.
 
 from __future__ import annotations
 
-from typing import Protocol as TypingProtocol
-
 from pydantic import BaseModel, Field
 
 from .catalog import ModelSpec, Region
-from .client.http import CallOutcome
-from .client.settings import OcrServiceSettings
-from .client.wire import FINISH_LENGTH, OcrCall
 from .imaging import CoordinateMapping, PreparationLimits, PreparationStep, PreparedImage, prepare_image
+from .ocr_service import FINISH_LENGTH, OcrCall, OcrService, OcrTarget
 from .pricing import Cost, PriceNotFound, PriceTable, default_price_table
 from .results import RecognitionResult, Word
 from .tasks import OcrTask, TaskOptions
 from .tokens import PixelBudget
 from .usage import BilledAttempt, Usage
-
-
-class OcrService(TypingProtocol):
-    """The port to the model: QwenOcrClient in production, a fake in unit tests."""
-
-    def recognize(self, call: OcrCall, *, deadline: float | None = None) -> CallOutcome: ...
 
 
 class ImageSummary(BaseModel):
@@ -86,21 +76,19 @@ class Recognizer:
     def __init__(
         self,
         service: OcrService,
-        settings: OcrServiceSettings,
+        target: OcrTarget,
         *,
         prices: PriceTable | None = None,
         limits: PreparationLimits | None = None,
     ) -> None:
         self.service = service
-        self.settings = settings
+        self.target = target
         self.prices = prices or default_price_table()
         self.limits = limits or PreparationLimits()
-        # Checked here too: a job's own model and region reach us through model_copy, which validates nothing.
-        choice = settings.model_choice()
-        self.model = choice.spec
-        self.unlisted = choice.unlisted
+        self.model = target.choice.spec
+        self.unlisted = target.choice.unlisted
         # Said on every result of this recognizer, so a page priced null says why.
-        self.warnings = [choice.warning] if choice.warning else []
+        self.warnings = [target.choice.warning] if target.choice.warning else []
 
     def prepare(self, data: bytes, options: TaskOptions) -> PreparedImage:
         return prepare_image(data, budget_for(self.model, options), self.limits)
@@ -125,8 +113,8 @@ class Recognizer:
         return Recognition(
             task=options.effective_task,
             model=self.model.name,
-            region=self.settings.region,
-            protocol=self.settings.protocol.value,
+            region=self.target.region,
+            protocol=self.target.protocol,
             result=result,
             usage=outcome.reply.usage,
             cost=self.price(outcome.reply.usage),
@@ -156,6 +144,6 @@ class Recognizer:
         if self.unlisted:
             return None
         try:
-            return self.prices.cost(usage, self.model.name, self.settings.region)
+            return self.prices.cost(usage, self.model.name, self.target.region)
         except PriceNotFound:
             return None

@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from .errors import InvalidRequest
-from .validation import check_validator_names
+from .field_checks import check_validator_names
 
 # The vendor allows result_schema objects nested at most three levels deep.
 MAX_SCHEMA_DEPTH = 3

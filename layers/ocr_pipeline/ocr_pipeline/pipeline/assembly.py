@@ -8,11 +8,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_serializer
 
+from ..field_checks import FieldCheck, ValidationSummary, summarise, validate_fields
 from ..pricing import format_money
 from ..recognition import ImageSummary, Recognition
 from ..results import Word
 from ..usage import ZERO_USAGE, BilledAttempt, Usage
-from ..validation import FieldCheck, ValidationSummary, summarise, validate_fields
 from .events import ErrorInfo, PageMethod
 from .model import JobSpec, SourceRef
 from .ports import PageStatus

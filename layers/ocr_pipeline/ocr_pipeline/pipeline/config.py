@@ -1,18 +1,15 @@
-"""Pipeline configuration: one pydantic model read from the environment once per cold start."""
+"""Pipeline configuration: one pydantic model, read from the environment by the composition root (bootstrap.py)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..client.settings import OcrServiceSettings
-from ..errors import ConfigurationError
+from ..ocr_service import OcrDefaults
 from ..tasks import DEFAULT_TASK, OcrTask
-from .routing import RequestTenants, RoutingRule, TenantRule, parse_routing_rules
+from .routing import RequestTenants, RoutingRule, TenantRule
 from .sources import SourcePolicy
 
 # Uploaders do not choose who pays unless the operator lists metadata:ocr-tenant.
@@ -69,7 +66,8 @@ class PipelineSettings(BaseModel):
     # when the task is plain text recognition (other tasks need the model's structure).
     pdf_text_layer: Literal["ocr", "prefer"] = "ocr"
     truncation_policy: TruncationPolicy = TruncationPolicy.FLAG
-    ocr: OcrServiceSettings
+    # The model and region of jobs that name none; the OCR service's own settings are the adapter's.
+    ocr: OcrDefaults = Field(default_factory=OcrDefaults)
 
     @field_validator("truncation_policy")
     @classmethod
@@ -89,42 +87,7 @@ class PipelineSettings(BaseModel):
     def _prefix(cls, value: str) -> str:
         return value if not value or value.endswith("/") else value + "/"
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> PipelineSettings:
-        env = os.environ if environ is None else environ
-        missing = [name for name in ("RESULT_BUCKET", "TOPIC_ARN", "PAGE_QUEUE_URL", "JOBS_TABLE") if not env.get(name)]
-        if missing:
-            raise ConfigurationError(f"missing environment variables: {', '.join(missing)}")
-        fields: dict[str, Any] = {
-            "result_bucket": env["RESULT_BUCKET"],
-            "topic_arn": env["TOPIC_ARN"],
-            "page_queue_url": env["PAGE_QUEUE_URL"],
-            "jobs_table": env["JOBS_TABLE"],
-            "default_task": env.get("DEFAULT_TASK") or None,
-            "routing_rules": parse_routing_rules(env.get("ROUTING_RULES")),
-            "tenant_rule": TenantRule.parse(env.get("TENANT_RULE") or DEFAULT_TENANT_RULE),
-            "request_tenants": RequestTenants.parse(env.get("REQUEST_TENANTS")),
-            "max_input_bytes": env.get("MAX_INPUT_BYTES") or None,
-            "max_pages": env.get("MAX_PAGES") or None,
-            "page_chunk_size": env.get("PAGE_CHUNK_SIZE") or None,
-            "dispatch_messages_per_call": env.get("DISPATCH_MESSAGES_PER_CALL") or None,
-            "claim_lease_s": env.get("CLAIM_LEASE_S") or None,
-            "claim_lease_per_page_s": env.get("CLAIM_LEASE_PER_PAGE_S") or None,
-            "input_bucket": env.get("INPUT_BUCKET") or None,
-            "request_source_buckets": _names(env.get("REQUEST_SOURCE_BUCKETS")),
-            "url_allowlist": _names(env.get("URL_ALLOWLIST")),
-            "idempotency_table": env.get("IDEMPOTENCY_TABLE") or None,
-            "pdf_text_layer": (env.get("PDF_TEXT_LAYER") or "").strip().lower() or None,
-            "truncation_policy": (env.get("TRUNCATION_POLICY") or "").strip().lower() or None,
-            "ocr": OcrServiceSettings.from_env(env),
-        }
-        try:
-            return cls.model_validate({k: v for k, v in fields.items() if v is not None})
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ConfigurationError(f"invalid pipeline settings: {problems}") from None
 
-
-def _names(text: str | None) -> list[str]:
+def read_names(text: str | None) -> list[str]:
     """A comma-separated list, as CloudFormation joins a CommaDelimitedList."""
     return [part.strip() for part in (text or "").split(",") if part.strip()]

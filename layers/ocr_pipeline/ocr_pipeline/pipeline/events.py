@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
+from ..field_checks import ValidationSummary
 from ..pricing import format_money
-from ..validation import ValidationSummary
 from .model import SourceRef
 
 EVENT_VERSION = "1"

@@ -27,21 +27,19 @@ from ..errors import (
     TenantNotAllowed,
     UploadFailed,
 )
-from .events import ErrorInfo
 from .intake import DocumentIntake, IntakeOutcome, Rejection, rejection_job_id
 from .model import PAGE_QUEUE_MESSAGE, PageDispatch, PageWork
-from .ports import PageRecord, PageStatus
-from .requests import read_message, readable_correlation_id
+from .request_intake import read_message, readable_correlation_id
+from .settlement import SettlementService
 from .upload import UploadedObject, UploadService
-from .work import PageService
 
 logger = logging.getLogger(__name__)
 
 
 class DeadLetterService:
-    def __init__(self, uploads: UploadService, pages: PageService, intake: DocumentIntake) -> None:
+    def __init__(self, uploads: UploadService, settlement: SettlementService, intake: DocumentIntake) -> None:
         self.uploads = uploads
-        self.pages = pages
+        self.settlement = settlement
         self.intake = intake
 
     def handle(self, body: str, message_id: str, sender_id: str | None = None) -> list[IntakeOutcome] | None:
@@ -109,34 +107,22 @@ class DeadLetterService:
         return self.intake.reject(rejection, error)
 
     def page_work_exhausted(self, work: PageWork) -> None:
-        jobs = self.pages.jobs
         error = PageRetriesExhausted(
             "the page could not be recognised before its message ran out of deliveries; see the worker logs"
         )
-        for page in work.pages:
-            if jobs.get_page(work.job_id, page) is None:
-                jobs.record_page(
-                    work.job_id,
-                    PageRecord(page=page, status=PageStatus.FAILED, error=ErrorInfo.of(error.code, error.message)),
-                )
+        self.settlement.fail_unrecorded_pages(work.job_id, work.pages, error)
         # Pages recorded before the failure still get their billing event, and the document its ending.
-        self.pages.process(work)
+        spec = work.job or self.settlement.job_spec(work.job_id)
+        self.settlement.settle_recorded_pages(spec, work.pages)
 
     def page_dispatch_exhausted(self, dispatch: PageDispatch) -> None:
         """The pages from `next_page` on were never sent: they fail, and the document ends with the others."""
-        job_id = dispatch.job_id
-        spec = self.pages.job_spec(job_id)
-        jobs = self.pages.jobs
+        spec = self.settlement.job_spec(dispatch.job_id)
         error = PageRetriesExhausted(
             "the page's message could not be sent to the page queue before its dispatch ran out of deliveries"
         )
-        for page in range(dispatch.next_page, spec.page_count + 1):
-            if jobs.get_page(job_id, page) is None:
-                jobs.record_page(
-                    job_id,
-                    PageRecord(page=page, status=PageStatus.FAILED, error=ErrorInfo.of(error.code, error.message)),
-                )
-        self.pages.finalize_if_settled(job_id)
+        self.settlement.fail_unrecorded_pages(dispatch.job_id, range(dispatch.next_page, spec.page_count + 1), error)
+        self.settlement.finalize_if_settled(dispatch.job_id)
 
 
 def _upload_failure(record: dict[str, Any]) -> tuple[list[UploadedObject], UploadFailed]:

@@ -1,4 +1,4 @@
-"""The pipeline's ports. Each has an AWS adapter (`adapters/aws.py`) and an in-memory fake (`adapters/memory.py`)."""
+"""The pipeline's ports. Each has an AWS adapter (`adapters/aws.py`) and an in-memory fake (`tests/support/memory.py`)."""
 
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from ..errors import ConfigurationError, InvalidRequest, TenantNotAllowed
+from ..field_checks import check_validator_names, parse_validators
 from ..tasks import DEFAULT_TASK, OcrTask, TaskOptions, parse_schema_text
-from ..validation import check_validator_names, parse_validators
 
 META_TASK = "ocr-task"
 META_SCHEMA = "ocr-schema"

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from ..catalog import (
+from ...catalog import (
     COMPATIBLE_PATH,
     DEFAULT_MODEL,
     DEFAULT_REGION,
@@ -20,31 +20,21 @@ from ..catalog import (
     endpoints_for,
     offered_model,
 )
-from ..errors import ConfigurationError
+from ...errors import ConfigurationError
+from ...ocr_service import ModelChoice, OcrDefaults, OcrTarget
 
 
-class Protocol(StrEnum):
+class WireProtocol(StrEnum):
     """Which wire format to speak."""
 
     DASHSCOPE = "dashscope"  # the native API, with built-in OCR tasks
     OPENAI = "openai"  # the OpenAI-compatible API: DashScope's compatible mode, vLLM, SGLang...
 
 
-class ModelChoice(BaseModel):
-    """The model a client sends, as the settings admit it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    spec: ModelSpec
-    # Admitted by allow_unlisted_model: not in the region's table, so never priced.
-    unlisted: bool = False
-    warning: str | None = None
-
-
 class OcrServiceSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    protocol: Protocol = Protocol.DASHSCOPE
+    protocol: WireProtocol = WireProtocol.DASHSCOPE
     region: Region = DEFAULT_REGION
     # Replaces the region's base URL: ".../api/v1" for native, ".../compatible-mode/v1" for compatible.
     base_url: str | None = None
@@ -86,7 +76,7 @@ class OcrServiceSettings(BaseModel):
     @property
     def self_hosted(self) -> bool:
         """An OpenAI-compatible server of the operator's own, whose model names only its operator knows."""
-        return self.protocol is Protocol.OPENAI and self.base_url is not None
+        return self.protocol is WireProtocol.OPENAI and self.base_url is not None
 
     def model_choice(self) -> ModelChoice:
         """The model to send and how it is sized, checked against the region's table.
@@ -137,14 +127,24 @@ class OcrServiceSettings(BaseModel):
             ),
         )
 
+    def target(self) -> OcrTarget:
+        """The model, region and wire format this service's calls go to; raises ConfigurationError as model_choice."""
+        return OcrTarget(choice=self.model_choice(), region=self.region, protocol=self.protocol.value)
+
+    def defaults(self) -> OcrDefaults:
+        """What the pipeline gives a job that names no model or region, and whether it checks a named one."""
+        return OcrDefaults(
+            model=self.model, region=self.region, catalog_checked=not self.self_hosted and not self.allow_unlisted_model
+        )
+
     @property
     def endpoint(self) -> str:
         if self.base_url:
             base = self.base_url.rstrip("/")
         else:
             endpoints = endpoints_for(self.region)
-            base = endpoints.native_base if self.protocol is Protocol.DASHSCOPE else endpoints.compatible_base
-        return base + (NATIVE_PATH if self.protocol is Protocol.DASHSCOPE else COMPATIBLE_PATH)
+            base = endpoints.native_base if self.protocol is WireProtocol.DASHSCOPE else endpoints.compatible_base
+        return base + (NATIVE_PATH if self.protocol is WireProtocol.DASHSCOPE else COMPATIBLE_PATH)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> OcrServiceSettings:
@@ -166,7 +166,7 @@ class OcrServiceSettings(BaseModel):
         fields.update(overrides)
         if (
             "require_api_key" not in overrides
-            and fields.get("protocol") == Protocol.OPENAI.value
+            and fields.get("protocol") == WireProtocol.OPENAI.value
             and fields.get("base_url")
         ):
             # A self-hosted OpenAI-compatible server (vLLM, SGLang) usually runs without a key.

@@ -7,65 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from .. import errors
-from ..catalog import ModelSpec
-from ..results import RecognitionResult, parse_model_output
-from ..task_prompts import DEFAULT_PROMPT, TASK_PROMPTS, key_information_prompt
-from ..tasks import OcrTask, TaskOptions
-from ..tokens import PixelBudget, image_tokens
-from ..usage import Usage
-from .settings import Protocol
+from ... import errors
+from ...ocr_service import OcrCall, OcrReply, prompt_for
+from ...results import RecognitionResult, parse_model_output
+from ...tokens import image_tokens
+from ...usage import Usage
+from .settings import WireProtocol
 
 
-class OcrCall(BaseModel):
-    """One request to the model: an image (data URL or https URL) and what to do with it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    image_url: str
-    options: TaskOptions
-    model: ModelSpec
-    # Size of the image as sent; lets us estimate image tokens when a server does not report them.
-    image_width: int | None = None
-    image_height: int | None = None
-
-    @property
-    def budget(self) -> PixelBudget:
-        """Sent as min_pixels/max_pixels: the options' bounds, else the model's defaults by patch size."""
-        return PixelBudget.for_model(self.model, self.options.min_pixels, self.options.max_pixels)
-
-
-# finish_reason of an answer the model stopped writing because it reached max_tokens.
-FINISH_LENGTH = "length"
-
-
-class WireReply(BaseModel):
-    result: RecognitionResult
-    usage: Usage
-    request_id: str | None = None
-    # "stop" when the model ended its answer, "length" when max_tokens cut it; None when a server sends none.
-    finish_reason: str | None = None
-
-    @property
-    def truncated(self) -> bool:
-        return self.finish_reason == FINISH_LENGTH
-
-
-def prompt_for(options: TaskOptions) -> str:
-    """The text prompt that stands for the options when built-in tasks are unavailable."""
-    task = options.effective_task
-    if task is None:
-        assert options.prompt is not None
-        return options.prompt
-    if task is OcrTask.KEY_INFORMATION_EXTRACTION:
-        return key_information_prompt(options.result_schema)
-    return TASK_PROMPTS.get(task, DEFAULT_PROMPT)
-
-
-def build_body(protocol: Protocol, call: OcrCall) -> dict[str, Any]:
-    if protocol is Protocol.DASHSCOPE:
+def build_body(protocol: WireProtocol, call: OcrCall) -> dict[str, Any]:
+    if protocol is WireProtocol.DASHSCOPE:
         return _native_body(call)
     return _compatible_body(call)
 
@@ -121,7 +72,7 @@ def _estimated_image_tokens(call: OcrCall) -> int:
     return image_tokens(call.image_height, call.image_width, call.budget)
 
 
-def parse_reply(protocol: Protocol, body: Any, call: OcrCall) -> WireReply:
+def parse_reply(protocol: WireProtocol, body: Any, call: OcrCall) -> OcrReply:
     """Read a 200 reply.
 
     Only an envelope that cannot be read (no choices, no message content, no usage) is
@@ -134,7 +85,7 @@ def parse_reply(protocol: Protocol, body: Any, call: OcrCall) -> WireReply:
     try:
         if not isinstance(body, dict):
             raise TypeError("the body is not a JSON object")
-        if protocol is Protocol.DASHSCOPE:
+        if protocol is WireProtocol.DASHSCOPE:
             usage = _native_usage(body["usage"], call)
             text, ocr_result = _native_content(body)
             choice = body["output"]["choices"][0]
@@ -148,7 +99,7 @@ def parse_reply(protocol: Protocol, body: Any, call: OcrCall) -> WireReply:
             request_id=request_id,
             billed_usage=usage,
         ) from None
-    return WireReply(
+    return OcrReply(
         result=_model_output(call, text, ocr_result),
         usage=usage,
         request_id=request_id,
@@ -156,11 +107,11 @@ def parse_reply(protocol: Protocol, body: Any, call: OcrCall) -> WireReply:
     )
 
 
-def _request_id(protocol: Protocol, body: Any) -> str | None:
+def _request_id(protocol: WireProtocol, body: Any) -> str | None:
     if not isinstance(body, dict):
         return None
     request_id = body.get("request_id")
-    if not isinstance(request_id, str) and protocol is Protocol.OPENAI:
+    if not isinstance(request_id, str) and protocol is WireProtocol.OPENAI:
         request_id = body.get("id")
     return request_id if isinstance(request_id, str) else None
 

@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
-from ..pipeline.events import ErrorInfo, EventEnvelope
-from ..pipeline.model import JobSpec
-from ..pipeline.ports import (
+from ocr_pipeline.pipeline.events import ErrorInfo, EventEnvelope
+from ocr_pipeline.pipeline.model import JobSpec
+from ocr_pipeline.pipeline.ports import (
     Claim,
     JobState,
     JobStatus,

@@ -17,7 +17,6 @@ from typing import Annotated, Any, BinaryIO, Literal, cast
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from ..catalog import Region, offered_model
-from ..client.settings import Protocol
 from ..errors import ConfigurationError, InvalidRequest, MalformedRequest, OcrPipelineError
 from ..tasks import OcrTask, TaskOptions
 from .config import PipelineSettings
@@ -229,13 +228,13 @@ class RequestService:
         ocr = self.settings.ocr
         if requested is None:
             return ocr.model
-        if ocr.protocol is Protocol.DASHSCOPE and not ocr.allow_unlisted_model:
+        if ocr.catalog_checked:
             # Refused here, answered at once: sent on, every page would fail with config.invalid.
             try:
                 offered_model(requested, region)
             except ConfigurationError as error:
                 raise InvalidRequest(error.message) from None
-        # A self-hosted model behind the compatible endpoint has a name only its operator knows.
+        # Not checked: a self-hosted server's model has a name only its operator knows.
         return requested
 
     def _resolve(self, source: S3Source | UrlSource) -> tuple[SourceRef, ObjectInfo]:

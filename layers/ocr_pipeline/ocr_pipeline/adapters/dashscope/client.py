@@ -13,30 +13,22 @@ import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from functools import cache
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
-from pydantic import BaseModel, Field
 
-from .. import errors
-from ..usage import BilledAttempt
+from ... import errors
+from ...ocr_service import CallObserver, CallOutcome, OcrCall, OcrReply
+from ...usage import BilledAttempt
 from .credentials import ApiKeyProvider, api_key_provider_for
 from .ratelimit import RateLimiter, shared_limiter
 from .settings import OcrServiceSettings
-from .wire import OcrCall, WireReply, build_body, error_from_reply, parse_reply
+from .wire import build_body, error_from_reply, parse_reply
 
 # Leave this much of the caller's deadline for what follows the call (storing, publishing).
 DEADLINE_MARGIN_S = 2.0
 USER_AGENT = "ocr-pipeline/0.1 (+httpx)"
 WAIT_PAST_DEADLINE = "the server's Retry-After reaches past the deadline"
-
-
-class CallOutcome(BaseModel):
-    reply: WireReply
-    attempts: int
-    latency_ms: float
-    # Earlier attempts of this call that the vendor billed although their reply could not be used.
-    billed_attempts: list[BilledAttempt] = Field(default_factory=list)
 
 
 class RetryStats:
@@ -76,18 +68,6 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except (TypeError, ValueError, IndexError):
         return None
     return max(0.0, when - (time.time() if now is None else now))
-
-
-class CallObserver(Protocol):
-    """Told about each call's outcome, for metrics; the client works the same without one."""
-
-    def call_succeeded(self, latency_ms: float, attempts: int) -> None: ...
-
-    def retrying(self, code: str) -> None: ...
-
-    def call_failed(self, code: str) -> None: ...
-
-    def attempt_billed_in_vain(self, attempt: BilledAttempt) -> None: ...
 
 
 class _Unobserved:
@@ -209,7 +189,7 @@ class QwenOcrClient:
             return delay, WAIT_PAST_DEADLINE if error.retry_after is not None else "out of time before the deadline"
         return delay, None
 
-    def _attempt(self, payload: bytes, headers: dict[str, str], call: OcrCall, deadline: float | None) -> WireReply:
+    def _attempt(self, payload: bytes, headers: dict[str, str], call: OcrCall, deadline: float | None) -> OcrReply:
         if self._limiter is not None and not self._limiter.acquire(
             None if deadline is None else deadline - DEADLINE_MARGIN_S
         ):

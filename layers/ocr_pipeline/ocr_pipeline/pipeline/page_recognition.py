@@ -1,20 +1,16 @@
-"""Recognising pages and finishing documents.
+"""Recognizing pages: prepare each page, call the model, store the result, hand it to settlement.
 
 Each page is idempotent end to end:
-1. a recognised page is written to S3 before it is recorded, and a redelivered page
+1. a recognized page is written to S3 before it is recorded, and a redelivered page
    reuses that stored result instead of calling (and paying for) the model again;
 2. the page marker and the job's counter change in one DynamoDB transaction, so a page
    is counted once however often it is delivered;
-3. its `usage.recorded` event is published under a claim and then marked published, so
-   duplicates are not re-announced and a crash between the two is repaired on redelivery;
-4. whoever settles the last page claims the finalisation (with a lease, in case it dies)
-   and publishes exactly one `document.completed` or `document.failed`.
+3. billing the page and ending its document are settlement's (settlement.py), under claims.
 """
 
 from __future__ import annotations
 
 import io
-import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -28,81 +24,44 @@ from ..imaging import PreparationLimits, PreparedImage
 from ..recognition import Recognizer, budget_for
 from ..tasks import OcrTask
 from ..usage import ZERO_USAGE
-from .assembly import DocumentResult, PageResult, assemble
+from .assembly import PageResult
 from .config import PipelineSettings
 from .documents import prepare_page
-from .events import (
-    DocumentCompleted,
-    DocumentFailed,
-    ErrorInfo,
-    PageMethod,
-    UsageRecorded,
-    UsageTotals,
-    completed_event,
-    failed_event,
-    preview,
-    usage_event,
-)
+from .events import ErrorInfo
 from .model import DocumentKind, JobSpec, PageWork
-from .ports import ClaimHeld, EventBus, JobNotFound, JobStatus, JobStore, ObjectStore, PageRecord, PageStatus
+from .ports import JobStore, ObjectStore, PageRecord
+from .settlement import SettlementService
 
 RecognizerFactory = Callable[[str, Region], Recognizer]
 
 
-logger = logging.getLogger(__name__)
-
-# A claim's holder publishes only with at least this much of its lease left (clocks, a slow SNS call).
-LEASE_PUBLISH_MARGIN_S = 10.0
-# Job specs a warm worker keeps (a schema may be large; a worker sees few jobs at a time).
-SPEC_CACHE_SIZE = 32
-
-
-class PageService:
+class PageRecognitionService:
     def __init__(
         self,
         settings: PipelineSettings,
         store: ObjectStore,
         jobs: JobStore,
-        bus: EventBus,
         recognizers: RecognizerFactory,
+        settlement: SettlementService,
         limits: PreparationLimits | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.jobs = jobs
-        self.bus = bus
         self.recognizers = recognizers
+        self.settlement = settlement
         self.limits = limits or PreparationLimits(max_input_bytes=settings.max_input_bytes)
-        # Specs never change once a job is recorded; a warm worker reads each job's once.
-        self._specs: dict[str, JobSpec] = {}
 
     def job_spec(self, job_id: str) -> JobSpec:
-        """The job's spec, from its record (page messages name their job; they do not carry its options)."""
-        spec = self._specs.get(job_id)
-        if spec is None:
-            job = self.jobs.get_job(job_id)
-            if job is None:
-                raise JobNotFound(f"job {job_id} has no record; its pages cannot be worked", job_id=job_id)
-            spec = job.spec
-            if len(self._specs) >= SPEC_CACHE_SIZE:
-                self._specs.pop(next(iter(self._specs)))
-            self._specs[job_id] = spec
-        return spec
+        return self.settlement.job_spec(job_id)
 
     @staticmethod
     def deadline_from(remaining_ms: float) -> float:
         """A deadline on the OCR client's clock (time.monotonic) from a Lambda context's remaining time."""
         return time.monotonic() + max(0.0, remaining_ms) / 1000
 
-    # --- keys -------------------------------------------------------------------------------
-
     def page_prefix(self, job_id: str, page: int) -> str:
         return f"{self.settings.work_prefix}{job_id}/pages/{page:06d}-"
-
-    def result_key(self, spec: JobSpec) -> str:
-        return f"{self.settings.result_prefix}{spec.source.key}/{spec.job_id}.json"
-
-    # --- pages ------------------------------------------------------------------------------
 
     def process(self, work: PageWork, *, deadline: float | None = None) -> None:
         """Process a message's pages; a retryable failure raises so the message is delivered again.
@@ -136,7 +95,7 @@ class PageService:
         # Every page handed over has been settled (or has failed) by now; a failure fails the delivery.
         for settled in settling:
             settled.result()
-        self.finalize_if_settled(spec.job_id)
+        self.settlement.finalize_if_settled(spec.job_id)
 
     def _start_page(self, spec: JobSpec, page: int, source: _LazySource) -> _PageStart:
         """What a page needs: billing only (recorded before), recording (stored by a worker that died), or the model."""
@@ -168,7 +127,7 @@ class PageService:
     def _settle(self, spec: JobSpec, start: _PageStart, stored: _StoredPage | None) -> None:
         """Record a stored page and bill it; bill a page recorded before, unless that was done too."""
         if stored is None:
-            self._publish_usage(spec, start.page)
+            self.settlement.publish_usage(spec, start.page)
             return
         record = PageRecord(
             page=start.page,
@@ -178,9 +137,7 @@ class PageService:
             error=stored.result.error,
             request_id=stored.result.request_id,
         )
-        # Recorded by us, the record is known; recorded by another delivery first, it is read back.
-        ours = self.jobs.record_page(spec.job_id, record)
-        self._publish_usage(spec, start.page, stored.result.method, record if ours else None)
+        self.settlement.record_page(spec, record, stored.result.method)
 
     def _open_source(self, spec: JobSpec) -> BinaryIO:
         if spec.kind is DocumentKind.IMAGE:
@@ -226,129 +183,6 @@ class PageService:
             and spec.kind is DocumentKind.PDF
             and spec.options.effective_task is OcrTask.TEXT_RECOGNITION
         )
-
-    def _publish_usage(
-        self, spec: JobSpec, page: int, method: PageMethod | None = None, record: PageRecord | None = None
-    ) -> None:
-        record = record or self.jobs.get_page(spec.job_id, page)
-        if record is None or record.status is not PageStatus.DONE or record.usage_published or record.usage is None:
-            return
-        lease_s = self.settings.claim_lease_s
-        claimed_at = time.time()
-        claim = self.jobs.claim_usage_publication(spec.job_id, page, lease_s)
-        if not claim.granted:
-            raise ClaimHeld(
-                f"page {page} of job {spec.job_id}: its usage event is being published elsewhere",
-                retry_after_s=claim.held_for_s,
-            )
-        if method is None:
-            # Recorded by an earlier delivery: how it was read is in its stored result.
-            method = self._load_page(record).method
-        recognizer = self.recognizers(spec.model, spec.region)
-        cost = recognizer.price(record.usage)
-        event = UsageRecorded(
-            job_id=spec.job_id,
-            page=page,
-            tenant=spec.tenant,
-            source=spec.source,
-            task=spec.options.effective_task.value if spec.options.effective_task else None,
-            model=spec.model,
-            region=spec.region.value,
-            input_tokens=record.usage.input_tokens,
-            output_tokens=record.usage.output_tokens,
-            image_tokens=record.usage.image_tokens,
-            input_price_per_million=cost.unit_price.input_per_million if cost else None,
-            output_price_per_million=cost.unit_price.output_per_million if cost else None,
-            currency=cost.currency if cost else None,
-            cost=cost.amount if cost else None,
-            price_table=cost.unit_price.price_table if cost else None,
-            request_id=record.request_id,
-            method=method,
-        )
-        self._still_within_lease(claimed_at, lease_s, f"page {page} of job {spec.job_id}")
-        self.bus.publish(usage_event(event, spec.correlation_id))
-        self.jobs.mark_usage_published(spec.job_id, page)
-
-    # --- documents --------------------------------------------------------------------------
-
-    def finalize_if_settled(self, job_id: str) -> DocumentResult | None:
-        job = self.jobs.get_job(job_id)
-        if job is None or not job.settled or job.status not in (JobStatus.RUNNING, JobStatus.FINALIZING):
-            return None
-        spec = job.spec
-        lease_s = self.settings.claim_lease_s + self.settings.claim_lease_per_page_s * spec.page_count
-        claimed_at = time.time()
-        claim = self.jobs.claim_finalization(job_id, lease_s)
-        if not claim.granted:
-            raise ClaimHeld(f"job {job_id} is being finalised elsewhere", retry_after_s=claim.held_for_s)
-        records = self.jobs.list_pages(job_id)
-        pages = [self._load_page(record) for record in records]
-        document = assemble(spec, pages)
-        task = document.task
-        if len(document.pages_failed) < spec.page_count:
-            uri = f"s3://{self.settings.result_bucket}/{self.result_key(spec)}"
-            self.store.put_json(self.settings.result_bucket, self.result_key(spec), document.model_dump_json())
-            completed = DocumentCompleted(
-                job_id=job_id,
-                source=spec.source,
-                tenant=spec.tenant,
-                task=task,
-                model=spec.model,
-                region=spec.region.value,
-                page_count=spec.page_count,
-                pages_failed=document.pages_failed,
-                pages_truncated=document.pages_truncated,
-                result_uri=uri,
-                text_preview=preview(document.text),
-                usage=UsageTotals(
-                    input_tokens=document.usage.input_tokens,
-                    output_tokens=document.usage.output_tokens,
-                    image_tokens=document.usage.image_tokens,
-                ),
-                cost=document.cost,
-                currency=document.currency,
-                validation=document.validation,
-            )
-            self._still_within_lease(claimed_at, lease_s, f"job {job_id}")
-            self.bus.publish(completed_event(completed, spec.correlation_id))
-            self.jobs.finish_job(job_id, JobStatus.COMPLETED, result_uri=uri)
-            logger.info(
-                "document completed",
-                extra={"job_id": job_id, "correlation_id": spec.correlation_id, "pages_failed": document.pages_failed},
-            )
-        else:
-            # Every page failed for good: the document fails with the first page's reason.
-            first = next(p.error for p in document.pages if p.error is not None)
-            failed = DocumentFailed(
-                job_id=job_id,
-                source=spec.source,
-                tenant=spec.tenant,
-                task=task,
-                page_count=spec.page_count,
-                error=first,
-            )
-            self._still_within_lease(claimed_at, lease_s, f"job {job_id}")
-            self.bus.publish(failed_event(failed, spec.correlation_id))
-            self.jobs.finish_job(job_id, JobStatus.FAILED, error=first)
-            logger.info(
-                "document failed", extra={"job_id": job_id, "correlation_id": spec.correlation_id, "code": first.code}
-            )
-        return document
-
-    @staticmethod
-    def _still_within_lease(claimed_at: float, lease_s: float, what: str) -> None:
-        """Publish only with time left on our lease: past it, another worker may have taken over."""
-        left = claimed_at + lease_s - time.time()
-        if left < LEASE_PUBLISH_MARGIN_S:
-            raise ClaimHeld(
-                f"{what}: our claim's lease ran out before publishing; another delivery takes over",
-                retry_after_s=max(left, 0.0) + 1.0,
-            )
-
-    def _load_page(self, record: PageRecord) -> PageResult:
-        if record.result_key:
-            return PageResult.model_validate_json(self.store.get_text(self.settings.result_bucket, record.result_key))
-        return PageResult.failed(record.page, record.error or ErrorInfo.of("internal.error", "page result missing"))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import json
 import threading
 from typing import Any, Protocol
 
-from ..errors import ConfigurationError
+from ...errors import ConfigurationError
 from .settings import OcrServiceSettings
 
 SECRET_CACHE_SECONDS = 300

@@ -1,0 +1,185 @@
+"""The composition root: builds each function's service on the AWS adapters, once per cold start.
+
+The only module that knows both the core and its adapters. Nothing here runs at import time:
+handlers ask for their ready service (and its idempotency guard) on first invocation, and tests
+pass their own services instead.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+from pydantic import ValidationError
+
+from .adapters.aws import DynamoJobStore, S3ObjectStore, SnsEventBus, SqsWorkQueue
+from .adapters.dashscope import OcrServiceSettings, QwenOcrClient
+from .adapters.idempotency import Once
+from .adapters.metrics import MeteredEventBus, MetricsCallObserver
+from .adapters.web import HttpSourceFetcher
+from .catalog import Region
+from .errors import ConfigurationError
+from .pipeline.config import DEFAULT_TENANT_RULE, PipelineSettings, read_names
+from .pipeline.failures import DeadLetterService
+from .pipeline.intake import DocumentIntake
+from .pipeline.page_recognition import PageRecognitionService, RecognizerFactory
+from .pipeline.request_intake import RequestService
+from .pipeline.routing import RequestTenants, TenantRule, parse_routing_rules
+from .pipeline.settlement import Pricer, SettlementService
+from .pipeline.upload import UploadService
+from .pricing import Cost
+from .recognition import Recognizer
+from .usage import Usage
+
+# Each function's idempotency guard: its name (the records' key prefix) and the JMESPath of its key,
+# a business identity: the object version for uploads, the job and its pages for page work, the
+# message for requests. An S3 event cannot be given back to come later, so uploads cannot defer.
+UPLOAD_GUARD = {"name": "upload", "key": "[bucket, key, version_id, etag]", "can_defer": False}
+REQUEST_GUARD = {"name": "request", "key": "message_id"}
+PAGE_GUARD = {"name": "pages", "key": "[job_id, pages]"}
+
+# Environment variable → PipelineSettings field, for the fields read as they are written.
+_PLAIN_VARIABLES = {
+    "RESULT_BUCKET": "result_bucket",
+    "TOPIC_ARN": "topic_arn",
+    "PAGE_QUEUE_URL": "page_queue_url",
+    "JOBS_TABLE": "jobs_table",
+    "DEFAULT_TASK": "default_task",
+    "MAX_INPUT_BYTES": "max_input_bytes",
+    "MAX_PAGES": "max_pages",
+    "PAGE_CHUNK_SIZE": "page_chunk_size",
+    "DISPATCH_MESSAGES_PER_CALL": "dispatch_messages_per_call",
+    "CLAIM_LEASE_S": "claim_lease_s",
+    "CLAIM_LEASE_PER_PAGE_S": "claim_lease_per_page_s",
+    "INPUT_BUCKET": "input_bucket",
+    "IDEMPOTENCY_TABLE": "idempotency_table",
+}
+_REQUIRED_VARIABLES = ("RESULT_BUCKET", "TOPIC_ARN", "PAGE_QUEUE_URL", "JOBS_TABLE")
+
+
+def read_pipeline_settings(environ: Mapping[str, str] | None = None) -> PipelineSettings:
+    """The pipeline's settings from the function's environment (template.yaml's Globals)."""
+    env = os.environ if environ is None else environ
+    missing = [name for name in _REQUIRED_VARIABLES if not env.get(name)]
+    if missing:
+        raise ConfigurationError(f"missing environment variables: {', '.join(missing)}")
+    fields: dict[str, Any] = {field: env.get(variable) or None for variable, field in _PLAIN_VARIABLES.items()}
+    fields.update(
+        routing_rules=parse_routing_rules(env.get("ROUTING_RULES")),
+        tenant_rule=TenantRule.parse(env.get("TENANT_RULE") or DEFAULT_TENANT_RULE),
+        request_tenants=RequestTenants.parse(env.get("REQUEST_TENANTS")),
+        request_source_buckets=read_names(env.get("REQUEST_SOURCE_BUCKETS")),
+        url_allowlist=read_names(env.get("URL_ALLOWLIST")),
+        pdf_text_layer=(env.get("PDF_TEXT_LAYER") or "").strip().lower() or None,
+        truncation_policy=(env.get("TRUNCATION_POLICY") or "").strip().lower() or None,
+        # Checked at every function's start: a model the region does not offer is a configuration error.
+        ocr=OcrServiceSettings.from_env(env).defaults(),
+    )
+    try:
+        return PipelineSettings.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigurationError(f"invalid pipeline settings: {problems}") from None
+
+
+@cache
+def pipeline_settings() -> PipelineSettings:
+    return read_pipeline_settings()
+
+
+@cache
+def ocr_service_settings() -> OcrServiceSettings:
+    return OcrServiceSettings.from_env()
+
+
+def recognizer_factory(ocr: OcrServiceSettings) -> RecognizerFactory:
+    """One client per (model, region), reused across invocations so connections stay warm."""
+    recognizers: dict[tuple[str, Region], Recognizer] = {}
+    lock = threading.Lock()
+
+    def recognizer(model: str, region: Region) -> Recognizer:
+        with lock:
+            key = (model, region)
+            if key not in recognizers:
+                # model_copy validates nothing: target() checks the job's own model against its region.
+                settings = ocr.model_copy(update={"model": model, "region": region})
+                recognizers[key] = Recognizer(
+                    QwenOcrClient(settings, observer=MetricsCallObserver()), settings.target()
+                )
+            return recognizers[key]
+
+    return recognizer
+
+
+def pricer(recognizers: RecognizerFactory) -> Pricer:
+    """A page's cost by its job's model and region, as that job's recognizer prices it."""
+
+    def price(usage: Usage, model: str, region: Region) -> Cost | None:
+        return recognizers(model, region).price(usage)
+
+    return price
+
+
+def guard(settings: PipelineSettings, spec: Mapping[str, Any]) -> Once:
+    """The idempotency guard in front of a function's unit of work (off without a table)."""
+    return Once(settings.idempotency_table, **spec)
+
+
+@cache
+def document_intake() -> DocumentIntake:
+    settings = pipeline_settings()
+    return DocumentIntake(
+        settings,
+        store=S3ObjectStore(),
+        queue=SqsWorkQueue(settings.page_queue_url),
+        jobs=DynamoJobStore(settings.jobs_table),
+        bus=MeteredEventBus(SnsEventBus(settings.topic_arn)),
+    )
+
+
+@cache
+def upload_service() -> UploadService:
+    return UploadService(pipeline_settings(), document_intake())
+
+
+@cache
+def request_service() -> RequestService:
+    settings = pipeline_settings()
+    return RequestService(settings, document_intake(), HttpSourceFetcher(), settings.source_policy)
+
+
+@cache
+def _recognizers() -> RecognizerFactory:
+    return recognizer_factory(ocr_service_settings())
+
+
+@cache
+def settlement_service() -> SettlementService:
+    settings = pipeline_settings()
+    return SettlementService(
+        settings,
+        store=S3ObjectStore(),
+        jobs=DynamoJobStore(settings.jobs_table),
+        bus=MeteredEventBus(SnsEventBus(settings.topic_arn)),
+        price=pricer(_recognizers()),
+    )
+
+
+@cache
+def page_recognition_service() -> PageRecognitionService:
+    settings = pipeline_settings()
+    return PageRecognitionService(
+        settings,
+        store=S3ObjectStore(),
+        jobs=DynamoJobStore(settings.jobs_table),
+        recognizers=_recognizers(),
+        settlement=settlement_service(),
+    )
+
+
+@cache
+def dead_letter_service() -> DeadLetterService:
+    return DeadLetterService(upload_service(), settlement_service(), document_intake())
