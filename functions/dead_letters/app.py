@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from ocr_pipeline.adapters.redelivery import Redelivery
 from ocr_pipeline.bootstrap import dead_letter_service
-from ocr_pipeline.pipeline.failures import DeadLetterService
+from ocr_pipeline.pipeline.dead_letters import DeadLetterService
 
 logger = Logger()
 # The library's decisions (documents admitted, refused, finished) log through this logger's format and keys.

@@ -10,16 +10,8 @@ from typing import BinaryIO
 
 from ocr_pipeline.pipeline.events import ErrorInfo, EventEnvelope
 from ocr_pipeline.pipeline.model import JobSpec
-from ocr_pipeline.pipeline.ports import (
-    Claim,
-    JobState,
-    JobStatus,
-    ObjectInfo,
-    PageRecord,
-    PageStatus,
-    SourceNotFound,
-    StorageError,
-)
+from ocr_pipeline.pipeline.port_errors import SourceNotFound, StorageError
+from ocr_pipeline.pipeline.records import Claim, JobState, JobStatus, ObjectInfo, PageRecord, PageStatus
 
 
 class MemoryObjectStore:

@@ -8,7 +8,7 @@ from moto import mock_aws
 from moto import settings as moto_settings
 from ocr_pipeline.adapters import idempotency
 from ocr_pipeline.adapters.idempotency import Once
-from ocr_pipeline.pipeline.ports import WorkInProgress
+from ocr_pipeline.pipeline.port_errors import WorkInProgress
 from pydantic import BaseModel
 
 TABLE = "idempotency"

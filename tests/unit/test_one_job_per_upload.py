@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 
-from ocr_pipeline.pipeline.failures import DeadLetterService
+from ocr_pipeline.pipeline.dead_letters import DeadLetterService
 from ocr_pipeline.pipeline.intake import IntakeDecision
 from ocr_pipeline.pipeline.model import PAGE_QUEUE_MESSAGE, PageDispatch, PageWork
-from ocr_pipeline.pipeline.ports import QueueSendError
+from ocr_pipeline.pipeline.port_errors import QueueSendError
 from ocr_pipeline.pipeline.upload import UploadedObject
 
 from tests.support.fakes import INPUT, Pipeline

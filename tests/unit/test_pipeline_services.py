@@ -248,7 +248,7 @@ def test_permanent_ocr_errors_fail_the_page_and_transient_ones_raise_for_a_retry
 
 
 def test_a_page_message_that_ran_out_of_deliveries_still_ends_its_document():
-    from ocr_pipeline.pipeline.failures import DeadLetterService
+    from ocr_pipeline.pipeline.dead_letters import DeadLetterService
 
     p = Pipeline(ocr=FakeOcrService(fail=lambda call: OcrServerError("down", status_code=500)))
     upload(p, "docs/a.png")
@@ -260,7 +260,7 @@ def test_a_page_message_that_ran_out_of_deliveries_still_ends_its_document():
 
 
 def test_an_upload_that_failed_every_attempt_fails_its_document():
-    from ocr_pipeline.pipeline.failures import DeadLetterService
+    from ocr_pipeline.pipeline.dead_letters import DeadLetterService
 
     p = Pipeline()
     p.store.put(INPUT, "docs/b.png", text_png())

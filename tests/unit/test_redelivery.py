@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from ocr_pipeline.adapters.redelivery import BACKOFF_CAP_S, Redelivery, backoff_s
-from ocr_pipeline.pipeline.ports import ClaimHeld, StorageError
+from ocr_pipeline.pipeline.port_errors import ClaimHeld, StorageError
 
 ARN = "arn:aws:sqs:us-east-1:123456789012:pages"
 

@@ -11,10 +11,10 @@ import httpx
 import pytest
 from ocr_pipeline.adapters.web import HttpSourceFetcher
 from ocr_pipeline.errors import InputTooLarge, SourceFetchFailed, SourceForbidden, SourceUnavailable
-from ocr_pipeline.pipeline.failures import DeadLetterService
+from ocr_pipeline.pipeline.dead_letters import DeadLetterService
 from ocr_pipeline.pipeline.intake import IntakeDecision
 from ocr_pipeline.pipeline.model import PageWork
-from ocr_pipeline.pipeline.ports import Download
+from ocr_pipeline.pipeline.records import Download
 from ocr_pipeline.pipeline.request_intake import RequestService, request_json_schema
 from ocr_pipeline.pipeline.routing import RequestTenants, TenantRule
 from ocr_pipeline.pipeline.sources import SourcePolicy

@@ -23,7 +23,7 @@ from .adapters.web import HttpSourceFetcher
 from .catalog import Region
 from .errors import ConfigurationError
 from .pipeline.config import DEFAULT_TENANT_RULE, PipelineSettings, read_names
-from .pipeline.failures import DeadLetterService
+from .pipeline.dead_letters import DeadLetterService
 from .pipeline.intake import DocumentIntake
 from .pipeline.page_recognition import PageRecognitionService, RecognizerFactory
 from .pipeline.request_intake import RequestService

@@ -14,18 +14,8 @@ from typing import Any, BinaryIO, cast
 
 from ..pipeline.events import ErrorInfo, EventEnvelope
 from ..pipeline.model import JobSpec
-from ..pipeline.ports import (
-    Claim,
-    JobState,
-    JobStatus,
-    ObjectInfo,
-    PageRecord,
-    PageStatus,
-    QueueSendError,
-    SourceAccessDenied,
-    SourceNotFound,
-    StorageError,
-)
+from ..pipeline.port_errors import QueueSendError, SourceAccessDenied, SourceNotFound, StorageError
+from ..pipeline.records import Claim, JobState, JobStatus, ObjectInfo, PageRecord, PageStatus
 from ..usage import Usage
 from .ranged import RangedReader
 

@@ -27,7 +27,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from pydantic import BaseModel
 
-from ..pipeline.ports import WorkInProgress
+from ..pipeline.port_errors import WorkInProgress
 from .aws import aws_client
 
 # Longer than any redelivery: SQS gives up after maxReceiveCount x visibility (5 x 30 min), Lambda's

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..errors import InputTooLarge, SourceFetchFailed, SourceUnavailable
-from ..pipeline.ports import Download, SourceNotFound
+from ..pipeline.port_errors import SourceNotFound
+from ..pipeline.records import Download
 
 CHUNK_BYTES = 256 * 1024
 

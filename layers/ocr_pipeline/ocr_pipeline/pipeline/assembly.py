@@ -15,7 +15,7 @@ from ..results import Word
 from ..usage import ZERO_USAGE, BilledAttempt, Usage
 from .events import ErrorInfo, PageMethod
 from .model import JobSpec, SourceRef
-from .ports import PageStatus
+from .records import PageStatus
 
 RESULT_SCHEMA_VERSION = "1"
 

@@ -21,7 +21,9 @@ from .config import PipelineSettings
 from .documents import SNIFF_BYTES, count_pages, detect_kind
 from .events import DocumentFailed, ErrorInfo, deterministic_event_id, failed_event
 from .model import DocumentKind, JobSpec, PageDispatch, PageWork, SourceRef, job_id_for
-from .ports import EventBus, JobNotFound, JobStatus, JobStore, ObjectStore, WorkQueue
+from .port_errors import JobNotFound
+from .ports import EventBus, JobStore, ObjectStore, WorkQueue
+from .records import JobStatus
 
 # The handlers give this logger their Powertools format and keys, so each decision is one JSON line.
 logger = logging.getLogger(__name__)

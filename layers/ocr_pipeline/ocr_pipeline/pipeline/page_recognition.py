@@ -29,7 +29,8 @@ from .config import PipelineSettings
 from .documents import prepare_page
 from .events import ErrorInfo
 from .model import DocumentKind, JobSpec, PageWork
-from .ports import JobStore, ObjectStore, PageRecord
+from .ports import JobStore, ObjectStore
+from .records import PageRecord
 from .settlement import SettlementService
 
 RecognizerFactory = Callable[[str, Region], Recognizer]

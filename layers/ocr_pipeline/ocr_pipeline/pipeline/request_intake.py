@@ -22,7 +22,8 @@ from ..tasks import OcrTask, TaskOptions
 from .config import PipelineSettings
 from .intake import Admission, DocumentIntake, IntakeOutcome, Rejection, rejection_job_id
 from .model import SourceRef
-from .ports import ObjectInfo, SourceFetcher
+from .ports import SourceFetcher
+from .records import ObjectInfo
 from .sources import SourcePolicy
 
 REQUEST_SCHEMA_VERSION = 1

@@ -34,7 +34,9 @@ from .events import (
     usage_event,
 )
 from .model import JobSpec
-from .ports import ClaimHeld, EventBus, JobNotFound, JobStatus, JobStore, ObjectStore, PageRecord, PageStatus
+from .port_errors import ClaimHeld, JobNotFound
+from .ports import EventBus, JobStore, ObjectStore
+from .records import JobStatus, PageRecord, PageStatus
 
 # What a page's usage costs, by the job's model and region: None where no price can be known.
 Pricer = Callable[[Usage, str, Region], Cost | None]

@@ -11,7 +11,8 @@ from ..errors import OcrPipelineError, TenantNotAllowed
 from .config import PipelineSettings
 from .intake import Admission, DocumentIntake, IntakeDecision, IntakeOutcome, Rejection, rejection_job_id
 from .model import SourceRef
-from .ports import ObjectInfo, SourceAccessDenied, SourceNotFound
+from .port_errors import SourceAccessDenied, SourceNotFound
+from .records import ObjectInfo
 from .routing import META_CORRELATION_ID, choose_task, schema_from_object, task_options
 
 
