@@ -25,47 +25,16 @@ from ocr_pipeline.pipeline.documents import SNIFF_BYTES, count_pages, detect_kin
 from ocr_pipeline.pipeline.model import DocumentKind
 from ocr_pipeline.pricing import format_money
 from ocr_pipeline.recognition import Recognition, Recognizer, budget_for
-from ocr_pipeline.tasks import OcrTask, TaskOptions, parse_schema_text
+from ocr_pipeline.tasks import OcrTask, TaskOptions
+
+from ocr_devkit.arguments import BACKENDS, add_template_argument, load_schema
+from ocr_devkit.run import EMULATOR_API_KEY
 
 EXIT_OK = 0
 EXIT_DOCUMENT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CONFIGURATION = 3
 EXIT_INTERNAL = 4
-
-BACKENDS = ("emulator", "dashscope", "openai")
-EMULATOR_API_KEY = "emulator-local-key"
-
-
-def load_schema(value: str | None) -> dict[str, Any] | None:
-    """--schema takes a JSON file or inline JSON."""
-    if value is None:
-        return None
-    path = Path(value)
-    if path.is_file():
-        return parse_schema_text(path.read_text(encoding="utf-8"))
-    return parse_schema_text(value)
-
-
-def existing_template(value: str) -> Path:
-    path = Path(value)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"no such template: {value}")
-    return path
-
-
-def add_template_argument(parser: argparse.ArgumentParser) -> None:
-    """`-t/--template`, as the SAM CLI spells it; the project's template.yaml when not given."""
-    from ocr_devkit.run import TEMPLATE
-
-    parser.add_argument(
-        "-t",
-        "--template",
-        type=existing_template,
-        default=TEMPLATE,
-        metavar="PATH",
-        help="the SAM template to run (default: template.yaml at the project root)",
-    )
 
 
 def add_service_arguments(parser: argparse.ArgumentParser) -> None:

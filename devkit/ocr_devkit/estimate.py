@@ -51,6 +51,7 @@ from ocr_pipeline.tasks import OcrTask, TaskOptions
 from ocr_pipeline.tokens import image_tokens
 from pydantic import BaseModel, Field, field_serializer
 
+from ocr_devkit.arguments import load_schema
 from ocr_devkit.emulator.tokenizer import prompt_tokens
 from ocr_devkit.run import collect_uploads
 
@@ -395,8 +396,6 @@ def format_report(report: EstimateReport) -> str:
 def command_estimate(args: argparse.Namespace) -> int:
     from ocr_pipeline.catalog import DEFAULT_MODEL, DEFAULT_REGION
     from ocr_pipeline.errors import InvalidRequest
-
-    from ocr_devkit.cli import load_schema
 
     schema = load_schema(args.schema)
     task = OcrTask(args.task) if args.task else (OcrTask.KEY_INFORMATION_EXTRACTION if schema else None)

@@ -25,6 +25,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from ocr_pipeline.errors import ConfigurationError, InvalidRequest
 
+from ocr_devkit.arguments import BACKENDS, add_template_argument, load_schema
+
 STATE_FILE = Path(".ocr-pipeline") / "up.json"
 FINAL_EVENTS = ["document.completed", "document.failed"]
 EXIT_USAGE = 2
@@ -227,7 +229,6 @@ def request_source(text: str) -> dict[str, Any]:
 
 
 def build_request(args: argparse.Namespace) -> dict[str, Any]:
-    from ocr_devkit.cli import load_schema
 
     request: dict[str, Any] = {"source": request_source(args.source)}
     optional = {
@@ -412,8 +413,6 @@ def command_replay(args: argparse.Namespace) -> int:
 def add_commands(commands: Any) -> None:
     from ocr_pipeline.catalog import Region
     from ocr_pipeline.tasks import OcrTask
-
-    from ocr_devkit.cli import BACKENDS, add_template_argument
 
     up = commands.add_parser("up", help="run the local stack in the foreground and print its endpoints as JSON")
     add_template_argument(up)
