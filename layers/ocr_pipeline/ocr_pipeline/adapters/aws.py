@@ -199,9 +199,6 @@ class DynamoJobStore:
             self._client = aws_client("dynamodb")
         return self._client
 
-    def _key(self, job_id: str, sk: str) -> dict[str, Any]:
-        return {"pk": {"S": job_id}, "sk": {"S": sk}}
-
     def _conditional(self, call, **kwargs: Any) -> bool:
         try:
             call(TableName=self.table_name, **kwargs)
@@ -225,7 +222,7 @@ class DynamoJobStore:
     def create_job(self, spec: JobSpec, *, failed_with: ErrorInfo | None = None) -> bool:
         now = int(self._clock())
         item: dict[str, Any] = {
-            **self._key(spec.job_id, JOB_SK),
+            **_item_key(spec.job_id, JOB_SK),
             "status": {"S": (JobStatus.FAILED if failed_with else JobStatus.RUNNING).value},
             "spec": {"S": spec.model_dump_json()},
             "page_count": {"N": str(spec.page_count)},
@@ -241,48 +238,26 @@ class DynamoJobStore:
     def get_job(self, job_id: str) -> JobState | None:
         try:
             response = self.client.get_item(
-                TableName=self.table_name, Key=self._key(job_id, JOB_SK), ConsistentRead=True
+                TableName=self.table_name, Key=_item_key(job_id, JOB_SK), ConsistentRead=True
             )
         except Exception as exc:
             raise StorageError(f"DynamoDB failed: {_error_code(exc) or exc}") from None
         item = response.get("Item")
         if not item:
             return None
-        return JobState(
-            spec=JobSpec.model_validate_json(item["spec"]["S"]),
-            status=JobStatus(item["status"]["S"]),
-            pages_done=int(item["pages_done"]["N"]),
-            pages_failed=int(item["pages_failed"]["N"]),
-            result_uri=item.get("result_uri", {}).get("S"),
-            error=ErrorInfo.model_validate_json(item["error"]["S"]) if "error" in item else None,
-            dispatched=bool(item.get("dispatched", {}).get("BOOL", False)),
-        )
+        return _job_from_item(item)
 
     def mark_dispatched(self, job_id: str) -> None:
         self._conditional(
             self.client.update_item,
-            Key=self._key(job_id, JOB_SK),
+            Key=_item_key(job_id, JOB_SK),
             UpdateExpression="SET dispatched = :true",
             ExpressionAttributeValues={":true": {"BOOL": True}},
         )
 
     def record_page(self, job_id: str, record: PageRecord) -> bool:
         counter = "pages_done" if record.status is PageStatus.DONE else "pages_failed"
-        page_item: dict[str, Any] = {
-            **self._key(job_id, _page_sk(record.page)),
-            "page": {"N": str(record.page)},
-            "status": {"S": record.status.value},
-            "usage_published": {"BOOL": False},
-            "expires_at": {"N": str(int(self._clock()) + JOB_RETENTION_S)},
-        }
-        if record.result_key:
-            page_item["result_key"] = {"S": record.result_key}
-        if record.usage is not None:
-            page_item["usage"] = {"S": record.usage.model_dump_json()}
-        if record.error is not None:
-            page_item["error"] = {"S": record.error.model_dump_json()}
-        if record.request_id:
-            page_item["request_id"] = {"S": record.request_id}
+        page_item = _page_item(job_id, record, expires_at=int(self._clock()) + JOB_RETENTION_S)
         try:
             self.client.transact_write_items(
                 TransactItems=[
@@ -296,7 +271,7 @@ class DynamoJobStore:
                     {
                         "Update": {
                             "TableName": self.table_name,
-                            "Key": self._key(job_id, JOB_SK),
+                            "Key": _item_key(job_id, JOB_SK),
                             "UpdateExpression": f"ADD {counter} :one",
                             "ConditionExpression": "attribute_exists(pk)",
                             "ExpressionAttributeValues": {":one": {"N": "1"}},
@@ -311,27 +286,15 @@ class DynamoJobStore:
                 return False
             raise StorageError(f"DynamoDB transaction failed: {_error_code(exc) or exc}") from None
 
-    @staticmethod
-    def _page_from_item(item: dict[str, Any]) -> PageRecord:
-        return PageRecord(
-            page=int(item["page"]["N"]),
-            status=PageStatus(item["status"]["S"]),
-            result_key=item.get("result_key", {}).get("S"),
-            usage=Usage.model_validate_json(item["usage"]["S"]) if "usage" in item else None,
-            error=ErrorInfo.model_validate_json(item["error"]["S"]) if "error" in item else None,
-            request_id=item.get("request_id", {}).get("S"),
-            usage_published=bool(item.get("usage_published", {}).get("BOOL", False)),
-        )
-
     def get_page(self, job_id: str, page: int) -> PageRecord | None:
         try:
             response = self.client.get_item(
-                TableName=self.table_name, Key=self._key(job_id, _page_sk(page)), ConsistentRead=True
+                TableName=self.table_name, Key=_item_key(job_id, _page_sk(page)), ConsistentRead=True
             )
         except Exception as exc:
             raise StorageError(f"DynamoDB failed: {_error_code(exc) or exc}") from None
         item = response.get("Item")
-        return self._page_from_item(item) if item else None
+        return _page_from_item(item) if item else None
 
     def list_pages(self, job_id: str) -> list[PageRecord]:
         records: list[PageRecord] = []
@@ -343,7 +306,7 @@ class DynamoJobStore:
                 ExpressionAttributeValues={":job": {"S": job_id}, ":prefix": {"S": "PAGE#"}},
                 ConsistentRead=True,
             ):
-                records.extend(self._page_from_item(item) for item in page.get("Items", []))
+                records.extend(_page_from_item(item) for item in page.get("Items", []))
         except Exception as exc:
             raise StorageError(f"DynamoDB failed: {_error_code(exc) or exc}") from None
         return sorted(records, key=lambda r: r.page)
@@ -353,7 +316,7 @@ class DynamoJobStore:
         return self._claim(
             "usage_claim_until",
             now,
-            Key=self._key(job_id, _page_sk(page)),
+            Key=_item_key(job_id, _page_sk(page)),
             UpdateExpression="SET usage_claim_until = :until",
             ConditionExpression=(
                 "attribute_exists(pk) AND usage_published = :false AND "
@@ -369,7 +332,7 @@ class DynamoJobStore:
     def mark_usage_published(self, job_id: str, page: int) -> None:
         self._conditional(
             self.client.update_item,
-            Key=self._key(job_id, _page_sk(page)),
+            Key=_item_key(job_id, _page_sk(page)),
             UpdateExpression="SET usage_published = :true",
             ExpressionAttributeValues={":true": {"BOOL": True}},
         )
@@ -379,7 +342,7 @@ class DynamoJobStore:
         return self._claim(
             "finalize_until",
             now,
-            Key=self._key(job_id, JOB_SK),
+            Key=_item_key(job_id, JOB_SK),
             UpdateExpression="SET #status = :finalizing, finalize_until = :until",
             ConditionExpression="#status = :running OR (#status = :finalizing AND finalize_until < :now)",
             ExpressionAttributeNames={"#status": "status"},
@@ -406,8 +369,55 @@ class DynamoJobStore:
             values[":error"] = {"S": error.model_dump_json()}
         self._conditional(
             self.client.update_item,
-            Key=self._key(job_id, JOB_SK),
+            Key=_item_key(job_id, JOB_SK),
             UpdateExpression="SET " + ", ".join(sets),
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
         )
+
+
+def _item_key(job_id: str, sk: str) -> dict[str, Any]:
+    return {"pk": {"S": job_id}, "sk": {"S": sk}}
+
+
+def _job_from_item(item: dict[str, Any]) -> JobState:
+    return JobState(
+        spec=JobSpec.model_validate_json(item["spec"]["S"]),
+        status=JobStatus(item["status"]["S"]),
+        pages_done=int(item["pages_done"]["N"]),
+        pages_failed=int(item["pages_failed"]["N"]),
+        result_uri=item.get("result_uri", {}).get("S"),
+        error=ErrorInfo.model_validate_json(item["error"]["S"]) if "error" in item else None,
+        dispatched=bool(item.get("dispatched", {}).get("BOOL", False)),
+    )
+
+
+def _page_item(job_id: str, record: PageRecord, *, expires_at: int) -> dict[str, Any]:
+    page_item: dict[str, Any] = {
+        **_item_key(job_id, _page_sk(record.page)),
+        "page": {"N": str(record.page)},
+        "status": {"S": record.status.value},
+        "usage_published": {"BOOL": False},
+        "expires_at": {"N": str(expires_at)},
+    }
+    if record.result_key:
+        page_item["result_key"] = {"S": record.result_key}
+    if record.usage is not None:
+        page_item["usage"] = {"S": record.usage.model_dump_json()}
+    if record.error is not None:
+        page_item["error"] = {"S": record.error.model_dump_json()}
+    if record.request_id:
+        page_item["request_id"] = {"S": record.request_id}
+    return page_item
+
+
+def _page_from_item(item: dict[str, Any]) -> PageRecord:
+    return PageRecord(
+        page=int(item["page"]["N"]),
+        status=PageStatus(item["status"]["S"]),
+        result_key=item.get("result_key", {}).get("S"),
+        usage=Usage.model_validate_json(item["usage"]["S"]) if "usage" in item else None,
+        error=ErrorInfo.model_validate_json(item["error"]["S"]) if "error" in item else None,
+        request_id=item.get("request_id", {}).get("S"),
+        usage_published=bool(item.get("usage_published", {}).get("BOOL", False)),
+    )
