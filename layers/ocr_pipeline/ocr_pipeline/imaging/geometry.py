@@ -1,5 +1,5 @@
-"""Sizes and coordinates: the smart_resize plan made from the header, resizing and padding to it, and
-the mapping of the model's coordinates back to the original.
+"""Sizes and coordinates: the smart_resize plan made from the header, then the reduced-scale JPEG decode,
+the resize and the padding that reach it, and the mapping of the model's coordinates back to the original.
 """
 
 from __future__ import annotations
