@@ -15,7 +15,8 @@ import sys
 
 import pytest
 from ocr_pipeline.errors import ImageUnreadable
-from ocr_pipeline.imaging import MAX_DECODER_MESSAGES, _decoder_messages, prepare_image, probe_image
+from ocr_pipeline.imaging import MAX_DECODER_MESSAGES, prepare_image, probe_image
+from ocr_pipeline.imaging.decoding import _decoder_messages
 from ocr_pipeline.pipeline.upload import UploadedObject
 from ocr_pipeline.tokens import PixelBudget
 from PIL import Image, ImageDraw
