@@ -94,7 +94,7 @@ format: setup
 
 ## The published JSON schema of OCR requests, regenerated from the model (a test checks they agree).
 schemas: setup
-	$(BIN)/python -m ocr_pipeline.pipeline.requests
+	$(BIN)/python -m ocr_pipeline.pipeline.request_intake
 
 ## The layer's lock, layers/ocr_pipeline/requirements.txt, regenerated from pyproject.toml's runtime pins
 ## (every package pinned and hashed for the Lambda platform; needs PyPI): run it after changing a pin.

@@ -120,3 +120,12 @@ def test_the_layer_holds_no_engine_local_or_development_package(build: Path):
     for name in NOT_IN_LAYER:
         assert _canonical(name) not in top_level | distributions, f"{name} is in the layer"
     assert not [name for name in distributions if name.startswith(("rapidocr", "opencv", "onnxruntime", "pytest"))]
+
+
+def test_the_layer_ships_no_test_double(build: Path):
+    # Given the package's modules as built into the layer
+    package = LAYER_SITE / "ocr_pipeline"
+    names = [p.relative_to(package).as_posix() for p in package.rglob("*.py")]
+    assert "bootstrap.py" in names
+    # Then none is an in-memory fake or test helper (they live in tests/support)
+    assert [name for name in names if any(word in name for word in ("memory", "fake", "stub", "test"))] == []

@@ -14,6 +14,7 @@ from functools import cache
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .adapters.aws import DynamoJobStore, S3ObjectStore, SnsEventBus, SqsWorkQueue
 from .adapters.dashscope import OcrServiceSettings, QwenOcrClient
@@ -22,12 +23,11 @@ from .adapters.metrics import MeteredEventBus, MetricsCallObserver
 from .adapters.web import HttpSourceFetcher
 from .catalog import Region
 from .errors import ConfigurationError
-from .pipeline.config import DEFAULT_TENANT_RULE, PipelineSettings, read_names
+from .pipeline.config import PipelineSettings
 from .pipeline.dead_letters import DeadLetterService
 from .pipeline.intake import DocumentIntake
 from .pipeline.page_recognition import PageRecognitionService, RecognizerFactory
 from .pipeline.request_intake import RequestService
-from .pipeline.routing import RequestTenants, TenantRule, parse_routing_rules
 from .pipeline.settlement import Pricer, SettlementService
 from .pipeline.upload import UploadService
 from .pricing import Cost
@@ -41,48 +41,41 @@ UPLOAD_GUARD = {"name": "upload", "key": "[bucket, key, version_id, etag]", "can
 REQUEST_GUARD = {"name": "request", "key": "message_id"}
 PAGE_GUARD = {"name": "pages", "key": "[job_id, pages]"}
 
-# Environment variable → PipelineSettings field, for the fields read as they are written.
-_PLAIN_VARIABLES = {
-    "RESULT_BUCKET": "result_bucket",
-    "TOPIC_ARN": "topic_arn",
-    "PAGE_QUEUE_URL": "page_queue_url",
-    "JOBS_TABLE": "jobs_table",
-    "DEFAULT_TASK": "default_task",
-    "MAX_INPUT_BYTES": "max_input_bytes",
-    "MAX_PAGES": "max_pages",
-    "PAGE_CHUNK_SIZE": "page_chunk_size",
-    "DISPATCH_MESSAGES_PER_CALL": "dispatch_messages_per_call",
-    "CLAIM_LEASE_S": "claim_lease_s",
-    "CLAIM_LEASE_PER_PAGE_S": "claim_lease_per_page_s",
-    "INPUT_BUCKET": "input_bucket",
-    "IDEMPOTENCY_TABLE": "idempotency_table",
-}
 _REQUIRED_VARIABLES = ("RESULT_BUCKET", "TOPIC_ARN", "PAGE_QUEUE_URL", "JOBS_TABLE")
 
 
+class PipelineEnvironment(BaseSettings, PipelineSettings):
+    """PipelineSettings read from the function's environment, by the variable names on its fields.
+
+    One model for the four functions: template.yaml gives them one environment (Globals), plus the
+    request function's own source lists, which the others leave at their defaults.
+    """
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        arbitrary_types_allowed=True,
+        populate_by_name=True,
+        extra="ignore",
+        env_ignore_empty=True,
+        # Lists come as CloudFormation writes them (comma-separated), not as JSON: the fields parse them.
+        enable_decoding=False,
+    )
+
+
 def read_pipeline_settings(environ: Mapping[str, str] | None = None) -> PipelineSettings:
-    """The pipeline's settings from the function's environment (template.yaml's Globals)."""
+    """The pipeline's settings from an environment (the process's when None). Raises ConfigurationError."""
     env = os.environ if environ is None else environ
     missing = [name for name in _REQUIRED_VARIABLES if not env.get(name)]
     if missing:
         raise ConfigurationError(f"missing environment variables: {', '.join(missing)}")
-    fields: dict[str, Any] = {field: env.get(variable) or None for variable, field in _PLAIN_VARIABLES.items()}
-    fields.update(
-        routing_rules=parse_routing_rules(env.get("ROUTING_RULES")),
-        tenant_rule=TenantRule.parse(env.get("TENANT_RULE") or DEFAULT_TENANT_RULE),
-        request_tenants=RequestTenants.parse(env.get("REQUEST_TENANTS")),
-        request_source_buckets=read_names(env.get("REQUEST_SOURCE_BUCKETS")),
-        url_allowlist=read_names(env.get("URL_ALLOWLIST")),
-        pdf_text_layer=(env.get("PDF_TEXT_LAYER") or "").strip().lower() or None,
-        truncation_policy=(env.get("TRUNCATION_POLICY") or "").strip().lower() or None,
-        # Checked at every function's start: a model the region does not offer is a configuration error.
-        ocr=OcrServiceSettings.from_env(env).defaults(),
-    )
+    # Checked at every function's start: a model the region does not offer is a configuration error.
+    ocr = OcrServiceSettings.from_env(environ).defaults()
     try:
-        return PipelineSettings.model_validate({k: v for k, v in fields.items() if v is not None})
+        if environ is None:
+            return PipelineEnvironment(ocr=ocr)
+        return PipelineSettings.model_validate({**{k: v for k, v in environ.items() if v != ""}, "ocr": ocr})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigurationError(f"invalid pipeline settings: {problems}") from None
+        raise ConfigurationError.from_validation("pipeline settings", PipelineSettings, exc) from None
 
 
 @cache

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import AliasChoices, BaseModel, ValidationError
+
 if TYPE_CHECKING:
     from .usage import Usage
 
@@ -39,6 +41,25 @@ class OcrPipelineError(Exception):
 
 class ConfigurationError(OcrPipelineError):
     code = "config.invalid"
+
+    @classmethod
+    def from_validation(cls, what: str, model: type[BaseModel], error: ValidationError) -> ConfigurationError:
+        """One line naming each field that was refused, and the environment variable it is read from."""
+        variables = {
+            choice: name
+            for name, field in model.model_fields.items()
+            if isinstance(field.validation_alias, AliasChoices)
+            for choice in field.validation_alias.choices
+            if isinstance(choice, str) and choice != name
+        }
+
+        def place(loc: tuple[int | str, ...]) -> str:
+            head = str(loc[0]) if loc else ""
+            named = f"{variables[head]} ({head})" if head in variables else head
+            return ".".join([named, *map(str, loc[1:])])
+
+        problems = "; ".join(f"{place(e['loc'])}: {e['msg']}" for e in error.errors())
+        return cls(f"invalid {what}: {problems}")
 
 
 class InvalidRequest(OcrPipelineError):

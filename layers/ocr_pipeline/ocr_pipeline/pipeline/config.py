@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from ..ocr_service import OcrDefaults
 from ..tasks import DEFAULT_TASK, OcrTask
-from .routing import RequestTenants, RoutingRule, TenantRule
+from .routing import RequestTenants, RoutingRule, TenantRule, parse_routing_rules
 from .sources import SourcePolicy
 
 # Uploaders do not choose who pays unless the operator lists metadata:ocr-tenant.
@@ -26,48 +26,87 @@ class TruncationPolicy(StrEnum):
     SPLIT = "split"
 
 
-class PipelineSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+def env(variable: str) -> Any:
+    """A field read from the environment variable `variable` (template.yaml sets it), or by its own name."""
+    return AliasChoices(variable.lower(), variable)
 
-    result_bucket: str
-    topic_arn: str
-    page_queue_url: str
-    jobs_table: str
-    default_task: OcrTask = DEFAULT_TASK
-    routing_rules: list[RoutingRule] = Field(default_factory=list)
-    tenant_rule: TenantRule = Field(default_factory=lambda: TenantRule.parse(DEFAULT_TENANT_RULE))
-    request_tenants: RequestTenants = Field(default_factory=RequestTenants)
+
+class PipelineSettings(BaseModel):
+    """What every function is configured with. Each field names its environment variable; the environment
+    is read by the composition root (bootstrap.py), and values come as the template writes them."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, populate_by_name=True)
+
+    result_bucket: str = Field(validation_alias=env("RESULT_BUCKET"))
+    topic_arn: str = Field(validation_alias=env("TOPIC_ARN"))
+    page_queue_url: str = Field(validation_alias=env("PAGE_QUEUE_URL"))
+    jobs_table: str = Field(validation_alias=env("JOBS_TABLE"))
+    default_task: OcrTask = Field(default=DEFAULT_TASK, validation_alias=env("DEFAULT_TASK"))
+    routing_rules: list[RoutingRule] = Field(default_factory=list, validation_alias=env("ROUTING_RULES"))
+    tenant_rule: TenantRule = Field(
+        default_factory=lambda: TenantRule.parse(DEFAULT_TENANT_RULE), validation_alias=env("TENANT_RULE")
+    )
+    request_tenants: RequestTenants = Field(default_factory=RequestTenants, validation_alias=env("REQUEST_TENANTS"))
     # Refused from the object's size alone, before a byte is downloaded.
-    max_input_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
-    max_pages: int = Field(default=5000, gt=0)
-    page_chunk_size: int = Field(default=4, gt=0, le=100)
+    max_input_bytes: int = Field(default=100 * 1024 * 1024, gt=0, validation_alias=env("MAX_INPUT_BYTES"))
+    max_pages: int = Field(default=5000, gt=0, validation_alias=env("MAX_PAGES"))
+    page_chunk_size: int = Field(default=4, gt=0, le=100, validation_alias=env("PAGE_CHUNK_SIZE"))
     # Page messages one invocation sends before it hands the rest on (a PageDispatch message): 100
     # messages are 10 SendMessageBatch calls, well inside any function's timeout.
-    dispatch_messages_per_call: int = Field(default=100, gt=0)
+    dispatch_messages_per_call: int = Field(default=100, gt=0, validation_alias=env("DISPATCH_MESSAGES_PER_CALL"))
     # How long a worker may hold a claim (publishing a usage event, finalising a job) before another
     # may take over. Sized to the work, not to the function timeout: a worker that dies holding one
     # (out of memory, a host failure) holds up its document only this long. A holder that finds its
-    # lease nearly run out before it publishes gives up instead (work.py), so a slow holder and its
+    # lease nearly run out before it publishes gives up instead (settlement.py), so a slow holder and its
     # successor never both announce. Finalising reads every page result, so it gets more per page.
-    claim_lease_s: float = Field(default=120.0, gt=10)  # more than work.LEASE_PUBLISH_MARGIN_S
-    claim_lease_per_page_s: float = Field(default=0.05, ge=0)
+    # More than settlement.LEASE_PUBLISH_MARGIN_S.
+    claim_lease_s: float = Field(default=120.0, gt=10, validation_alias=env("CLAIM_LEASE_S"))
+    claim_lease_per_page_s: float = Field(default=0.05, ge=0, validation_alias=env("CLAIM_LEASE_PER_PAGE_S"))
     result_prefix: str = "results/"
     work_prefix: str = "jobs/"
     # Copies of documents that requests named by URL, keyed by their SHA-256.
     source_prefix: str = "sources/"
     # Requests may name objects in the input bucket and in these.
-    input_bucket: str | None = None
-    request_source_buckets: list[str] = Field(default_factory=list)
+    input_bucket: str | None = Field(default=None, validation_alias=env("INPUT_BUCKET"))
+    request_source_buckets: list[str] = Field(default_factory=list, validation_alias=env("REQUEST_SOURCE_BUCKETS"))
     # Hosts request URLs may name: exact names or "*.example.com".
-    url_allowlist: list[str] = Field(default_factory=list)
+    url_allowlist: list[str] = Field(default_factory=list, validation_alias=env("URL_ALLOWLIST"))
     # Powertools Idempotency records; None turns the guard off (the services stay safe to repeat).
-    idempotency_table: str | None = None
+    idempotency_table: str | None = Field(default=None, validation_alias=env("IDEMPOTENCY_TABLE"))
     # "prefer": a PDF page whose embedded text layer is complete is read from it, not OCR'd,
     # when the task is plain text recognition (other tasks need the model's structure).
-    pdf_text_layer: Literal["ocr", "prefer"] = "ocr"
-    truncation_policy: TruncationPolicy = TruncationPolicy.FLAG
+    pdf_text_layer: Literal["ocr", "prefer"] = Field(default="ocr", validation_alias=env("PDF_TEXT_LAYER"))
+    truncation_policy: TruncationPolicy = Field(
+        default=TruncationPolicy.FLAG, validation_alias=env("TRUNCATION_POLICY")
+    )
     # The model and region of jobs that name none; the OCR service's own settings are the adapter's.
     ocr: OcrDefaults = Field(default_factory=OcrDefaults)
+
+    @field_validator("routing_rules", mode="before")
+    @classmethod
+    def _read_routing_rules(cls, value: Any) -> Any:
+        return parse_routing_rules(value) if isinstance(value, str) else value
+
+    @field_validator("tenant_rule", mode="before")
+    @classmethod
+    def _read_tenant_rule(cls, value: Any) -> Any:
+        return TenantRule.parse(value or DEFAULT_TENANT_RULE) if isinstance(value, str) else value
+
+    @field_validator("request_tenants", mode="before")
+    @classmethod
+    def _read_request_tenants(cls, value: Any) -> Any:
+        return RequestTenants.parse(value) if isinstance(value, str) else value
+
+    @field_validator("request_source_buckets", "url_allowlist", mode="before")
+    @classmethod
+    def _read_names(cls, value: Any) -> Any:
+        # A CommaDelimitedList, as CloudFormation joins one.
+        return read_names(value) if isinstance(value, str) else value
+
+    @field_validator("pdf_text_layer", "truncation_policy", mode="before")
+    @classmethod
+    def _read_choice(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("truncation_policy")
     @classmethod

@@ -1,12 +1,22 @@
-"""How to reach the OCR service: one pydantic model, read once per cold start."""
+"""How to reach the OCR service: one pydantic model, read from the environment once per cold start."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ...catalog import (
     COMPATIBLE_PATH,
@@ -32,34 +42,81 @@ class WireProtocol(StrEnum):
 
 
 class OcrServiceSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    """How to reach the OCR service. Each field read from the environment names its variable there."""
 
-    protocol: WireProtocol = WireProtocol.DASHSCOPE
-    region: Region = DEFAULT_REGION
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    protocol: WireProtocol = Field(
+        default=WireProtocol.DASHSCOPE, validation_alias=AliasChoices("protocol", "OCR_PROTOCOL")
+    )
+    region: Region = Field(default=DEFAULT_REGION, validation_alias=AliasChoices("region", "OCR_REGION"))
     # Replaces the region's base URL: ".../api/v1" for native, ".../compatible-mode/v1" for compatible.
-    base_url: str | None = None
-    model: str = DEFAULT_MODEL
-    api_key: SecretStr | None = None
-    api_key_secret_arn: str | None = None
+    base_url: str | None = Field(default=None, validation_alias=AliasChoices("base_url", "OCR_BASE_URL"))
+    model: str = Field(default=DEFAULT_MODEL, validation_alias=AliasChoices("model", "OCR_MODEL"))
+    api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("api_key", "DASHSCOPE_API_KEY"))
+    api_key_secret_arn: str | None = Field(
+        default=None, validation_alias=AliasChoices("api_key_secret_arn", "DASHSCOPE_API_KEY_SECRET_ARN")
+    )
     # A self-hosted server may need no key at all.
     require_api_key: bool = True
     connect_timeout_s: float = Field(default=5.0, gt=0)
     # A full page of dense text can take the model tens of seconds to write.
-    read_timeout_s: float = Field(default=120.0, gt=0)
-    max_attempts: int = Field(default=5, ge=1)
+    read_timeout_s: float = Field(
+        default=120.0, gt=0, validation_alias=AliasChoices("read_timeout_s", "OCR_READ_TIMEOUT_S")
+    )
+    max_attempts: int = Field(default=5, ge=1, validation_alias=AliasChoices("max_attempts", "OCR_MAX_ATTEMPTS"))
     backoff_base_s: float = Field(default=0.5, ge=0)
     # Ceiling of our own exponential backoff; a server's Retry-After is capped by the deadline instead.
     backoff_max_s: float = Field(default=20.0, ge=0)
     # The longest Retry-After honoured by a call without a deadline (the CLI); longer waits give up.
     retry_after_max_s: float = Field(default=300.0, ge=0)
-    # This process's share of the stack's requests-per-second limit; None: no limit.
-    requests_per_second: float | None = Field(default=None, gt=0)
+    # The whole stack's requests-per-second limit (0: none), shared by this many concurrent instances.
+    stack_requests_per_second: float = Field(
+        default=0.0, ge=0, validation_alias=AliasChoices("stack_requests_per_second", "OCR_RPS_LIMIT")
+    )
+    instances_sharing_the_limit: int = Field(
+        default=1, ge=1, validation_alias=AliasChoices("instances_sharing_the_limit", "OCR_RPS_SHARES")
+    )
     # Pixels per token side for models we do not know (self-hosted Qwen-VL); Qwen3-VL uses 32.
     unknown_model_patch: int = Field(default=32, gt=0)
     # Send a model the region's table does not list (a snapshot newer than the catalog). Its patch
     # size must be given, since token counts and the pixel budget follow from it; its cost is null.
-    allow_unlisted_model: bool = False
-    unlisted_model_patch: int | None = Field(default=None, gt=0)
+    allow_unlisted_model: bool = Field(
+        default=False, validation_alias=AliasChoices("allow_unlisted_model", "OCR_ALLOW_UNLISTED_MODEL")
+    )
+    unlisted_model_patch: int | None = Field(
+        default=None, gt=0, validation_alias=AliasChoices("unlisted_model_patch", "OCR_UNLISTED_MODEL_PATCH")
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _self_hosted_needs_no_key(cls, data: Any) -> Any:
+        # A self-hosted OpenAI-compatible server (vLLM, SGLang) usually runs without a key.
+        if isinstance(data, dict) and not _given_any(data, "require_api_key"):
+            protocol = _given_any(data, "protocol", "OCR_PROTOCOL")
+            if str(protocol or "").lower() == WireProtocol.OPENAI.value and _given_any(
+                data, "base_url", "OCR_BASE_URL"
+            ):
+                data = {**data, "require_api_key": False}
+        return data
+
+    @field_validator("unlisted_model_patch", mode="before")
+    @classmethod
+    def _zero_is_not_given(cls, value: Any) -> Any:
+        # The template's parameters write "not given" as 0.
+        return None if isinstance(value, str) and value.strip() in ("", "0") else value
+
+    @field_validator("allow_unlisted_model", mode="before")
+    @classmethod
+    def _read_flag(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @property
+    def requests_per_second(self) -> float | None:
+        """This process's share of the stack's requests-per-second limit; None: no limit."""
+        if self.stack_requests_per_second <= 0:
+            return None
+        return self.stack_requests_per_second / self.instances_sharing_the_limit
 
     @model_validator(mode="after")
     def _base_url_shape(self) -> OcrServiceSettings:
@@ -148,47 +205,22 @@ class OcrServiceSettings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> OcrServiceSettings:
-        """Settings from the environment (OCR_* and DASHSCOPE_API_KEY), with explicit overrides winning."""
-        env = os.environ if environ is None else environ
-        fields: dict[str, object] = {
-            "protocol": env.get("OCR_PROTOCOL"),
-            "region": env.get("OCR_REGION"),
-            "base_url": env.get("OCR_BASE_URL"),
-            "model": env.get("OCR_MODEL"),
-            "api_key": env.get("DASHSCOPE_API_KEY"),
-            "api_key_secret_arn": env.get("DASHSCOPE_API_KEY_SECRET_ARN"),
-            "read_timeout_s": env.get("OCR_READ_TIMEOUT_S"),
-            "max_attempts": env.get("OCR_MAX_ATTEMPTS"),
-            "requests_per_second": _share_of_limit(env.get("OCR_RPS_LIMIT"), env.get("OCR_RPS_SHARES")),
-            "allow_unlisted_model": (env.get("OCR_ALLOW_UNLISTED_MODEL") or "").strip().lower() or None,
-            "unlisted_model_patch": _given(env.get("OCR_UNLISTED_MODEL_PATCH")),
-        }
-        fields.update(overrides)
-        if (
-            "require_api_key" not in overrides
-            and fields.get("protocol") == WireProtocol.OPENAI.value
-            and fields.get("base_url")
-        ):
-            # A self-hosted OpenAI-compatible server (vLLM, SGLang) usually runs without a key.
-            fields["require_api_key"] = False
+        """Settings from an environment (OCR_* and DASHSCOPE_API_KEY; the process's when None), with explicit
+        overrides winning. Raises ConfigurationError, never a ValidationError."""
+        given: dict[str, Any] = {name: value for name, value in overrides.items() if value is not None}
         try:
-            return cls.model_validate({k: v for k, v in fields.items() if v not in (None, "")})
+            if environ is None:
+                return OcrServiceEnvironment(**given)
+            return cls.model_validate({**{k: v for k, v in environ.items() if v != ""}, **given})
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ConfigurationError(f"invalid OCR service settings: {problems}") from None
+            raise ConfigurationError.from_validation("OCR service settings", cls, exc) from None
 
 
-def _given(value: str | None) -> str | None:
-    """An optional number from the template, whose parameters write "not given" as 0."""
-    value = (value or "").strip()
-    return None if value in ("", "0") else value
+class OcrServiceEnvironment(BaseSettings, OcrServiceSettings):
+    """OcrServiceSettings read from the process's environment, by the variable names on its fields."""
+
+    model_config = SettingsConfigDict(frozen=True, populate_by_name=True, extra="ignore", env_ignore_empty=True)
 
 
-def _share_of_limit(limit: str | None, shares: str | None) -> float | None:
-    """OCR_RPS_LIMIT (the whole stack's) divided over OCR_RPS_SHARES instances; 0 or unset: unlimited."""
-    try:
-        total = float(limit) if limit else 0.0
-        parts = max(1, int(shares)) if shares else 1
-    except ValueError:
-        raise ConfigurationError(f"OCR_RPS_LIMIT={limit!r} / OCR_RPS_SHARES={shares!r} are not numbers") from None
-    return total / parts if total > 0 else None
+def _given_any(data: Mapping[str, Any], *names: str) -> Any:
+    return next((data[name] for name in names if data.get(name) not in (None, "")), None)
