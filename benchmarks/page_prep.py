@@ -2,7 +2,7 @@
 
 Each side runs in a fresh process (probe.py) for its time per page and peak memory. The text the
 emulator's OCR engine reads is compared on page 1 prepared both ways, and the PDF's time is split
-into drawing (colour check, then the page) and finishing (encoding), so that the figure says where the time goes.
+into drawing (color check, then the page) and finishing (encoding), so that the figure says where the time goes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from ocr_pipeline.pdf import prepare_pdf_page
 from . import workloads
 from .cold_start import function_variables
 from .documents import phone_photo_jpeg, text_pdf
-from .recognition import recognised_text
+from .recognition import recognized_text
 
 PDF_REPEATS = 24  # three turns of the 8 pages
 JPEG_REPEATS = 7
@@ -78,7 +78,7 @@ def baseline_available() -> str | None:
 
 
 def pdf_breakdown(repeats: int = 9) -> dict[str, float]:
-    """Median ms of drawing page 1 (colour check, then the page) and of finishing it (encoding), as prepare_pdf_page does."""
+    """Median ms of drawing page 1 (color check, then the page) and of finishing it (encoding), as prepare_pdf_page does."""
     document = text_pdf(1)
     draw, finish = [], []
     with pdf._PDFIUM, pdf._document(document, forms=True) as (opened, _):
@@ -105,7 +105,7 @@ def pdf_breakdown(repeats: int = 9) -> dict[str, float]:
     }
 
 
-def measure(recogniser: Any, log: Any = print) -> dict[str, Any]:
+def measure(recognizer: Any, log: Any = print) -> dict[str, Any]:
     result: dict[str, Any] = {"goal_pdf_ms": GOAL_PDF_MS, "goal_pdf_speedup": GOAL_PDF_SPEEDUP}
     document = text_pdf(1)
     ours = prepare_pdf_page(document, 1, workloads.DEFAULT_BUDGET)
@@ -121,8 +121,8 @@ def measure(recogniser: Any, log: Any = print) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="ocr-bench-") as folder:
             (Path(folder) / "page.pdf").write_bytes(document)
             baseline_png = workloads.pdf2image_png(Path(folder) / "page.pdf", 1, (ours.width, ours.height))
-        log("  recognising page 1 prepared both ways on the emulator")
-        result["pdf_text"] = _same_text(recogniser, ours, baseline_png)
+        log("  recognizing page 1 prepared both ways on the emulator")
+        result["pdf_text"] = _same_text(recognizer, ours, baseline_png)
     else:
         result["pdf2image"] = {"unavailable": missing}
     photo = phone_photo_jpeg()
@@ -133,13 +133,13 @@ def measure(recogniser: Any, log: Any = print) -> dict[str, Any]:
     result["jpeg_naive"] = run_probe("jpeg-naive", JPEG_REPEATS)
     result["jpeg_speedup"] = round(result["jpeg_naive"]["median_ms"] / result["jpeg"]["median_ms"], 2)
     naive = workloads.naive_png(photo, (prepared_photo.width, prepared_photo.height))
-    result["jpeg_text"] = _same_text(recogniser, prepared_photo, naive)
+    result["jpeg_text"] = _same_text(recognizer, prepared_photo, naive)
     return result
 
 
-def _same_text(recogniser: Any, ours: PreparedImage, baseline_png: bytes) -> dict[str, Any]:
-    ours_text = recognised_text(recogniser, ours.data, ours.mime_type)
-    baseline_text = recognised_text(recogniser, baseline_png, "image/png")
+def _same_text(recognizer: Any, ours: PreparedImage, baseline_png: bytes) -> dict[str, Any]:
+    ours_text = recognized_text(recognizer, ours.data, ours.mime_type)
+    baseline_text = recognized_text(recognizer, baseline_png, "image/png")
     return {
         "identical": ours_text == baseline_text,
         "lines": len(ours_text.splitlines()),

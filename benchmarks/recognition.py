@@ -42,7 +42,7 @@ def emulator_reader() -> Iterator[EmulatorReader]:
         yield EmulatorReader(QwenOcrClient(settings), settings)
 
 
-def recognised_text(reader: Any, data: bytes, mime_type: str) -> str:
+def recognized_text(reader: Any, data: bytes, mime_type: str) -> str:
     from io import BytesIO
 
     from PIL import Image

@@ -27,7 +27,7 @@ def _prep_rows(r: dict[str, Any]) -> list[Row]:
     ours = r["pdf"]["median_ms"]
     breakdown = r["pdf_breakdown"]
     where = (
-        f"drawing {breakdown['draw_ms']} ms (a 1/4-scale colour check, then the page) + "
+        f"drawing {breakdown['draw_ms']} ms (a 1/4-scale color check, then the page) + "
         f"finishing {breakdown['finish_ms']} ms ({breakdown['stored_as']}), timed apart in the benchmark's "
         "own process, without the template's malloc thresholds"
     )
@@ -63,7 +63,7 @@ def _prep_rows(r: dict[str, Any]) -> list[Row]:
         text = r["pdf_text"]
         rows.append(
             (
-                "1. … recognised text on the emulator",
+                "1. … recognized text on the emulator",
                 "identical" if text["identical"] else "different",
                 "identical",
                 _status(text["identical"]),
@@ -90,7 +90,7 @@ def _prep_rows(r: dict[str, Any]) -> list[Row]:
             "",
             "—",
             f"peak {_mib(r['jpeg']['peak_added_kib'])} (naive {_mib(r['jpeg_naive']['peak_added_kib'])}); "
-            f"recognised text {'identical' if r['jpeg_text']['identical'] else 'different'}",
+            f"recognized text {'identical' if r['jpeg_text']['identical'] else 'different'}",
         )
     )
     return rows
@@ -239,7 +239,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "(reset after the inputs are built) in a second run with glibc's defaults, where freed memory goes "
         "back to the kernel and cannot hide what the work needs. The baseline draws each page with pdf2image (pdftoppm) at the same "
         "pixel size and saves it with Pillow's PNG defaults; the naive photo path is open, convert to RGB, "
-        "Lanczos resize to the same size, save PNG. Recognised text compares page 1 (or the photo) prepared "
+        "Lanczos resize to the same size, save PNG. Recognized text compares page 1 (or the photo) prepared "
         "both ways, read by the emulator's OCR engine.",
         "- **Throughput**: the local stack (moto server, Lambda-like runner, emulator) from template.yaml, "
         "with the emulator answering each call L after it arrived (its own decoding and OCR included, as a "

@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
-    recognize = commands.add_parser("recognize", help="recognise one image or document page and print the result")
+    recognize = commands.add_parser("recognize", help="recognize one image or document page and print the result")
     recognize.add_argument("image", help="an image (BMP, JPEG, PNG, TIFF, WEBP, HEIC, GIF) or a PDF")
     pages = recognize.add_mutually_exclusive_group()
     pages.add_argument("--page", type=int, default=1, help="the page of a PDF or multi-page TIFF (1-based; 1)")

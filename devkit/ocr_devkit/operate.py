@@ -224,7 +224,7 @@ def request_source(text: str) -> dict[str, Any]:
     if text.startswith("https://"):
         return {"url": text}
     raise InvalidRequest(
-        f"{text!r} is neither s3://bucket/key nor an https URL (to recognise a local file, upload it or use `run`)"
+        f"{text!r} is neither s3://bucket/key nor an https URL (to recognize a local file, upload it or use `run`)"
     )
 
 

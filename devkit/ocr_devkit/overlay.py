@@ -155,8 +155,8 @@ def draw_words(picture: Image.Image, words: list[Word], scale: float, font: Font
     line = max(2, round(min(base.size) / 400))
     quads = [[(x * scale, y * scale) for x, y in zip(w.location[0::2], w.location[1::2], strict=True)] for w in words]
     for i, quad in enumerate(quads):
-        colour = PALETTE[i % len(PALETTE)]
-        draw.polygon(quad, fill=(*colour, BOX_FILL_ALPHA), outline=(*colour, 255), width=line)
+        color = PALETTE[i % len(PALETTE)]
+        draw.polygon(quad, fill=(*color, BOX_FILL_ALPHA), outline=(*color, 255), width=line)
     composed = Image.alpha_composite(base, boxes)
     for i, (word, quad) in enumerate(zip(words, quads, strict=True)):
         _label(composed, word.text, quad, PALETTE[i % len(PALETTE)], font)
@@ -164,7 +164,7 @@ def draw_words(picture: Image.Image, words: list[Word], scale: float, font: Font
 
 
 def _label(
-    canvas: Image.Image, text: str, quad: list[tuple[float, float]], colour: tuple[int, int, int], font: FontChoice
+    canvas: Image.Image, text: str, quad: list[tuple[float, float]], color: tuple[int, int, int], font: FontChoice
 ) -> None:
     (x1, y1), (x2, y2), _, (x4, y4) = quad
     if not text.strip():
@@ -174,7 +174,7 @@ def _label(
     left, top, right, bottom = (math.floor(v) for v in face.getbbox(text))
     pad = 2
     tile = Image.new("RGBA", (right - left + 2 * pad, bottom - top + 2 * pad), LABEL_BACKGROUND)
-    ImageDraw.Draw(tile).text((pad - left, pad - top), text, font=face, fill=(*(c // 2 for c in colour), 255))
+    ImageDraw.Draw(tile).text((pad - left, pad - top), text, font=face, fill=(*(c // 2 for c in color), 255))
     # The label sits on the box's top edge, outside it, turned like the edge.
     angle = math.degrees(math.atan2(y2 - y1, x2 - x1))
     turned = tile.rotate(-angle, resample=Image.Resampling.BICUBIC, expand=True)

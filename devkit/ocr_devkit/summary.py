@@ -94,7 +94,7 @@ def print_summary(report: RunReport) -> None:
     figures = run_figures(report)
     faults = ", ".join(f"{count} {kind}" for kind, count in figures["faults_by_kind"].items() if count)
     console.print(
-        f"documents {figures['documents']} · pages {figures['pages']} (recognised {figures['pages_recognised']}) · "
+        f"documents {figures['documents']} · pages {figures['pages']} (recognized {figures['pages_recognized']}) · "
         f"faults injected {figures['faults_injected']}{f' ({faults})' if faults else ''} · "
         f"repeated OCR requests {figures['retries']} · redeliveries {figures['redeliveries']} · "
         f"completed {figures['completed']} · failed {figures['failed']} · "
@@ -120,7 +120,7 @@ def run_figures(report: RunReport) -> dict[str, Any]:
       that succeeded without one AWS write), and redeliveries (SQS records received again, async
       events invoked again), and workers killed (timeouts, and `--kill-rate`), from the runner's counters;
     - billing events and repeated event ids, from the events the topic published;
-    - pages recognised: the pages of completed documents, less their failed pages.
+    - pages recognized: the pages of completed documents, less their failed pages.
     """
     functions = report.stats.get("functions", {})
     emulator = report.stats.get("emulator") or {}
@@ -129,7 +129,7 @@ def run_figures(report: RunReport) -> dict[str, Any]:
     return {
         "documents": len(report.documents),
         "pages": sum(d.pages or 0 for d in report.documents),
-        "pages_recognised": sum(
+        "pages_recognized": sum(
             (d.pages or 0) - len(d.pages_failed) for d in report.documents if d.status == "completed"
         ),
         "completed": sum(d.status == "completed" for d in report.documents),

@@ -84,7 +84,7 @@ def test_a_worker_killed_after_storing_a_page_result_neither_loses_nor_rebills_i
     (outcome,) = report["documents"]
     assert (outcome["status"], outcome["pages"], outcome["pages_failed"]) == ("completed", PAGES, [])
 
-    # And the emulator recognised each page once: no request repeated, none beyond the page count
+    # And the emulator recognized each page once: no request repeated, none beyond the page count
     emulator = report["stats"]["emulator"]
     assert emulator["requests"]["native"] == emulator["successes"] == PAGES
     assert emulator["repeated_requests"] == 0

@@ -256,7 +256,7 @@ def test_compatible_mode_answers_in_the_openai_shape(http: httpx.Client) -> None
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
-def test_compatible_mode_recognises_the_extraction_prompt_and_its_schema(http: httpx.Client) -> None:
+def test_compatible_mode_recognizes_the_extraction_prompt_and_its_schema(http: httpx.Client) -> None:
     # Given the documented extraction prompt with a schema appended
     prompt = key_information_prompt({"Invoice Number": "the invoice number"})
 
@@ -460,7 +460,7 @@ def test_random_faults_are_reproducible_with_a_seed(http: httpx.Client) -> None:
 
 
 def test_latency_delays_successful_replies(server: EmulatorServer, http: httpx.Client) -> None:
-    # Given an image already recognised once (so the OCR itself is quick) and 400 ms of latency
+    # Given an image already recognized once (so the OCR itself is quick) and 400 ms of latency
     http.post(NATIVE_PATH, headers=AUTH, json=native_body(data_url(TWO_LINES_PNG)))
     server.faults.latency_ms = 400
 
@@ -476,7 +476,7 @@ def test_latency_delays_successful_replies(server: EmulatorServer, http: httpx.C
 class _SlowEngine:
     """An OCR engine that takes a second per image and reads nothing."""
 
-    def recognise(self, image: object, *, correct_rotation: bool = False) -> list[object]:
+    def recognize(self, image: object, *, correct_rotation: bool = False) -> list[object]:
         time.sleep(1.0)
         return []
 

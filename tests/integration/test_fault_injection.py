@@ -3,7 +3,7 @@ nothing billed twice, and the bill the same as without faults.
 
 The emulator fails 30 % of the OCR calls (429, 500, hung connections, malformed JSON), the runner
 delivers 30 % of the messages twice and kills 15 % of the workers mid-invocation. Every document must
-still end, completed or failed, once, with one billing event per recognised page, no event published
+still end, completed or failed, once, with one billing event per recognized page, no event published
 twice, and every page billed the tokens a fault-free run bills it.
 """
 
@@ -134,10 +134,10 @@ def test_under_faults_and_duplicates_every_page_is_billed_once_and_every_documen
     pages = {d["key"]: d["pages"] for d in report["documents"] if d["status"] == "completed"}
     assert pages == {"receipt.png": 1, "letter.jpg": 1, "label.png": 1, **multipage}
 
-    # And one billing event per recognised page, for distinct pages, and no event published twice
+    # And one billing event per recognized page, for distinct pages, and no event published twice
     usage = [(e["data"]["job_id"], e["data"]["page"]) for e in events if e["event_type"] == "usage.recorded"]
-    recognised = sum(d["pages"] - len(d["pages_failed"]) for d in report["documents"] if d["status"] == "completed")
-    assert figures["billing_events"] == len(usage) == len(set(usage)) == recognised == figures["pages_recognised"]
+    recognized = sum(d["pages"] - len(d["pages_failed"]) for d in report["documents"] if d["status"] == "completed")
+    assert figures["billing_events"] == len(usage) == len(set(usage)) == recognized == figures["pages_recognized"]
     assert len({e["event_id"] for e in events}) == len(events)
     assert figures["repeated_event_ids"] == 0
 

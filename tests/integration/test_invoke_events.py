@@ -104,7 +104,7 @@ def recognize_sqs_page(stack: Stack, response: Any) -> None:
 
 
 def requests_sqs_batch(stack: Stack, response: Any) -> None:
-    # The bad request is answered, not retried; the good one is admitted and recognised by the running stack.
+    # The bad request is answered, not retried; the good one is admitted and recognized by the running stack.
     assert response == {"batchItemFailures": []}
     sample = json.loads((ROOT / "events" / "requests_sqs_batch.json").read_text(encoding="utf-8"))
     malformed_id = sample["Records"][1]["messageId"]
@@ -131,7 +131,7 @@ def dead_letters_sqs_request(stack: Stack, response: Any) -> None:
 
 
 def dead_letters_sqs_upload_failure(stack: Stack, response: Any) -> None:
-    # Seeding the sample uploaded its object, and the running stack admitted and recognised it: a failure
+    # Seeding the sample uploaded its object, and the running stack admitted and recognized it: a failure
     # record for that upload now refers to the admitted job, whose pages went out, and ends nothing twice.
     assert response == {"batchItemFailures": []}
     completed = stack.final_event("document.completed", lambda e: source_key(e) == "failed/receipt.png")
@@ -190,7 +190,7 @@ def test_invoke_says_what_is_wrong_with_its_command_line(stack, tmp_path):
     assert no_function.returncode == 3 and "NoSuchFunction" in no_function.stderr
     assert no_name.returncode == 2 and "${NoSuchBucket}" in no_name.stderr
     assert no_stack.returncode == 3 and "ocr-pipeline up" in no_stack.stderr
-    # An S3 test event is no SQS batch: the recognise handler raises, and the error is one line.
+    # An S3 test event is no SQS batch: the recognize handler raises, and the error is one line.
     assert raised.returncode == 1
     assert raised.stderr.strip().splitlines()[-1].startswith("error UnexpectedBatchTypeError: ")
     assert json.loads(raised.stdout)["errorType"] == "UnexpectedBatchTypeError"

@@ -52,7 +52,7 @@ def test_multipage_samples_come_back_whole_and_in_order(sample_run, name, pages)
     document = json.loads((out / "results" / name).read_text())
     assert [p["page"] for p in document["pages"]] == list(range(1, pages + 1))
     for number, page in enumerate(document["pages"], start=1):
-        # each sample page prints its own number; real recognised text proves the order
+        # each sample page prints its own number; real recognized text proves the order
         assert f"page{number}" in page["text"].replace(" ", "").lower()
 
 

@@ -2,7 +2,7 @@
 
 A run whose timeout passes stops the local stack while the emulator is still reading pages in its OCR
 engine (onnxruntime and OpenCV, which compute without the GIL). A thread still in there when the
-interpreter finalised would abort the process (134, "terminate called without an active exception")
+interpreter finalized would abort the process (134, "terminate called without an active exception")
 after the report was printed.
 """
 
@@ -53,7 +53,7 @@ def test_a_fault_run_stopped_while_pages_are_being_read_exits_1_after_its_report
     pdf = write_pdf(tmp_path / "long report.pdf", PAGES)
     out = tmp_path / "out"
 
-    # When the run gives up on the PDF and stops the stack while its pages are still being recognised
+    # When the run gives up on the PDF and stops the stack while its pages are still being recognized
     result = subprocess.run(
         [
             sys.executable,
@@ -102,7 +102,7 @@ class _HeldEngine:
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def recognise(self, image: object, *, correct_rotation: bool = False) -> list[object]:
+    def recognize(self, image: object, *, correct_rotation: bool = False) -> list[object]:
         self.calls += 1
         self.entered.set()
         try:
@@ -146,7 +146,7 @@ def test_stopping_the_emulator_waits_for_the_engine_call_in_progress_and_starts_
     stopper.join(30)
 
     # Then stop() returned after the engine's call had ended, the waiting requests never reached the
-    # engine, and no request thread is left to be inside it when the interpreter finalises
+    # engine, and no request thread is left to be inside it when the interpreter finalizes
     assert journal == ["engine call ended", "stopped"]
     assert engine.calls == 1
     assert not [t for t in threading.enumerate() if t.name == "dashscope-emulator-request"]

@@ -28,7 +28,7 @@ RESULTS = "result-bucket"
 class FakeOcrService:
     """Answers every call with `reply(call)`, or raises what `fail` returns; counts calls."""
 
-    def __init__(self, text: str = "recognised text", fail: Callable[[OcrCall], Exception | None] | None = None):
+    def __init__(self, text: str = "recognized text", fail: Callable[[OcrCall], Exception | None] | None = None):
         self.text = text
         self.fail = fail
         self.calls: list[OcrCall] = []

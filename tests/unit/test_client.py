@@ -238,7 +238,7 @@ def test_permanent_errors_are_not_retried():
     assert caught.value.request_id == "r9" and caught.value.vendor_code == "InvalidParameter"
 
 
-def test_throttling_honours_retry_after_then_succeeds():
+def test_throttling_honors_retry_after_then_succeeds():
     clock = FakeClock()
     handler = scripted(
         httpx.Response(429, json={"code": "Throttling.RateQuota", "message": "x"}, headers={"Retry-After": "3"}),

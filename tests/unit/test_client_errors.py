@@ -31,7 +31,7 @@ def test_a_408_is_retried_and_the_page_completes():
         httpx.Response(200, json=NATIVE_OK),
     )
     client = client_with(handler)
-    # When a page is recognised
+    # When a page is recognized
     outcome = client.recognize(make_call(TaskOptions()))
     # Then the second attempt's answer is the outcome
     assert outcome.attempts == 2
@@ -83,14 +83,14 @@ def test_content_rejection_is_sent_once():
     assert len(handler.seen) == 1
 
 
-def test_retry_after_is_honoured_in_full_when_the_deadline_allows():
+def test_retry_after_is_honored_in_full_when_the_deadline_allows():
     # Given a throttle asking for 45 s, more than the backoff ceiling of 20 s, and two minutes left
     clock = FakeClock()
     handler = scripted(
         httpx.Response(429, json={"code": "Throttling.RateQuota", "message": "x"}, headers={"Retry-After": "45"}),
         httpx.Response(200, json=NATIVE_OK),
     )
-    # When the page is recognised
+    # When the page is recognized
     outcome = client_with(handler, clock=clock).recognize(make_call(TaskOptions()), deadline=clock.now + 120)
     # Then the client waited what the server asked, not less (which would only meet the throttle again)
     assert clock.slept == [45.0]
@@ -103,7 +103,7 @@ def test_retry_after_past_the_deadline_gives_the_work_back_for_when_the_server_s
     handler = scripted(
         httpx.Response(503, json={"code": "ServiceUnavailable", "message": "busy"}, headers={"Retry-After": "90"}),
     )
-    # When the page is recognised
+    # When the page is recognized
     with pytest.raises(errors.OcrRetriesExhausted) as caught:
         client_with(handler, clock=clock).recognize(make_call(TaskOptions()), deadline=clock.now + 30)
     # Then there is no second attempt, and the error says when the work may come back

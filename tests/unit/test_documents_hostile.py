@@ -104,7 +104,7 @@ def test_a_broken_pdf_is_refused_at_intake_once_with_a_stable_code(name: str, bo
     # When its event is handled once (nothing may raise: a raise is a retry)
     outcome = deliver(p, name, body)
 
-    # Then it is rejected with its code, in one document.failed, and no page is queued or recognised
+    # Then it is rejected with its code, in one document.failed, and no page is queued or recognized
     assert outcome.decision is IntakeDecision.REJECTED
     (failed,) = p.bus.events
     assert failed.event_type == "document.failed"
@@ -160,7 +160,7 @@ def test_a_page_with_an_impossible_aspect_ratio_fails_the_document_in_one_delive
     # When it is uploaded and its page message delivered once
     deliver(p, "strip.pdf", body)
 
-    # Then the document failed with the image code, nothing was recognised or billed
+    # Then the document failed with the image code, nothing was recognized or billed
     (failed,) = final_events(p)
     assert (failed.event_type, failed.data["error"]["code"]) == ("document.failed", "image.aspect_ratio")
     assert p.ocr.calls == [] and p.bus.of_type("usage.recorded") == []

@@ -104,7 +104,7 @@ def test_each_accepted_format_becomes_a_png_of_the_smart_resize_size(fmt: str, o
 
 def test_a_multi_frame_tiff_gives_its_first_frame() -> None:
     # Given a three-page TIFF whose pages are red, green and blue
-    pages = [Image.new("RGB", (320, 256), colour) for colour in (RED, (0, 255, 0), (0, 0, 255))]
+    pages = [Image.new("RGB", (320, 256), color) for color in (RED, (0, 255, 0), (0, 0, 255))]
     data = encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])
 
     # When it is prepared
@@ -130,7 +130,7 @@ def test_an_animated_gif_gives_its_first_frame() -> None:
 
 def test_a_later_frame_can_be_chosen_and_a_missing_one_is_a_request_error() -> None:
     # Given a three-page TIFF
-    pages = [Image.new("RGB", (320, 256), colour) for colour in (RED, (0, 255, 0), (0, 0, 255))]
+    pages = [Image.new("RGB", (320, 256), color) for color in (RED, (0, 255, 0), (0, 0, 255))]
     data = encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])
 
     # When the second page is asked for, Then it is the green one
@@ -159,7 +159,7 @@ def test_heic_is_decoded_through_pi_heif() -> None:
 
 def test_probe_reads_the_header_without_decoding() -> None:
     # Given a three-frame GIF
-    frames = [Image.new("RGB", (300, 200), colour) for colour in (RED, (0, 255, 0), (0, 0, 255))]
+    frames = [Image.new("RGB", (300, 200), color) for color in (RED, (0, 255, 0), (0, 0, 255))]
     data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
     Image.core.reset_stats()
 
@@ -215,7 +215,7 @@ def test_exif_orientation_makes_the_output_upright(fmt: str, orientation: int, r
 # --- pixel modes --------------------------------------------------------------------
 
 
-def test_cmyk_becomes_rgb_with_the_right_colours() -> None:
+def test_cmyk_becomes_rgb_with_the_right_colors() -> None:
     # Given a CMYK JPEG: magenta+yellow (red) on the left, cyan on the right
     image = Image.new("CMYK", (128, 64), (0, 255, 255, 0))
     image.paste((255, 0, 0, 0), (64, 0, 128, 64))
@@ -239,7 +239,7 @@ def test_cmyk_with_a_broken_icc_profile_falls_back_to_the_plain_conversion() -> 
     # When it is prepared
     prepared = prepare_image(data, BUDGET)
 
-    # Then the colour is still right and the fallback is recorded
+    # Then the color is still right and the fallback is recorded
     assert close_to(rgb_at(decode(prepared), 32, 32), RED)
     assert any("ICC profile is unusable" in step.detail for step in prepared.steps)
 
@@ -355,10 +355,10 @@ def test_an_rgb_file_of_a_grey_page_is_sent_as_grey() -> None:
 # --- transparency -------------------------------------------------------------------
 
 
-def _text_on_transparent(colour: tuple[int, int, int], hidden: tuple[int, int, int]) -> bytes:
-    # The transparent pixels carry `hidden` as their colour, as exporters often leave them.
+def _text_on_transparent(color: tuple[int, int, int], hidden: tuple[int, int, int]) -> bytes:
+    # The transparent pixels carry `hidden` as their color, as exporters often leave them.
     image = Image.new("RGBA", (200, 100), (*hidden, 0))
-    ImageDraw.Draw(image).rectangle((50, 30, 149, 69), fill=(*colour, 255))
+    ImageDraw.Draw(image).rectangle((50, 30, 149, 69), fill=(*color, 255))
     return encode(image, "PNG")
 
 
@@ -569,7 +569,7 @@ def test_a_tall_strip_slightly_over_the_limit_is_padded_on_the_right() -> None:
     prepared = prepare_image(data, BUDGET)
 
     # Then it was padded to 53 px wide (198:1), then resized: the content is 60 px of a
-    # 64 px canvas, the padding has the edge's colour, and coordinates need no offset
+    # 64 px canvas, the padding has the edge's color, and coordinates need no offset
     assert (prepared.width, prepared.height) == (64, 10496)
     assert "pad" in actions(prepared)
     out = decode(prepared)

@@ -403,7 +403,7 @@ def test_a_grey_rendered_page_is_sent_as_grey_with_a_mapping_in_points() -> None
     )
 
 
-def test_a_colour_rendered_page_stays_colour() -> None:
+def test_a_color_rendered_page_stays_color() -> None:
     # Given a rendered page with a red mark
     target = RenderTarget(content=(640, 480), canvas=(640, 480))
     page = Image.new("RGB", (640, 480), WHITE)
@@ -454,8 +454,8 @@ def test_a_grey_image_is_written_unfiltered_and_decodes_to_the_same_pixels() -> 
     assert ImageChops.difference(decode(prepared), image).getbbox() is None
 
 
-def test_a_colour_image_is_a_filtered_png_that_decodes_to_exactly_its_pixels() -> None:
-    # Given a colour picture with smooth areas and noise, of an odd size
+def test_a_color_image_is_a_filtered_png_that_decodes_to_exactly_its_pixels() -> None:
+    # Given a color picture with smooth areas and noise, of an odd size
     ramp = Image.linear_gradient("L").resize((333, 77))
     image = Image.merge(
         "RGB", (ramp, Image.effect_noise((333, 77), 40), ramp.transpose(Image.Transpose.FLIP_LEFT_RIGHT))

@@ -53,7 +53,7 @@ def test_a_document_run_counts_documents_pages_tokens_and_cost(metrics, capsys):
     metrics.flush_metrics()
     records = emitted(capsys)
     totals = next(r for r in records if "DocumentsCompleted" in r)
-    assert totals["DocumentsCompleted"] == 1 and totals["PagesRecognised"] == 1
+    assert totals["DocumentsCompleted"] == 1 and totals["PagesRecognized"] == 1
     assert totals["InputTokens"] == usage["input_tokens"] and totals["OutputTokens"] == usage["output_tokens"]
     (cost,) = [r for r in records if "Cost" in r]
     assert cost["Currency"] == usage["currency"] and cost["Cost"] == pytest.approx(float(usage["cost"]))

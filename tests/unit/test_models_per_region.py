@@ -148,7 +148,7 @@ def test_an_unlisted_model_is_sent_and_its_cost_is_null_with_a_warning():
     p.ocr_settings = ocr
     p.settings = p.settings.model_copy(update={"ocr": ocr.defaults()})
     p.upload.settings = p.intake.settings = p.pages.settings = p.settlement.settings = p.settings
-    # When a page is recognised
+    # When a page is recognized
     p.store.put(INPUT, "a.png", text_png(), content_type="image/png")
     job_id = p.upload.accept(UploadedObject(bucket=INPUT, key="a.png")).job_id
     p.drain()

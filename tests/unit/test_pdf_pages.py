@@ -49,7 +49,7 @@ def drawn_pdf(
     *,
     rotations: Sequence[int] | None = None,
     crop_boxes: Sequence[tuple[float, float, float, float] | None] | None = None,
-    colour: tuple[int, int, int] = (0, 0, 0),
+    color: tuple[int, int, int] = (0, 0, 0),
     text: str | None = None,
 ) -> bytes:
     """One page per size, each with a filled rectangle `marks[i]` = (left, top, width, height) in
@@ -60,7 +60,7 @@ def drawn_pdf(
         if marks is not None:
             left, top, mark_width, mark_height = marks[index]
             rect = pdfium_c.FPDFPageObj_CreateNewRect(left, height - top - mark_height, mark_width, mark_height)
-            pdfium_c.FPDFPageObj_SetFillColor(rect, *colour, 255)
+            pdfium_c.FPDFPageObj_SetFillColor(rect, *color, 255)
             pdfium_c.FPDFPath_SetDrawMode(rect, pdfium_c.FPDF_FILLMODE_ALTERNATE, False)
             pdfium_c.FPDFPage_InsertObject(page, rect)
         if text is not None:
@@ -308,8 +308,8 @@ def test_only_the_crop_box_is_drawn() -> None:
     assert (left, top) == (pytest.approx(50, abs=2), pytest.approx(50, abs=2))
 
 
-def test_a_colour_page_stays_colour_and_a_grey_page_becomes_grey() -> None:
-    red = prepare_pdf_page(drawn_pdf([A4], [(50, 50, 100, 100)], colour=(220, 0, 0)), 1, SMALL)
+def test_a_color_page_stays_color_and_a_grey_page_becomes_grey() -> None:
+    red = prepare_pdf_page(drawn_pdf([A4], [(50, 50, 100, 100)], color=(220, 0, 0)), 1, SMALL)
     black = prepare_pdf_page(drawn_pdf([A4], [(50, 50, 100, 100)]), 1, SMALL)
     assert decode(red).mode == "RGB"
     left, top, right, bottom = dark_box(decode(red))
@@ -319,14 +319,14 @@ def test_a_colour_page_stays_colour_and_a_grey_page_becomes_grey() -> None:
     assert [s.action for s in red.steps if s.action == "convert_mode"] == []
 
 
-def test_a_small_colour_mark_keeps_an_a4_page_in_colour() -> None:
+def test_a_small_color_mark_keeps_an_a4_page_in_color() -> None:
     # Given a black-on-white A4 page with one red square of 2 x 2 points (8 x 8 px at the default budget)
-    document = drawn_pdf([A4], [(300, 400, 2, 2)], colour=(200, 30, 30), text="Invoice 2024-001")
+    document = drawn_pdf([A4], [(300, 400, 2, 2)], color=(200, 30, 30), text="Invoice 2024-001")
 
     # When it is prepared at the default budget
     prepared = prepare_pdf_page(document, 1, BUDGET)
 
-    # Then the square is still red: the colour check's preview saw it
+    # Then the square is still red: the color check's preview saw it
     image = decode(prepared)
     assert image.mode == "RGB"
     redder = ImageChops.subtract(image.getchannel("R"), image.getchannel("G")).point(lambda v: 255 if v > 100 else 0)
@@ -338,7 +338,7 @@ def test_a_small_colour_mark_keeps_an_a4_page_in_colour() -> None:
 
 def test_a_grey_page_is_drawn_in_grey_with_its_own_grey_levels() -> None:
     # Given a page with a mid-grey rectangle, When it is prepared
-    grey = decode(prepare_pdf_page(drawn_pdf([A4], [(50, 50, 100, 100)], colour=(90, 90, 90)), 1, SMALL))
+    grey = decode(prepare_pdf_page(drawn_pdf([A4], [(50, 50, 100, 100)], color=(90, 90, 90)), 1, SMALL))
 
     # Then it is stored as grey, and the rectangle keeps its level
     assert grey.mode == "L"

@@ -93,7 +93,7 @@ def test_longest_prefix_rule_applies_and_its_schema_object_is_read():
 
 def test_an_unknown_task_fails_the_document_once_with_a_stable_code():
     p = Pipeline()
-    outcome = upload(p, "docs/a.png", **{"ocr-task": "summarise"})
+    outcome = upload(p, "docs/a.png", **{"ocr-task": "summarize"})
     assert outcome.decision is IntakeDecision.REJECTED
     p.upload.accept(UploadedObject(bucket=INPUT, key="docs/a.png"))  # redelivered
     failed = p.bus.of_type("document.failed")
@@ -175,7 +175,7 @@ def test_a_routing_rule_fixes_the_tenant_of_its_prefix():
 # --- pages --------------------------------------------------------------------------------
 
 
-def test_a_page_is_recognised_stored_billed_and_announced():
+def test_a_page_is_recognized_stored_billed_and_announced():
     p = Pipeline(ocr=FakeOcrService("Invoice Number: 12345"))
     job_id = upload(p, "docs/receipt.png", **{"ocr-correlation-id": "corr-1"}).job_id
     p.drain()
@@ -193,7 +193,7 @@ def test_a_page_is_recognised_stored_billed_and_announced():
     assert p.jobs.get_job(job_id).status == "completed"
 
 
-def test_a_redelivered_page_is_neither_recognised_nor_billed_twice():
+def test_a_redelivered_page_is_neither_recognized_nor_billed_twice():
     p = Pipeline()
     upload(p, "docs/receipt.png")
     body = p.queue.bodies[0]
@@ -205,7 +205,7 @@ def test_a_redelivered_page_is_neither_recognised_nor_billed_twice():
 
 
 def test_a_worker_that_died_after_paying_for_a_page_is_not_paid_for_again():
-    # Given a page recognised and stored, but the worker died before recording it
+    # Given a page recognized and stored, but the worker died before recording it
     p = Pipeline()
     upload(p, "docs/receipt.png")
     work = PageWork.model_validate_json(p.queue.bodies[0])
@@ -305,7 +305,7 @@ def test_every_page_message_delivered_twice_in_shuffled_order_is_counted_and_bil
     assert len({e.event_id for e in p.bus.events}) == len(p.bus.events)
 
 
-def test_a_page_is_stored_before_the_next_is_sent_and_billed_while_it_is_recognised():
+def test_a_page_is_stored_before_the_next_is_sent_and_billed_while_it_is_recognized():
     # Given a 3-page TIFF in one message, and a job store that holds page 1's record until the
     # model has been asked for page 2 (or 10 s have passed)
     p = Pipeline(page_chunk_size=3)

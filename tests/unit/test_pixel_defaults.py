@@ -57,7 +57,7 @@ def test_bounds_the_job_names_win_over_the_models():
     assert budget_for(spec, TaskOptions(max_pixels=1_000)).min_pixels == 1_000
 
 
-def test_options_that_leave_the_bounds_to_the_model_serialise_without_them():
+def test_options_that_leave_the_bounds_to_the_model_serialize_without_them():
     # Job ids hash the options: bounds left to the model are absent, not null.
     assert "min_pixels" not in TaskOptions().model_dump(mode="json")
     assert "max_pixels" not in json.loads(TaskOptions(task=OcrTask.TABLE_PARSING).model_dump_json())

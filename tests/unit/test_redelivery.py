@@ -36,7 +36,7 @@ def record(receives: int) -> SQSRecord:
 def test_a_held_lease_brings_the_record_back_when_it_runs_out():
     sqs = FakeSqs()
     with pytest.raises(ClaimHeld), Redelivery(sqs, backoff_base_s=30).when_ready(record(1)):
-        raise ClaimHeld("finalising elsewhere", retry_after_s=412.3)
+        raise ClaimHeld("finalizing elsewhere", retry_after_s=412.3)
     assert sqs.visibility == [("https://sqs.local/123456789012/pages", "rh-1", 413)]
 
 

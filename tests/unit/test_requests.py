@@ -126,7 +126,7 @@ def test_the_same_message_delivered_twice_is_one_job_but_two_requests_are_two():
          "request.invalid", "c-1"),
         ('{"correlation_id": "c-2"}', "request.invalid", "c-2"),
         ('{"correlation_id": "c-3", "source": {"url": "http://docs.example.com/a.png"}}', "request.invalid", "c-3"),
-        ('{"correlation_id": "c-4", "source": {"bucket": "input-bucket", "key": "a"}, "colour": "red"}',
+        ('{"correlation_id": "c-4", "source": {"bucket": "input-bucket", "key": "a"}, "color": "red"}',
          "request.invalid", "c-4"),
         ('{"correlation_id": "c-5", "source": {"bucket": "input-bucket", "key": "a"}, "model": "gpt-4o"}',
          "request.invalid", "c-5"),
@@ -259,7 +259,7 @@ def test_a_literal_nat64_address_in_the_url_is_refused():
         policy.check_url("https://[64:ff9b::7f00:1]/a.png")
 
 
-def test_an_allowed_url_is_downloaded_from_the_checked_address_and_recognised():
+def test_an_allowed_url_is_downloaded_from_the_checked_address_and_recognized():
     p = Pipeline()
     url = "https://cdn.docs.example.com/scans/a.png#page=1"
     body = text_png()

@@ -187,7 +187,7 @@ def test_task_options_refuse_unknown_validators_and_tasks_without_fields():
         TaskOptions.build(task=OcrTask.TEXT_RECOGNITION, validators={"id": "cn_resident_id"})
 
 
-def test_options_without_validators_serialise_as_before_so_job_ids_do_not_change():
+def test_options_without_validators_serialize_as_before_so_job_ids_do_not_change():
     assert "validators" not in TaskOptions().model_dump(mode="json")
     with_validators = TaskOptions.build(task=OcrTask.KEY_INFORMATION_EXTRACTION, validators={"d": "date"})
     assert with_validators.model_dump(mode="json")["validators"] == {"d": "date"}

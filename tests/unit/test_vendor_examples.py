@@ -79,7 +79,7 @@ def test_advanced_recognition_reads_words_info_not_the_bogus_text():
         first["rotate_rect"],
     )
     assert words[-1].text == entry["expected"]["last_word_text"]
-    # the text is the recognised lines, not the vendor's placeholder pos_list JSON
+    # the text is the recognized lines, not the vendor's placeholder pos_list JSON
     assert reply.result.text.splitlines()[0] == "Audience"
     assert "pos_list" not in reply.result.text
 

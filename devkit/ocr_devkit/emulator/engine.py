@@ -1,7 +1,7 @@
 """A real CPU OCR engine behind the emulator: rapidocr-onnxruntime, loaded once and shared.
 
 The engine finds text lines and reads them; everything task-specific happens in `responses`.
-rapidocr is imported only when the first image is recognised, so importing this module (or the
+rapidocr is imported only when the first image is recognized, so importing this module (or the
 emulator package) stays cheap, and the layer package `ocr_pipeline` never pulls it in.
 """
 
@@ -31,7 +31,7 @@ ROW_OVERLAP = 0.5
 
 @dataclass(frozen=True, slots=True)
 class Line:
-    """One recognised line (or line segment): its text, its corners TL, TR, BR, BL, and the reader's confidence."""
+    """One recognized line (or line segment): its text, its corners TL, TR, BR, BL, and the reader's confidence."""
 
     text: str
     quad: Quad
@@ -149,9 +149,9 @@ class OcrEngine:
     def warm_up(self) -> None:
         """Load the models and run them once, so that the first real request is not the slow one."""
         canvas = Image.new("RGB", (96, 32), "white")
-        self.recognise(canvas)
+        self.recognize(canvas)
 
-    def recognise(self, image: Image.Image, *, correct_rotation: bool = False) -> list[Line]:
+    def recognize(self, image: Image.Image, *, correct_rotation: bool = False) -> list[Line]:
         """Lines of text in `image`, in reading order, with corners in the image's pixel space.
 
         `correct_rotation` runs rapidocr's 0/180 degree classifier on each line before reading it,

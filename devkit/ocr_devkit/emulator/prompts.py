@@ -1,7 +1,7 @@
 """Which task a prompt asks for, and which prompt a built-in task stands for.
 
 The compatible endpoint has no built-in tasks: clients send the task's documented prompt
-(the emulator's own copy is in `vendor.py`). We recognise those exactly; other prompts are recognised by the
+(the emulator's own copy is in `vendor.py`). We recognize those exactly; other prompts are recognized by the
 words that give their task away (HTML, LaTeX, JSON, rotated rectangles), in English or in the
 vendor's Japanese, so that the vendor's own sample prompts behave sensibly too. A prompt with none
 of them is plain text recognition.

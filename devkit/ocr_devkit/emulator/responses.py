@@ -1,4 +1,4 @@
-"""What each built-in task answers, built from recognised lines. Pure functions, no I/O.
+"""What each built-in task answers, built from recognized lines. Pure functions, no I/O.
 
 Every format copies the vendor's response examples (Model Studio "Qwen-OCR", Japanese page of
 2026-02-04, in /work/shared/reference/seeds/003_...):
@@ -139,13 +139,13 @@ def key_value_pairs(lines: Sequence[Line]) -> list[Pair]:
     return pairs
 
 
-def _normalise(text: str) -> str:
+def _normalize(text: str) -> str:
     return " ".join(_NOT_WORD.sub(" ", text.casefold()).split())
 
 
 def key_similarity(name: str, label: str) -> float:
     """How well a schema key (or its description) names a printed label, from 0 to 1."""
-    a, b = _normalise(name), _normalise(label)
+    a, b = _normalize(name), _normalize(label)
     if not a or not b:
         return 0.0
     if a == b:
@@ -164,8 +164,8 @@ def _matches(key: str, hint: Any, pairs: Sequence[Pair]) -> list[Pair]:
     for order, pair in enumerate(pairs):
         score = key_similarity(key, pair.key)
         # A description such as "the invoice number, digits only" names the label it describes.
-        described = isinstance(hint, str) and bool(_normalise(pair.key))
-        if score < MIN_KEY_SIMILARITY and described and f" {_normalise(pair.key)} " in f" {_normalise(hint)} ":
+        described = isinstance(hint, str) and bool(_normalize(pair.key))
+        if score < MIN_KEY_SIMILARITY and described and f" {_normalize(pair.key)} " in f" {_normalize(hint)} ":
             score = MIN_KEY_SIMILARITY
         if score >= MIN_KEY_SIMILARITY:
             scored.append((score, order, pair))

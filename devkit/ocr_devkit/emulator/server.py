@@ -19,7 +19,7 @@ authentication), so a scripted fault always hits the next request whatever it co
 
 Once `stop()` returns, no thread of the emulator is left inside the OCR engine, and none will enter
 it: onnxruntime and OpenCV release the GIL while they compute, and a thread that takes it back after
-the interpreter has begun to finalise is ended by pthread_exit, whose unwinding through their C++
+the interpreter has begun to finalize is ended by pthread_exit, whose unwinding through their C++
 frames calls std::terminate and aborts the whole process (SIGABRT, 134 in a shell). A request that
 would reach the engine after `stop()` has begun gets no reply: its connection is cut, as every open
 one is.
@@ -71,7 +71,7 @@ COMPATIBLE_ROUTE = "/compatible-mode/v1" + COMPATIBLE_PATH
 _ROUTES: dict[str, Mode] = {NATIVE_ROUTE: "native", COMPATIBLE_ROUTE: "compatible"}
 # 10 MB of base64 plus the JSON around it; anything bigger is refused before it is read.
 MAX_BODY_BYTES = 11 * 1024 * 1024
-# Recognising the same image again gives the same lines; retries and tests resend images a lot.
+# Recognizing the same image again gives the same lines; retries and tests resend images a lot.
 OCR_CACHE_SIZE = 32
 
 
@@ -79,10 +79,10 @@ class _Stopping(Exception):
     """The emulator is stopping: the request is dropped before it reaches the OCR engine."""
 
 
-class Recogniser(Protocol):
+class Recognizer(Protocol):
     """What the server needs from an OCR engine (the real one, or a fake in unit tests)."""
 
-    def recognise(self, image: Image.Image, *, correct_rotation: bool = False) -> list[Line]: ...
+    def recognize(self, image: Image.Image, *, correct_rotation: bool = False) -> list[Line]: ...
 
 
 class EmulatorServer:
@@ -94,7 +94,7 @@ class EmulatorServer:
         port: int = 0,
         *,
         api_key: str | None = None,
-        engine: Recogniser | None = None,
+        engine: Recognizer | None = None,
         script: Iterable[FaultKind | str] = (),
         fault_rate: float = 0.0,
         fault_kinds: Iterable[FaultKind | str] = tuple(FaultKind),
@@ -126,7 +126,7 @@ class EmulatorServer:
         self._cache_lock = threading.Lock()
         # Taken before the engine's own lock, and `stopping` checked once it is held: a request queued
         # behind another never starts the engine after stop() has begun, so stop() waits for at most the
-        # one call in progress. The engine serialises its calls anyway, so no throughput is lost.
+        # one call in progress. The engine serializes its calls anyway, so no throughput is lost.
         self._engine_turn = threading.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -142,7 +142,7 @@ class EmulatorServer:
             target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="dashscope-emulator", daemon=True
         )
         self._thread.start()
-        # An emulator nobody stopped is stopped before the interpreter finalises (see the module's docstring).
+        # An emulator nobody stopped is stopped before the interpreter finalizes (see the module's docstring).
         atexit.register(self.stop)
         return self
 
@@ -199,7 +199,7 @@ class EmulatorServer:
     # --- observation ----------------------------------------------------------------------
 
     @property
-    def engine(self) -> Recogniser:
+    def engine(self) -> Recognizer:
         if self._engine is None:
             self._engine = shared_engine()
         return self._engine
@@ -220,7 +220,7 @@ class EmulatorServer:
 
     # --- the model --------------------------------------------------------------------------
 
-    def recognise(self, request: OcrRequest) -> list[Line]:
+    def recognize(self, request: OcrRequest) -> list[Line]:
         """Lines read in the image the model sees: the received image after the vendor's smart_resize."""
         height, width = request.model_view
         key = (request.image.sha256, height, width, request.enable_rotate)
@@ -235,7 +235,7 @@ class EmulatorServer:
         with self._engine_turn:
             if self._stopping.is_set():
                 raise _Stopping
-            lines = self.engine.recognise(image, correct_rotation=request.enable_rotate)
+            lines = self.engine.recognize(image, correct_rotation=request.enable_rotate)
         with self._cache_lock:
             self._cache[key] = lines
             while len(self._cache) > OCR_CACHE_SIZE:
@@ -412,7 +412,7 @@ class _Handler(BaseHTTPRequestHandler):
             if body is None:
                 raise ApiError(400, "InvalidParameter", "the request body is not valid JSON")
             request = parse_native(body) if mode == "native" else parse_compatible(body)
-            reply = answer(request, self.emulator.recognise(request))
+            reply = answer(request, self.emulator.recognize(request))
         except _Stopping:
             self.close_connection = True
             return

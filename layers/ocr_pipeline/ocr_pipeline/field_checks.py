@@ -252,7 +252,7 @@ class ValidationSummary(BaseModel):
 MAX_LISTED_INVALID = 50
 
 
-def summarise(checks_by_page: Mapping[int, list[FieldCheck]]) -> ValidationSummary:
+def summarize(checks_by_page: Mapping[int, list[FieldCheck]]) -> ValidationSummary:
     invalid = [
         InvalidField(page=page, path=c.path, validator=c.validator, reason=c.reason)
         for page, checks in sorted(checks_by_page.items())

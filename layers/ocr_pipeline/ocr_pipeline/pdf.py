@@ -54,9 +54,9 @@ _PDFIUM = threading.Lock()
 # Reverse byte order makes PDFium write RGBx, which Pillow maps without a copy.
 _RENDER_FLAGS = pdfium_c.FPDF_ANNOT | pdfium_c.FPDF_REVERSE_BYTE_ORDER
 _RENDER_FLAGS_GREY = pdfium_c.FPDF_ANNOT | pdfium_c.FPDF_GRAYSCALE
-# The colour check draws the page at this fraction of its size first (1/16 of the pixels).
+# The color check draws the page at this fraction of its size first (1/16 of the pixels).
 PREVIEW_SCALE = 4
-_GREY_DETAIL = f"drawn in grey: a colour drawing at 1/{PREVIEW_SCALE} scale has only grey pixels"
+_GREY_DETAIL = f"drawn in grey: a color drawing at 1/{PREVIEW_SCALE} scale has only grey pixels"
 _WHITE = 0xFFFFFFFF
 
 _LOAD_ERRORS = {
@@ -144,12 +144,12 @@ def _render_step(
 
 
 def _looks_grey(page: pdfium.PdfPage, size: tuple[int, int]) -> bool:
-    """Whether a colour drawing of the page at 1/PREVIEW_SCALE of `size` has only grey pixels.
+    """Whether a color drawing of the page at 1/PREVIEW_SCALE of `size` has only grey pixels.
 
     Most pages are black on white, and for them the full drawing can go straight into a grey
     bitmap: a third of the memory to fill and to encode, and no per-pixel check of 8 million
-    pixels afterwards. Colour survives the preview's averaging (a red pixel among white ones
-    is pink), so only colour too faint and too small to tint one preview pixel is lost.
+    pixels afterwards. Color survives the preview's averaging (a red pixel among white ones
+    is pink), so only color too faint and too small to tint one preview pixel is lost.
     """
     width, height = (max(1, side // PREVIEW_SCALE) for side in size)
     preview = _draw(page, (width, height), grey=False)
@@ -160,7 +160,7 @@ def _looks_grey(page: pdfium.PdfPage, size: tuple[int, int]) -> bool:
 
 
 def _draw(page: pdfium.PdfPage, size: tuple[int, int], *, grey: bool) -> Image.Image:
-    """The page, as displayed, mapped onto exactly `size` pixels on white, in colour (RGBX) or grey (L)."""
+    """The page, as displayed, mapped onto exactly `size` pixels on white, in color (RGBX) or grey (L)."""
     width, height = size
     if grey:
         bitmap = pdfium.PdfBitmap.new_native(width, height, pdfium_c.FPDFBitmap_Gray)

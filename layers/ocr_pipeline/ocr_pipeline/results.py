@@ -48,7 +48,7 @@ class Word(BaseModel):
 
 
 class RecognitionResult(BaseModel):
-    """What one OCR call recognised. Only the fields the task produces are set."""
+    """What one OCR call recognized. Only the fields the task produces are set."""
 
     task: OcrTask | None = None
     text: str = ""

@@ -71,7 +71,7 @@ class TaskOptions(BaseModel):
 
     @model_serializer(mode="wrap")
     def _omit_no_validators(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Without validators the options serialise as before they existed, so job ids (a hash
+        # Without validators the options serialize as before they existed, so job ids (a hash
         # of the options) and page messages of such documents stay what they were.
         data: dict[str, Any] = handler(self)
         if not self.validators:

@@ -123,9 +123,9 @@ def test_a_request_that_fails_on_every_delivery_is_answered_as_request_retries_e
 
 
 @pytest.mark.timeout(240)
-def test_a_worker_killed_while_finalising_leaves_the_document_to_end_once_when_its_lease_runs_out(tmp_path):
+def test_a_worker_killed_while_finalizing_leaves_the_document_to_end_once_when_its_lease_runs_out(tmp_path):
     # Given a recognize worker that dies right after storing the document's result, holding the
-    # finalisation claim, whose lease is 20 s; the service alone must cope (no Powertools guard)
+    # finalization claim, whose lease is 20 s; the service alone must cope (no Powertools guard)
     lease_s = 20
     options = RunOptions(
         paths=[],
@@ -138,12 +138,12 @@ def test_a_worker_killed_while_finalising_leaves_the_document_to_end_once_when_i
         },
     )
     with local_pipeline(options, log_dir=tmp_path / "logs") as pipeline:
-        # When an image is uploaded and recognised
+        # When an image is uploaded and recognized
         started = time.monotonic()
         pipeline.upload("crash/receipt.png", RECEIPT, content_type="image/png")
         final = pipeline.wait_for_documents({"crash/receipt.png"}, timeout_s=180)
 
-        # Then the worker really died while finalising
+        # Then the worker really died while finalizing
         assert (tmp_path / "crashed").exists()
         log = (tmp_path / "logs" / "RecognizeFunction.log").read_text(encoding="utf-8")
         assert log.count(f"[devkit] {CRASH_AFTER_PUT}") == 1

@@ -41,7 +41,7 @@ def test_a_function_without_one_permission_fails_with_access_denied(tmp_path: Pa
     template = template_without_publish_for_recognize(tmp_path)
     options = RunOptions(paths=[], out_dir=tmp_path / "out", template=template, max_concurrency=2)
     with local_pipeline(options, log_dir=tmp_path / "logs") as pipeline:
-        # When a page is recognised
+        # When a page is recognized
         pipeline.upload("receipt.png", (ROOT / "samples/receipt.png").read_bytes(), content_type="image/png")
         # Then the recognize function fails when it publishes the page's usage event
         log = tmp_path / "logs" / "RecognizeFunction.log"

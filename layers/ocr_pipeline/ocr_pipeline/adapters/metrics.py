@@ -20,7 +20,7 @@ from ..usage import BilledAttempt
 # The names the dashboard in template.yaml plots; a test keeps the two in step.
 DOCUMENTS_COMPLETED = "DocumentsCompleted"
 DOCUMENTS_FAILED = "DocumentsFailed"
-PAGES_RECOGNISED = "PagesRecognised"
+PAGES_RECOGNIZED = "PagesRecognized"
 PAGES_FAILED = "PagesFailed"
 INPUT_TOKENS = "InputTokens"
 OUTPUT_TOKENS = "OutputTokens"
@@ -39,7 +39,7 @@ OCR_TOKENS_BILLED_IN_VAIN = "OcrTokensBilledInVain"
 METRIC_NAMES = (
     DOCUMENTS_COMPLETED,
     DOCUMENTS_FAILED,
-    PAGES_RECOGNISED,
+    PAGES_RECOGNIZED,
     PAGES_FAILED,
     INPUT_TOKENS,
     OUTPUT_TOKENS,
@@ -69,7 +69,7 @@ class MeteredEventBus:
         self.inner.publish(envelope)
         data = envelope.data
         if envelope.event_type == "usage.recorded":
-            self.metrics.add_metric(name=PAGES_RECOGNISED, unit=MetricUnit.Count, value=1)
+            self.metrics.add_metric(name=PAGES_RECOGNIZED, unit=MetricUnit.Count, value=1)
             self.metrics.add_metric(name=INPUT_TOKENS, unit=MetricUnit.Count, value=data["input_tokens"])
             self.metrics.add_metric(name=OUTPUT_TOKENS, unit=MetricUnit.Count, value=data["output_tokens"])
             self.metrics.add_metric(name=IMAGE_TOKENS, unit=MetricUnit.Count, value=data["image_tokens"])

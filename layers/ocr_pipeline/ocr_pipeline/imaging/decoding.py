@@ -42,7 +42,7 @@ _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 class StreamReader(io.RawIOBase):
-    """A caller's binary file, read through so that a failure of the file itself stays recognisable.
+    """A caller's binary file, read through so that a failure of the file itself stays recognizable.
 
     Decoders catch I/O errors and raise their own (Pillow's TIFF reader even turns one into a
     warning and a shorter tag list), and `untrusted_pixels` turns whatever they raise into

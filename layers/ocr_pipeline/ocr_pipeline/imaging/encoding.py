@@ -18,7 +18,7 @@ from .steps import PreparationStep
 
 MimeType = Literal["image/png", "image/jpeg"]
 
-# Colour images keep Pillow's per-row filter choice, which pays off on photos, but not its zlib:
+# Color images keep Pillow's per-row filter choice, which pays off on photos, but not its zlib:
 # Pillow writes the filtered rows stored (level 0) and ISA-L deflates them. On an 8.3 MP phone
 # photo: 275 ms for 7.0 MB, against 648 ms for 6.3 MB at Pillow's level 3 (its default 6 takes
 # 2.5x as long again). Should that be too big for the data URL, Pillow's level 3 gets its turn.
@@ -44,7 +44,7 @@ def encode(image: Image.Image, limits: PreparationLimits, steps: list[Preparatio
     its pixel count is already capped at max_output_pixels (15.68 MP).
     """
     # Metadata from the source (EXIF with GPS, ICC profiles no longer true after conversion,
-    # a transparent colour) would be written back by Pillow's encoders; the model needs none of it.
+    # a transparent color) would be written back by Pillow's encoders; the model needs none of it.
     image.info = {}
     pngs: list[tuple[str, str, Callable[[], bytes]]] = []
     if image.mode == "L":

@@ -38,7 +38,7 @@ def _convert_to_working_mode(image: Image.Image) -> tuple[Image.Image, str | Non
     mode = image.mode
     transparent = "transparency" in image.info
     if mode in ("L", "RGB"):
-        return (image.convert(mode + "A"), "transparent colour") if transparent else (image, None)
+        return (image.convert(mode + "A"), "transparent color") if transparent else (image, None)
     if mode in ("LA", "RGBA"):
         return image, None
     if mode in ("La", "RGBa", "RGBX", "1", "YCbCr", "LAB", "HSV"):
@@ -77,7 +77,7 @@ def _palette_is_grey(image: Image.Image) -> bool:
 
 def _cmyk_to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:
     """Pillow already undoes Adobe's inverted CMYK JPEGs; an embedded print profile, when it
-    parses, gives the colours the author saw, else Pillow's plain formula is the fallback."""
+    parses, gives the colors the author saw, else Pillow's plain formula is the fallback."""
     icc = image.info.get("icc_profile")
     if icc:
         from PIL import ImageCms

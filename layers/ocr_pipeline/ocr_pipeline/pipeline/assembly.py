@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_serializer
 
-from ..field_checks import FieldCheck, ValidationSummary, summarise, validate_fields
+from ..field_checks import FieldCheck, ValidationSummary, summarize, validate_fields
 from ..pricing import format_money
 from ..recognition import ImageSummary, Recognition
 from ..results import Word
@@ -67,7 +67,7 @@ class PageResult(BaseModel):
         )
 
     @classmethod
-    def recognised(cls, page: int, recognition: Recognition) -> PageResult:
+    def recognized(cls, page: int, recognition: Recognition) -> PageResult:
         result = recognition.result
         return cls(
             page=page,
@@ -138,7 +138,7 @@ def assemble(spec: JobSpec, pages: list[PageResult]) -> DocumentResult:
             else p
             for p in ordered
         ]
-        validation = summarise({p.page: p.validation for p in ordered if p.validation is not None})
+        validation = summarize({p.page: p.validation for p in ordered if p.validation is not None})
     numbers = [p.page for p in ordered]
     if numbers != list(range(1, spec.page_count + 1)):
         raise ValueError(f"job {spec.job_id}: expected pages 1..{spec.page_count}, have {numbers[:10]}…")

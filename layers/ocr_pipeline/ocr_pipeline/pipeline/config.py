@@ -54,11 +54,11 @@ class PipelineSettings(BaseModel):
     # Page messages one invocation sends before it hands the rest on (a PageDispatch message): 100
     # messages are 10 SendMessageBatch calls, well inside any function's timeout.
     dispatch_messages_per_call: int = Field(default=100, gt=0, validation_alias=env("DISPATCH_MESSAGES_PER_CALL"))
-    # How long a worker may hold a claim (publishing a usage event, finalising a job) before another
+    # How long a worker may hold a claim (publishing a usage event, finalizing a job) before another
     # may take over. Sized to the work, not to the function timeout: a worker that dies holding one
     # (out of memory, a host failure) holds up its document only this long. A holder that finds its
     # lease nearly run out before it publishes gives up instead (settlement.py), so a slow holder and its
-    # successor never both announce. Finalising reads every page result, so it gets more per page.
+    # successor never both announce. Finalizing reads every page result, so it gets more per page.
     # More than settlement.LEASE_PUBLISH_MARGIN_S.
     claim_lease_s: float = Field(default=120.0, gt=10, validation_alias=env("CLAIM_LEASE_S"))
     claim_lease_per_page_s: float = Field(default=0.05, ge=0, validation_alias=env("CLAIM_LEASE_PER_PAGE_S"))

@@ -108,7 +108,7 @@ class DeadLetterService:
 
     def page_work_exhausted(self, work: PageWork) -> None:
         error = PageRetriesExhausted(
-            "the page could not be recognised before its message ran out of deliveries; see the worker logs"
+            "the page could not be recognized before its message ran out of deliveries; see the worker logs"
         )
         self.settlement.fail_unrecorded_pages(work.job_id, work.pages, error)
         # Pages recorded before the failure still get their billing event, and the document its ending.

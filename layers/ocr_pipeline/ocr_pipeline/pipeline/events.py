@@ -90,7 +90,7 @@ class DocumentFailed(BaseModel):
     error: ErrorInfo
 
 
-# How a page's text was obtained: recognised by the model, or read from the PDF's text layer.
+# How a page's text was obtained: recognized by the model, or read from the PDF's text layer.
 PageMethod = Literal["ocr", "text_layer"]
 
 
@@ -111,7 +111,7 @@ class UsageRecorded(BaseModel):
     cost: Decimal | None
     price_table: str | None
     request_id: str | None = None
-    # "text_layer": read from the PDF's own text, at no cost; "ocr": recognised by the model.
+    # "text_layer": read from the PDF's own text, at no cost; "ocr": recognized by the model.
     method: PageMethod = "ocr"
 
     @field_serializer("input_price_per_million", "output_price_per_million", "cost")

@@ -141,7 +141,7 @@ class DocumentIntake:
             if existing is not None and existing.dispatched:
                 return IntakeOutcome(decision=IntakeDecision.DUPLICATE, job_id=job_id, page_count=page_count)
             # Created by a delivery that died before its pages were all accepted: send them again;
-            # workers are idempotent per page, so a page sent twice is recognised and billed once.
+            # workers are idempotent per page, so a page sent twice is recognized and billed once.
         self.dispatch(spec)
         self.jobs.mark_dispatched(job_id)
         logger.info(

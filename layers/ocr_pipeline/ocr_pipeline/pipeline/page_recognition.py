@@ -110,7 +110,7 @@ class PageRecognitionService:
         return _PageStart(page, ready=self._prepare(spec, page, source.get()))
 
     def _finish_page(self, spec: JobSpec, start: _PageStart, deadline: float | None) -> _StoredPage | None:
-        """The page's result, in S3: recognised and stored now if it needed the model. None if recorded before."""
+        """The page's result, in S3: recognized and stored now if it needed the model. None if recorded before."""
         if start.recorded:
             return None
         if start.stored_key is not None:
@@ -175,7 +175,7 @@ class PageRecognitionService:
             if error.retryable:
                 raise
             return PageResult.failed(page, ErrorInfo.of(error.code, error.message))
-        return PageResult.recognised(page, recognition)
+        return PageResult.recognized(page, recognition)
 
     def _may_read_text_layer(self, spec: JobSpec) -> bool:
         # Other tasks need the model's structure (boxes, tables, fields), which a text layer lacks.

@@ -57,7 +57,7 @@ class UrlSource(BaseModel):
 
 
 class OcrRequest(BaseModel):
-    """One document to recognise, and how."""
+    """One document to recognize, and how."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, title="OcrRequest")
 

@@ -2,7 +2,7 @@
 
 1. a page's `usage.recorded` event is published under a claim and then marked published, so
    duplicates are not re-announced and a crash between the two is repaired on redelivery;
-2. whoever settles the last page claims the finalisation (with a lease, in case it dies)
+2. whoever settles the last page claims the finalization (with a lease, in case it dies)
    and publishes exactly one `document.completed` or `document.failed`.
 
 Page recognition (page_recognition.py) hands each stored page here; the dead-letter service settles
@@ -149,7 +149,7 @@ class SettlementService:
         claimed_at = time.time()
         claim = self.jobs.claim_finalization(job_id, lease_s)
         if not claim.granted:
-            raise ClaimHeld(f"job {job_id} is being finalised elsewhere", retry_after_s=claim.held_for_s)
+            raise ClaimHeld(f"job {job_id} is being finalized elsewhere", retry_after_s=claim.held_for_s)
         records = self.jobs.list_pages(job_id)
         pages = [self._load_page(record) for record in records]
         document = assemble(spec, pages)

@@ -59,7 +59,7 @@ class UploadService:
         except SourceAccessDenied as error:
             return self.intake.reject(self._unread_rejection(upload), error)
         if found is None:
-            # Deleted before we got to it: nothing left to recognise, but the upload still ends, as failed.
+            # Deleted before we got to it: nothing left to recognize, but the upload still ends, as failed.
             missing = SourceNotFound(f"s3://{upload.bucket}/{upload.key} was deleted before it was processed")
             return self.intake.reject(self._unread_rejection(upload), missing)
         info, source = found

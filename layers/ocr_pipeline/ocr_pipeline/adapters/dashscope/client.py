@@ -170,7 +170,7 @@ class QwenOcrClient:
     ) -> tuple[float, str | None]:
         """How long to wait before the next attempt, or why there is none.
 
-        A server's Retry-After is honoured in full: trying sooner only meets the same throttle. It is
+        A server's Retry-After is honored in full: trying sooner only meets the same throttle. It is
         capped by the call's deadline (the Lambda invocation's time), not by a fixed ceiling; what does
         not fit gives the work back to its queue, to come back when the server said. Without a deadline
         (the CLI) `retry_after_max_s` bounds the wait instead.

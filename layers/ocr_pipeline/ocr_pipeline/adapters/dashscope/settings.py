@@ -68,7 +68,7 @@ class OcrServiceSettings(BaseModel):
     backoff_base_s: float = Field(default=0.5, ge=0)
     # Ceiling of our own exponential backoff; a server's Retry-After is capped by the deadline instead.
     backoff_max_s: float = Field(default=20.0, ge=0)
-    # The longest Retry-After honoured by a call without a deadline (the CLI); longer waits give up.
+    # The longest Retry-After honored by a call without a deadline (the CLI); longer waits give up.
     retry_after_max_s: float = Field(default=300.0, ge=0)
     # The whole stack's requests-per-second limit (0: none), shared by this many concurrent instances.
     stack_requests_per_second: float = Field(
