@@ -184,6 +184,8 @@ class Outcome:
     stdout: str
     stderr: str
     seconds: float
+    # Wall-clock start, to tell what the command wrote from what an earlier one left.
+    started_at: float
 
 
 class Session:
@@ -211,7 +213,7 @@ class Session:
         script.write_text(text + "\n", encoding="utf-8")
         # `source`, not a child shell: exports and background jobs stay in the session, as in a terminal.
         self._send(f"source {script} > {out} 2> {err} < /dev/null; echo $? > {code}.tmp; mv {code}.tmp {code}")
-        started = time.monotonic()
+        started, started_at = time.monotonic(), time.time()
         while not code.exists():
             if self.process.poll() is not None:
                 raise AssertionError(f"the shell ended during:\n{text}\n{err.read_text(errors='replace')[-3000:]}")
@@ -225,6 +227,7 @@ class Session:
             out.read_text(encoding="utf-8", errors="replace"),
             err.read_text(encoding="utf-8", errors="replace"),
             time.monotonic() - started,
+            started_at,
         )
 
     def close(self) -> None:
@@ -268,19 +271,20 @@ def generic_checks(command: Command) -> list[Check]:
     redirected = re.search(r"(?<![0-9&])>\s*([^\s&|;>]+)", text)
     if redirected and redirected.group(1) != "/dev/null":
         target = redirected.group(1)
-        checks.append(lambda root, _o: _nonempty(root / target))
+        checks.append(lambda root, o: _fresh(root / target, o))
         if "--json" in text:
             checks.append(lambda root, _o: _json_file(root / target))
     elif "--json" in text:
         checks.append(lambda _root, o: _json_stdout(o))
     picture = re.search(r"\s-o\s+(\S+\.png)\b", text)
     if picture:
+        checks.append(lambda root, o: _fresh(root / picture.group(1), o))
         checks.append(lambda root, _o: _png(root / picture.group(1)))
     out_dir = re.search(r"--out\s+(\S+)", text)
     if out_dir:
-        checks.append(lambda root, _o: _run_output(root / out_dir.group(1)))
+        checks.append(lambda root, o: _run_output(root / out_dir.group(1), o))
     if "--overlays" in text and out_dir:
-        checks.append(lambda root, _o: _overlays(root / out_dir.group(1)))
+        checks.append(lambda root, o: _overlays(root / out_dir.group(1), o))
     return checks
 
 
@@ -292,22 +296,30 @@ def _json_stdout(outcome: Outcome) -> None:
     _json_text(outcome.stdout, "stdout")
 
 
-def _nonempty(path: Path) -> None:
+def _fresh(path: Path, outcome: Outcome) -> None:
     assert path.is_file() and path.stat().st_size > 0, f"{path} was not written"
+    assert _written_during([path], outcome), f"{path} is left from an earlier command"
 
 
-def _run_output(out: Path) -> None:
-    results = list((out / "results").glob("*.json"))
-    assert results, f"no result in {out}/results"
+def _written_during(paths: list[Path], outcome: Outcome) -> list[Path]:
+    # A second's slack: some filesystems keep whole-second modification times.
+    return [p for p in paths if p.stat().st_mtime >= outcome.started_at - 1]
+
+
+def _run_output(out: Path, outcome: Outcome) -> None:
+    """`run --out DIR`: DIR/results/*.json and DIR/events.jsonl, written by this run, not an earlier one."""
+    results = _written_during(list((out / "results").glob("*.json")), outcome)
+    assert results, f"this run wrote no result in {out}/results"
     for result in results:
         _json_text(result.read_text(encoding="utf-8"), str(result))
+    assert _written_during([out / "events.jsonl"], outcome), f"this run did not write {out}/events.jsonl"
     events = [json.loads(line) for line in (out / "events.jsonl").read_text(encoding="utf-8").splitlines() if line]
     assert any(e["event_type"] in {"document.completed", "document.failed"} for e in events), "no final event"
 
 
-def _overlays(out: Path) -> None:
-    drawn = list((out / "overlays").glob("*.png"))
-    assert drawn, f"no picture in {out}/overlays"
+def _overlays(out: Path, outcome: Outcome) -> None:
+    drawn = _written_during(list((out / "overlays").glob("*.png")), outcome)
+    assert drawn, f"this run drew no picture in {out}/overlays"
     for picture in drawn:
         _png(picture)
 
@@ -315,7 +327,7 @@ def _overlays(out: Path) -> None:
 def _make_run(root: Path, outcome: Outcome) -> None:
     # README: one result per document in out/results, every event in out/events.jsonl, a summary table.
     documents = [p for p in (root / "samples").rglob("*") if p.is_file() and not p.name.startswith(".")]
-    results = list((root / "out" / "results").glob("*.json"))
+    results = _written_during(list((root / "out" / "results").glob("*.json")), outcome)
     assert len(results) == len(documents), f"{len(results)} results for {len(documents)} sample documents"
     events = [json.loads(line) for line in (root / "out" / "events.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sum(e["event_type"] == "document.failed" for e in events) == 1, "samples/damaged/ should fail, alone"
