@@ -341,6 +341,12 @@ def _fault_summary(_root: Path, outcome: Outcome) -> None:
     duplicates = re.search(r"duplicates delivered (\d+), dropped (\d+)", summary)
     assert duplicates and duplicates.group(1) == duplicates.group(2), summary[-800:]
     assert re.search(r"faults injected [1-9]", summary), "--fault-rate injected no fault"
+    # ... completed and failed add up to the documents, billing events to the pages recognised.
+    counts = re.search(r"documents (\d+) · pages \d+ \(recognised (\d+)\)", summary)
+    ends = re.search(r"completed (\d+) · failed (\d+) · billing events (\d+)", summary)
+    assert counts and ends, summary[-800:]
+    assert int(ends.group(1)) + int(ends.group(2)) == int(counts.group(1)), summary[-800:]
+    assert ends.group(3) == counts.group(2), summary[-800:]
 
 
 def _submitted(_root: Path, outcome: Outcome) -> None:
