@@ -341,8 +341,8 @@ def _fault_summary(_root: Path, outcome: Outcome) -> None:
     duplicates = re.search(r"duplicates delivered (\d+), dropped (\d+)", summary)
     assert duplicates and duplicates.group(1) == duplicates.group(2), summary[-800:]
     assert re.search(r"faults injected [1-9]", summary), "--fault-rate injected no fault"
-    # ... completed and failed add up to the documents, billing events to the pages recognised.
-    counts = re.search(r"documents (\d+) · pages \d+ \(recognised (\d+)\)", summary)
+    # ... completed and failed add up to the documents, billing events to the pages recognized.
+    counts = re.search(r"documents (\d+) · pages \d+ \(recognized (\d+)\)", summary)
     ends = re.search(r"completed (\d+) · failed (\d+) · billing events (\d+)", summary)
     assert counts and ends, summary[-800:]
     assert int(ends.group(1)) + int(ends.group(2)) == int(counts.group(1)), summary[-800:]
@@ -388,7 +388,7 @@ def _uploaded_invoice_extracted(root: Path, _outcome: Outcome) -> None:
         listed = s3.list_objects_v2(Bucket=bucket, Prefix="results/in/invoice.jpg/").get("Contents", [])
         if listed:
             break
-        assert time.monotonic() < deadline, "the upload with metadata was never recognised"
+        assert time.monotonic() < deadline, "the upload with metadata was never recognized"
         time.sleep(1)
     result = json.loads(s3.get_object(Bucket=bucket, Key=listed[0]["Key"])["Body"].read())
     text = json.dumps(result)
