@@ -88,7 +88,7 @@ def print_summary(report: RunReport) -> None:
     events = ", ".join(f"{count} {kind}" for kind, count in sorted(report.event_counts.items()))
     money = f"{total} {currencies.pop()}" if len(currencies) == 1 else "-"
     console.print(
-        f"{len(report.documents)} documents, {len(report.failed)} not completed · total cost {money} · "
+        f"{_count(len(report.documents), 'document')}, {len(report.failed)} not completed · total cost {money} · "
         f"events: {events} → {report.events_file} · {report.elapsed_s} s"
     )
     figures = run_figures(report)
@@ -157,3 +157,7 @@ def _lines(path: Path) -> list[str]:
 
 def report_json(report: RunReport) -> dict[str, Any]:
     return {**report.model_dump(mode="json"), "figures": run_figures(report)}
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
