@@ -77,11 +77,12 @@ test: setup
 		echo "make test: WARNING: sam build skipped: the venv has Python $(PYTHON_VERSION), not $(LAMBDA_PYTHON) (see make setup)" >&2; fi
 	$(BIN)/python -m pytest
 
+## The fast tests (no network), and the slow ones that drive the local stack (marked integration).
 unit: setup
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest -m "not integration" tests
 
 integration: setup
-	$(BIN)/python -m pytest tests/integration
+	$(BIN)/python -m pytest -m integration tests
 
 lint: setup
 	$(BIN)/ruff check .

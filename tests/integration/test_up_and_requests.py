@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PARTNER = "partner-documents"
 FINAL = ["document.completed", "document.failed"]
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 Model Studio "Qwen-OCR" (Japanese page of 2026-02-04, cross-checked with the Indonesian one), in
 /work/shared/reference/seeds/. The emulator imports none of this from the client package
 (`ocr_pipeline`): a misreading of the documentation there would otherwise be shared by the emulator
-and go unseen. `tests/unit/test_emulator_vendor_facts.py` pits the two copies against each other on
+and go unseen. `tests/unit/devkit/test_emulator_vendor_facts.py` pits the two copies against each other on
 the documented examples; when they disagree, the documentation decides which one is wrong.
 """
 

@@ -4,7 +4,7 @@ leave one job working while Lambda's failure path announced a second, failed one
 
 The page queue's consumer is switched off in this copy of the template, so that what the upload function
 sent can be counted on the queue; following the dispatch chain to every page is covered by
-tests/unit/test_one_job_per_upload.py.
+tests/unit/pipeline/test_one_job_per_upload.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from ocr_devkit.run import RunOptions, local_pipeline
 
 from tests.integration.stack.helpers import write_template_copy
-from tests.unit.test_fanout_memory import blank_pdf
+from tests.unit.pipeline.test_fanout_memory import blank_pdf
 
 pytestmark = pytest.mark.integration
 

@@ -13,6 +13,8 @@ import pytest
 from botocore.exceptions import ClientError
 from ocr_devkit.stack.moto_server import AtomicDynamoMotoServer
 
+pytestmark = pytest.mark.integration
+
 THREADS = 8
 PAGES = 60
 

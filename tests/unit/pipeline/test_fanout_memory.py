@@ -85,11 +85,9 @@ def measure_small_and_large() -> dict[str, int]:
 
 
 def test_planning_2000_pages_takes_no_more_memory_than_planning_10():
-    script = (
-        "import json\nfrom tests.unit.test_fanout_memory import measure_small_and_large as m\nprint(json.dumps(m()))"
-    )
+    script = "import json\nfrom tests.unit.pipeline.test_fanout_memory import measure_small_and_large as m\nprint(json.dumps(m()))"
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True
+        [sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[3], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-2000:]
     measured = json.loads(result.stdout.strip().splitlines()[-1])

@@ -11,7 +11,7 @@ from ocr_pipeline.adapters.dashscope.ratelimit import RateLimiter
 from ocr_pipeline.errors import OcrRetriesExhausted
 from ocr_pipeline.tasks import TaskOptions
 
-from tests.unit.test_client import NATIVE_OK, FakeClock, make_call
+from tests.unit.adapters.test_client import NATIVE_OK, FakeClock, make_call
 
 
 def test_request_starts_are_spaced_by_the_rate():

@@ -13,7 +13,7 @@ import pytest
 from ocr_pipeline.results import parse_model_output, split_fence
 from ocr_pipeline.tasks import OcrTask
 
-VENDOR = Path(__file__).resolve().parents[1] / "fixtures" / "vendor"
+VENDOR = Path(__file__).resolve().parents[2] / "fixtures" / "vendor"
 
 
 def vendor_text(name: str) -> str:

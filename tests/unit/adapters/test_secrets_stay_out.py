@@ -8,7 +8,7 @@ from ocr_pipeline.adapters.dashscope import OcrServiceSettings, QwenOcrClient
 from ocr_pipeline.pipeline.upload import UploadedObject
 
 from tests.support.fakes import INPUT, Pipeline, text_png
-from tests.unit.test_client import NATIVE_OK
+from tests.unit.adapters.test_client import NATIVE_OK
 
 CANARY = "sk-canary-7f3e9c1d"
 

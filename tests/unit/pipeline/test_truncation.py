@@ -22,10 +22,10 @@ from ocr_pipeline.pipeline.upload import UploadedObject
 from ocr_pipeline.tasks import TaskOptions
 
 from tests.support.fakes import INPUT, RESULTS, Pipeline, text_png
-from tests.unit.test_client import COMPATIBLE_OK, NATIVE_OK, client_with, make_call, scripted
-from tests.unit.test_metrics import emitted
+from tests.unit.adapters.test_client import COMPATIBLE_OK, NATIVE_OK, client_with, make_call, scripted
+from tests.unit.adapters.test_metrics import emitted
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ENV = {"RESULT_BUCKET": "r", "TOPIC_ARN": "arn:aws:sns:us-east-1:1:t", "PAGE_QUEUE_URL": "q", "JOBS_TABLE": "j"}
 
 

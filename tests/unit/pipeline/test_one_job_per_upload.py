@@ -13,7 +13,7 @@ from ocr_pipeline.pipeline.upload import UploadedObject
 
 from tests.support.fakes import INPUT, Pipeline
 from tests.support.images import multipage_tiff
-from tests.unit.test_fanout_memory import blank_pdf
+from tests.unit.pipeline.test_fanout_memory import blank_pdf
 
 
 def messages(p: Pipeline) -> list[PageWork | PageDispatch]:

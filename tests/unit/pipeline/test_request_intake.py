@@ -22,7 +22,7 @@ from ocr_pipeline.pipeline.sources import SourcePolicy
 from tests.support.fakes import INPUT, RESULTS, Pipeline, text_png
 from tests.support.images import multipage_tiff
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PARTNER = "partner-documents"
 PUBLIC_ADDRESS = "93.184.215.14"
 

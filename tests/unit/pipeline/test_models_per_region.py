@@ -26,7 +26,7 @@ from PIL import Image
 
 from tests.support.fakes import INPUT, RESULTS, FakeOcrService, Pipeline, text_png
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # The template refuses a DashScope deploy without a key.
 WITH_KEY = {"ApiKeySecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:dashscope-AbCdEf"}
 ENV = {"RESULT_BUCKET": "r", "TOPIC_ARN": "arn:aws:sns:us-east-1:1:t", "PAGE_QUEUE_URL": "q", "JOBS_TABLE": "j"}

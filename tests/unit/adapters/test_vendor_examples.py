@@ -17,7 +17,7 @@ from ocr_pipeline.ocr_service import OcrCall
 from ocr_pipeline.results import split_fence
 from ocr_pipeline.tasks import OcrTask, TaskOptions
 
-VENDOR = Path(__file__).parents[1] / "fixtures" / "vendor"
+VENDOR = Path(__file__).parents[2] / "fixtures" / "vendor"
 MANIFEST = json.loads((VENDOR / "manifest.json").read_text(encoding="utf-8"))
 
 

@@ -19,8 +19,8 @@ from ocr_pipeline.tasks import OcrTask, TaskOptions
 from ocr_pipeline.tokens import PixelBudget, image_tokens
 from PIL import Image
 
-from tests.unit.test_client import make_call
-from tests.unit.test_estimate import documented_image_tokens
+from tests.unit.adapters.test_client import make_call
+from tests.unit.devkit.test_estimate import documented_image_tokens
 
 A4_300_DPI = (2480, 3508)  # width, height
 

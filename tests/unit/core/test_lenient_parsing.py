@@ -21,8 +21,8 @@ from ocr_pipeline.results import parse_json_lenient, parse_model_output
 from ocr_pipeline.tasks import OcrTask, TaskOptions, parse_schema_text
 
 from tests.support.fakes import INPUT, RESULTS, Pipeline, text_png
-from tests.unit.test_client import NATIVE_OK, FakeClock, client_with, make_call, scripted
-from tests.unit.test_metrics import emitted
+from tests.unit.adapters.test_client import NATIVE_OK, FakeClock, client_with, make_call, scripted
+from tests.unit.adapters.test_metrics import emitted
 
 GOOD_BOX = {
     "text": "Audience",

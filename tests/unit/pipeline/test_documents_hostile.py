@@ -24,7 +24,7 @@ from ocr_pipeline.tokens import PixelBudget
 from tests.support.fakes import INPUT, Pipeline
 from tests.support.memory import MemoryObjectStore
 from tests.support.streams import CountingFile
-from tests.unit.test_pdf_pages import A4, drawn_pdf, encrypted_pdf, handmade_pdf, hostile_pdfs, raster_pdf
+from tests.unit.core.test_pdf_pages import A4, drawn_pdf, encrypted_pdf, handmade_pdf, hostile_pdfs, raster_pdf
 
 # Every code a document may fail with because of what it is (README, "Error codes are stable").
 DOCUMENT_CODES = {

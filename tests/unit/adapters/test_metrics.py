@@ -15,7 +15,7 @@ from ocr_pipeline.tasks import TaskOptions
 
 from tests.support.fakes import INPUT, Pipeline, text_png
 from tests.support.memory import MemoryEventBus
-from tests.unit.test_client import NATIVE_OK, FakeClock, make_call
+from tests.unit.adapters.test_client import NATIVE_OK, FakeClock, make_call
 
 
 def emitted(capsys) -> list[dict]:
