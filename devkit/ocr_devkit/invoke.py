@@ -329,7 +329,8 @@ def invoke(
 ) -> tuple[Any, str]:
     """Run `function` once on `sample` against the stack of `state`: (InvocationResult, the function's log)."""
     from ocr_devkit.stack.clients import ClientFactory
-    from ocr_devkit.stack.runner import Runner, RunnerOptions, UnknownFunctionError
+    from ocr_devkit.stack.invocation import RunnerOptions, UnknownFunctionError
+    from ocr_devkit.stack.runner import Runner
 
     resolved, resources = running_stack(state)
     event, seed_spec = render_sample(sample, stack_lookup(resolved))

@@ -3,7 +3,11 @@
     cfn.py        load a CloudFormation/SAM template, resolve intrinsics, parameters, conditions, Globals
     functions.py  each function's handler, folders, limits, environment and event sources
     provision.py  create the resources in moto, in dependency order
-    runner.py     run each function in its own worker processes, fed by its SQS/S3/SNS event sources
+    runner.py     run each function in its own worker processes, fed by its SQS/S3/SNS event sources:
+      pool.py          each function's worker processes
+      sqs_poller.py    SQS event source mappings
+      async_invoke.py  S3/SNS events as asynchronous invocations, with retries and destinations
+      invocation.py    the runner's options and its record of what ran
     worker.py     the worker process (standard library only)
     local.py      LocalStack: all of the above as one context manager
 
@@ -18,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .cfn import ResolvedTemplate, Template, TemplateError, load_template, resolve_template
+    from .invocation import FunctionStats, IdleTimeoutError, InvocationResult, RunnerOptions
     from .local import LocalStack, LocalStackError
     from .provision import ProvisionedResource, StackResources, provision
-    from .runner import FunctionStats, IdleTimeoutError, InvocationResult, Runner, RunnerOptions
+    from .runner import Runner
 
 _EXPORTS = {
     "Template": "cfn",
@@ -33,11 +38,11 @@ _EXPORTS = {
     "ProvisionedResource": "provision",
     "StackResources": "provision",
     "provision": "provision",
-    "FunctionStats": "runner",
-    "IdleTimeoutError": "runner",
-    "InvocationResult": "runner",
+    "FunctionStats": "invocation",
+    "IdleTimeoutError": "invocation",
+    "InvocationResult": "invocation",
     "Runner": "runner",
-    "RunnerOptions": "runner",
+    "RunnerOptions": "invocation",
 }
 
 __all__ = [

@@ -2,14 +2,22 @@
 
 `load_template` reads the YAML (short-form tags become their long `Fn::` form), and `resolve_template`
 binds it to a stack: parameters (defaults, overrides, constraints), pseudo parameters, conditions,
-mappings, SAM `Globals`, and the Ref/GetAtt values of every resource. Before provisioning, those values
-are predicted from the physical names; the provisioner replaces them with what moto actually returned
+mappings, and the Ref/GetAtt values of every resource. Before provisioning, those values are predicted
+from the physical names; the provisioner replaces them with what moto actually returned
 (`ResolvedTemplate.record`), so a resource created later sees the real ARN of one created earlier.
+
+What SAM adds is left to SAM's own transform (aws-sam-translator, `sam_transform`): its Globals merge,
+and the resources it generates (execution roles, event source mappings, invoke configs, notifications).
+What is hand-written here is what the transform leaves to CloudFormation: evaluating intrinsics,
+parameters, conditions and rules, and binding physical names, which moto needs before it can create
+anything.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
+import functools
 import hashlib
 import json
 import re
@@ -198,6 +206,12 @@ class Template:
     def globals(self) -> dict[str, Any]:
         return dict(self.body.get("Globals") or {})
 
+    @property
+    def uses_sam(self) -> bool:
+        return any(
+            str((body or {}).get("Type", "")).startswith("AWS::Serverless::") for body in self.resources.values()
+        )
+
 
 def parse_template(text: str, directory: Path | str = ".") -> Template:
     try:
@@ -234,32 +248,6 @@ class Resource:
     condition: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     implicit: bool = False  # created by the SAM transform (e.g. a function's execution role)
-
-
-def is_intrinsic(value: Any) -> bool:
-    if not isinstance(value, dict) or len(value) != 1:
-        return False
-    key = next(iter(value))
-    return key in ("Ref", "Condition") or key.startswith("Fn::")
-
-
-def merge_sam_globals(global_section: Mapping[str, Any], local: Mapping[str, Any]) -> dict[str, Any]:
-    """SAM's merge: maps merge recursively, lists are additive, the resource's scalars win."""
-    merged: dict[str, Any] = dict(global_section)
-    for key, value in local.items():
-        current = merged.get(key)
-        if (
-            isinstance(current, dict)
-            and isinstance(value, dict)
-            and not is_intrinsic(current)
-            and not is_intrinsic(value)
-        ):
-            merged[key] = merge_sam_globals(current, value)
-        elif isinstance(current, list) and isinstance(value, list):
-            merged[key] = [*current, *value]
-        else:
-            merged[key] = value
-    return merged
 
 
 def short_hash(*parts: str, length: int = 8) -> str:
@@ -428,7 +416,8 @@ class ResolvedTemplate:
     # -- resources ------------------------------------------------------------------------------------------------
 
     def _collect_resources(self) -> dict[str, Resource]:
-        function_globals = dict(self.template.globals.get("Function") or {})
+        # SAM's own Globals merge (maps merge, lists add up, the resource's scalars win, IgnoreGlobals).
+        sam_globals = _sam_globals(self.template)
         resources: dict[str, Resource] = {}
         for logical_id, body in self.template.resources.items():
             if not isinstance(body, dict) or "Type" not in body:
@@ -437,8 +426,8 @@ class ResolvedTemplate:
             if condition is not None and not self.condition(str(condition)):
                 continue
             properties = dict(body.get("Properties") or {})
-            if body["Type"] == SERVERLESS_FUNCTION and function_globals:
-                properties = merge_sam_globals(function_globals, properties)
+            if sam_globals is not None:
+                properties = sam_globals.merge(str(body["Type"]), properties, logical_id, body.get("IgnoreGlobals"))
             depends_on = body.get("DependsOn") or ()
             resources[logical_id] = Resource(
                 logical_id=logical_id,
@@ -448,11 +437,17 @@ class ResolvedTemplate:
                 condition=str(condition) if condition is not None else None,
                 metadata=dict(body.get("Metadata") or {}),
             )
-        # The SAM transform creates an execution role for a function that names none; templates may refer to it.
-        for resource in list(resources.values()):
-            role_id = f"{resource.logical_id}Role"
-            if resource.type == SERVERLESS_FUNCTION and "Role" not in resource.properties and role_id not in resources:
-                resources[role_id] = Resource(logical_id=role_id, type="AWS::IAM::Role", properties={}, implicit=True)
+        # The execution roles the SAM transform generates: templates refer to them (`!GetAtt FnRole.Arn`), and
+        # provisioning records them. Their policies are read from the transform's output (roles.py).
+        if self.template.uses_sam:
+            for logical_id, body in sam_transform(self.template, self.region)["Resources"].items():
+                condition = body.get("Condition")
+                if (
+                    body["Type"] == "AWS::IAM::Role"
+                    and logical_id not in resources
+                    and (condition is None or self.condition(str(condition)))
+                ):
+                    resources[logical_id] = Resource(logical_id, "AWS::IAM::Role", {}, implicit=True)
         return resources
 
     def resource(self, logical_id: str, *, where: str = "") -> Resource:
@@ -898,3 +893,62 @@ def resolve_template(
         parameters=parameters,
         endpoint_url=endpoint_url,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# SAM's transform
+
+_PACKAGED_CODE = ("CodeUri", "ContentUri")
+
+
+class _NoManagedPolicyNames:
+    """SAM looks managed-policy names up with IAM ListPolicies; offline, names must be given as ARNs."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def _sam_globals(template: Template) -> Any:
+    """The translator's Globals section object, or None for a template without one."""
+    if not template.globals:
+        return None
+    from samtranslator.plugins.globals.globals import Globals, InvalidGlobalsSectionException
+
+    try:
+        return Globals(template.body)
+    except InvalidGlobalsSectionException as exc:
+        raise TemplateError(f"Globals: {exc.message}") from exc
+
+
+@functools.lru_cache(maxsize=8)
+def _translate(text: str, region: str) -> dict[str, Any]:
+    import boto3
+    from samtranslator.parser.parser import Parser
+    from samtranslator.translator.translator import Translator
+
+    body = json.loads(text)
+    for resource in body.get("Resources", {}).values():
+        properties = resource.get("Properties") or {}
+        for key in _PACKAGED_CODE:
+            # SAM accepts only packaged code (what `sam package` leaves); the local stack runs the folders,
+            # which it reads from the template as written, so a placeholder location is enough here.
+            if isinstance(properties.get(key), str):
+                properties[key] = f"s3://local-code/{hashlib.sha1(properties[key].encode()).hexdigest()}"
+    # The region only picks the partition of the ARNs SAM writes; no AWS call is made.
+    session = boto3.session.Session(region_name=region, aws_access_key_id="unused", aws_secret_access_key="unused")
+    translated: dict[str, Any] = Translator(None, Parser(), boto_session=session).translate(
+        body, {}, _NoManagedPolicyNames()
+    )
+    return translated
+
+
+def sam_transform(template: Template, region: str) -> dict[str, Any]:
+    """The template as plain CloudFormation, as SAM's transform makes it (cached per text and region).
+
+    Intrinsics are left for `ResolvedTemplate.resolve`; the generated resources refer to the declared
+    ones by their logical ids, so they resolve against the same stack.
+    """
+    try:
+        return copy.deepcopy(_translate(json.dumps(template.body, default=str), region))
+    except Exception as exc:  # samtranslator's InvalidDocumentException lists every problem in its message
+        raise TemplateError(f"SAM transform failed: {exc}") from exc

@@ -1,8 +1,13 @@
 """What the runner needs to know about each Lambda function, read from the resolved template.
 
 A `FunctionSpec` is one `AWS::Serverless::Function` (or an `AWS::Lambda::Function` whose code is a local
-folder): handler, code and layer folders, limits, environment, and the event sources that push to it:
-SAM `Events` of type SQS, S3 and SNS, plus `AWS::Lambda::EventSourceMapping` resources for SQS.
+folder): handler, code and layer folders, limits, environment, and the event sources that push to it.
+
+The event sources and async settings are read from SAM's transform (`cfn.sam_transform`), as
+CloudFormation gets them: SQS event source mappings, SNS subscriptions, event invoke configs and dead-letter
+configs, whether SAM generated them from `Events`/`EventInvokeConfig` or the template declares them. S3
+events are the exception: SAM folds them into the bucket's NotificationConfiguration, where the event they
+came from is lost, and the runner names each event's hidden queue after it; they are read as declared.
 Events that have no local meaning (Schedule, Api, streams, ...) are listed in `skipped_events`.
 """
 
@@ -21,6 +26,7 @@ from .cfn import (
     ResolvedTemplate,
     TemplateError,
     cfn_string,
+    sam_transform,
     short_hash,
 )
 
@@ -202,9 +208,11 @@ def _layer_dirs(resolved: ResolvedTemplate, layers: list[Any], notes: list[str])
     return tuple(dirs)
 
 
-def _parse_events(
+def _declared_events(
     resolved: ResolvedTemplate, logical_id: str, events: Mapping[str, Any], skipped: list[str]
 ) -> list[EventSource]:
+    """The S3 events of a function's `Events` (see the module's docstring); the kinds with no local source
+    are listed in `skipped`. SQS and SNS events come from the transform (`_generated_sources`)."""
     sources: list[EventSource] = []
     for name, event in events.items():
         where = f"Resources.{logical_id}.Properties.Events.{name}"
@@ -212,9 +220,7 @@ def _parse_events(
             raise TemplateError(f"{where}: not a map")
         kind = str(event.get("Type", ""))
         props = dict(event.get("Properties") or {})
-        if kind == "SQS":
-            sources.append(_sqs_source(name, props, where))
-        elif kind == "S3":
+        if kind == "S3":
             bucket = props.get("Bucket")
             if not isinstance(bucket, str):
                 raise TemplateError(f"{where}.Properties.Bucket: must be a Ref to a bucket of the template")
@@ -230,18 +236,7 @@ def _parse_events(
                     queue_logical_id=hidden_queue_logical_id(logical_id, name),
                 )
             )
-        elif kind == "SNS":
-            policy = props.get("FilterPolicy")
-            sources.append(
-                SnsEventSource(
-                    name=name,
-                    topic_arn=str(props.get("Topic")),
-                    filter_policy=json.loads(policy) if isinstance(policy, str) else policy,
-                    filter_policy_scope=props.get("FilterPolicyScope"),
-                    queue_logical_id=hidden_queue_logical_id(logical_id, name),
-                )
-            )
-        else:
+        elif kind not in ("SQS", "SNS"):
             skipped.append(f"{name} ({kind}): no local event source")
     return sources
 
@@ -267,32 +262,77 @@ def _sqs_source(name: str, props: Mapping[str, Any], where: str) -> SqsEventSour
 def function_specs(resolved: ResolvedTemplate) -> dict[str, FunctionSpec]:
     """Every runnable function of the template, by logical id (resolve after provisioning, for real ARNs)."""
     specs: dict[str, FunctionSpec] = {}
-    mappings = resolved.of_type("AWS::Lambda::EventSourceMapping")
-    invoke_configs = resolved.of_type("AWS::Lambda::EventInvokeConfig")
     for resource in resolved.of_type(*FUNCTION_TYPES):
         spec = function_spec(resolved, resource.logical_id)
-        if spec is None:
+        if spec is not None:
+            specs[spec.logical_id] = spec
+    if not specs:
+        return specs
+    transformed = sam_transform(resolved.template, resolved.region) if resolved.template.uses_sam else {}
+    generated = transformed.get("Resources") or resolved.template.resources
+    for spec in specs.values():
+        specs[spec.logical_id] = _with_generated_sources(resolved, spec, generated)
+    return specs
+
+
+def _function_of(resolved: ResolvedTemplate, spec: FunctionSpec, reference: Any) -> bool:
+    return str(resolved.resolve(reference)) in (spec.function_name, spec.arn)
+
+
+def _with_generated_sources(
+    resolved: ResolvedTemplate, spec: FunctionSpec, resources: Mapping[str, Any]
+) -> FunctionSpec:
+    """`spec` with the event source mappings, SNS subscriptions and async settings that name it."""
+    sources: list[EventSource] = []
+    skipped = list(spec.skipped_events)
+    # SAM's DeadLetterQueue becomes the function's DeadLetterConfig.
+    function_props = (resources.get(spec.logical_id) or {}).get("Properties") or {}
+    dead_letter = _destination(resolved.resolve(function_props.get("DeadLetterConfig")))
+    async_config = AsyncConfig(dead_letter=dead_letter)
+    declared = resolved.template.resources
+    for logical_id, body in resources.items():
+        condition = body.get("Condition")
+        if condition is not None and not resolved.condition(str(condition)):
             continue
-        extra_sources: list[EventSource] = []
-        skipped = list(spec.skipped_events)
-        for mapping in mappings:
-            props = resolved.properties(mapping.logical_id)
-            if str(props.get("FunctionName")) not in (spec.function_name, spec.arn):
-                continue
+        kind = body.get("Type")
+        props = body.get("Properties") or {}
+        where = f"Resources.{logical_id}"
+        # SAM names what it generates for an event after the function and the event (`RecognizeFunctionPages`).
+        is_generated = logical_id not in declared
+        name = logical_id.removeprefix(spec.logical_id) if is_generated else logical_id
+        if kind == "AWS::Lambda::EventSourceMapping" and _function_of(resolved, spec, props.get("FunctionName")):
+            props = resolved.resolve(props, path=f"{where}.Properties")
             source_arn = str(props.get("EventSourceArn", ""))
             if _arn_service(source_arn) == "sqs":
-                extra_sources.append(_sqs_source(mapping.logical_id, props, f"Resources.{mapping.logical_id}"))
-            else:
-                skipped.append(f"{mapping.logical_id} ({source_arn}): only SQS event source mappings run locally")
-        async_config = spec.async_config
-        for config in invoke_configs:
-            props = resolved.properties(config.logical_id)
-            if str(props.get("FunctionName")) in (spec.function_name, spec.arn):
-                async_config = _async_config(props, async_config.dead_letter)
-        specs[spec.logical_id] = replace(
-            spec, events=(*spec.events, *extra_sources), skipped_events=tuple(skipped), async_config=async_config
-        )
-    return specs
+                sources.append(_sqs_source(name, props, where))
+            elif not is_generated:  # a SAM event of another kind is already listed as skipped
+                skipped.append(f"{logical_id} ({source_arn}): only SQS event source mappings run locally")
+        elif (
+            kind == "AWS::SNS::Subscription"
+            and is_generated
+            and props.get("Protocol") == "lambda"
+            and _function_of(resolved, spec, props.get("Endpoint"))
+        ):
+            props = resolved.resolve(props, path=f"{where}.Properties")
+            policy = props.get("FilterPolicy")
+            sources.append(
+                SnsEventSource(
+                    name=name,
+                    topic_arn=str(props.get("TopicArn")),
+                    filter_policy=json.loads(policy) if isinstance(policy, str) else policy,
+                    filter_policy_scope=props.get("FilterPolicyScope"),
+                    queue_logical_id=hidden_queue_logical_id(spec.logical_id, name),
+                )
+            )
+        elif kind == "AWS::Lambda::EventInvokeConfig" and _function_of(resolved, spec, props.get("FunctionName")):
+            async_config = _async_config(resolved.resolve(props, path=f"{where}.Properties"), async_config.dead_letter)
+    # In the order the function declares its events (the transform sorts them), then the mappings declared apart.
+    declared_events = list(((declared.get(spec.logical_id) or {}).get("Properties") or {}).get("Events") or {})
+    events = sorted(
+        (*spec.events, *sources),
+        key=lambda event: declared_events.index(event.name) if event.name in declared_events else len(declared_events),
+    )
+    return replace(spec, events=tuple(events), skipped_events=tuple(skipped), async_config=async_config)
 
 
 def _async_config(props: Mapping[str, Any], dead_letter: Destination | None) -> AsyncConfig:
@@ -326,14 +366,7 @@ def function_spec(resolved: ResolvedTemplate, logical_id: str) -> FunctionSpec |
     environment = {str(k): cfn_string(v) for k, v in ((props.get("Environment") or {}).get("Variables") or {}).items()}
     notes: list[str] = []
     skipped: list[str] = []
-    events = _parse_events(resolved, logical_id, props.get("Events") or {}, skipped)
-    dead_letter = _destination(props.get("DeadLetterQueue") or props.get("DeadLetterConfig"))
-    invoke_config = props.get("EventInvokeConfig")
-    async_config = (
-        _async_config(invoke_config, dead_letter)
-        if isinstance(invoke_config, dict)
-        else AsyncConfig(dead_letter=dead_letter)
-    )
+    events = _declared_events(resolved, logical_id, props.get("Events") or {}, skipped)
     reserved = props.get("ReservedConcurrentExecutions")
     return FunctionSpec(
         logical_id=logical_id,
@@ -350,7 +383,6 @@ def function_spec(resolved: ResolvedTemplate, logical_id: str) -> FunctionSpec |
         reserved_concurrency=_int(reserved, 0, f"{where}.ReservedConcurrentExecutions")
         if reserved is not None
         else None,
-        async_config=async_config,
         skipped_events=tuple(skipped),
         notes=tuple(notes),
     )

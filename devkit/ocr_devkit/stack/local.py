@@ -31,8 +31,9 @@ from typing import Any
 
 from .cfn import MOTO_ACCOUNT_ID, ResolvedTemplate, resolve_template
 from .clients import ClientFactory
+from .invocation import RunnerOptions
 from .provision import StackResources, provision
-from .runner import Runner, RunnerOptions
+from .runner import Runner
 
 logger = logging.getLogger(__name__)
 

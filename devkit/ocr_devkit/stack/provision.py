@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .cfn import FUNCTION_TYPES, LAYER_TYPES, ResolvedTemplate, cfn_string
+from .cfn import FUNCTION_TYPES, LAYER_TYPES, ResolvedTemplate, cfn_string, sam_transform
 from .clients import ClientFactory
 from .functions import S3EventSource, SnsEventSource, function_specs, hidden_queue_name
 from .roles import create_roles, function_roles
@@ -600,8 +600,8 @@ class _Provisioner:
 
     # -- DynamoDB -------------------------------------------------------------------------------------------------
 
-    def _table(self, logical_id: str) -> None:
-        props = self.resolved.properties(logical_id)
+    def _table(self, logical_id: str, props: dict[str, Any] | None = None) -> None:
+        props = self.resolved.properties(logical_id) if props is None else props
         name = self.resolved.physical_name(logical_id)
         billing = str(props.get("BillingMode", "PROVISIONED"))
         default_throughput = {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
@@ -646,22 +646,9 @@ class _Provisioner:
         self._record(logical_id, attributes=attributes)
 
     def _simple_table(self, logical_id: str) -> None:
-        props = self.resolved.properties(logical_id)
-        name = self.resolved.physical_name(logical_id)
-        key = props.get("PrimaryKey") or {"Name": "id", "Type": "String"}
-        key_type = {"String": "S", "Number": "N", "Binary": "B"}[str(key.get("Type", "String"))]
-        create: dict[str, Any] = {
-            "TableName": name,
-            "KeySchema": [{"AttributeName": key["Name"], "KeyType": "HASH"}],
-            "AttributeDefinitions": [{"AttributeName": key["Name"], "AttributeType": key_type}],
-        }
-        if props.get("ProvisionedThroughput"):
-            create["BillingMode"] = "PROVISIONED"
-            create["ProvisionedThroughput"] = _throughput(props["ProvisionedThroughput"], {})
-        else:
-            create["BillingMode"] = "PAY_PER_REQUEST"
-        description = self.dynamodb.create_table(**create)["TableDescription"]
-        self._record(logical_id, attributes={"Ref": name, "Arn": description["TableArn"]})
+        # SAM's transform makes it an AWS::DynamoDB::Table (key, billing mode), which is what is created.
+        table = sam_transform(self.resolved.template, self.resolved.region)["Resources"][logical_id]
+        self._table(logical_id, self.resolved.resolve(table["Properties"], path=f"Resources.{logical_id}.Properties"))
 
     # -- Secrets Manager, SSM -------------------------------------------------------------------------------------
 

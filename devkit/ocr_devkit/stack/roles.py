@@ -3,23 +3,19 @@
 SAM turns a function's `Policies` (inline statements, policy templates, managed-policy names and ARNs)
 into an `AWS::IAM::Role`, and adds what its event sources and destinations need (the SQS poller's
 managed policy, `sqs:SendMessage` on an OnFailure queue, X-Ray for `Tracing: Active`). Rather than
-re-implementing those rules, the template is put through SAM's own translator (aws-sam-translator), and
+re-implementing those rules, the template is put through SAM's own translator (`cfn.sam_transform`), and
 the roles it generates are resolved with the stack's parameters and physical names, created in moto,
 and assumed by the runner: a function can do locally exactly what its deployed role lets it do.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cfn import FUNCTION_TYPES, NO_VALUE, ResolvedTemplate, Template, TemplateError, generated_name
+from .cfn import FUNCTION_TYPES, NO_VALUE, ResolvedTemplate, TemplateError, sam_transform
 
-_PACKAGED_CODE = ("CodeUri", "ContentUri")
 _SESSION_SECONDS = 43200  # the longest STS allows; the local stack does not expire sessions anyway
 
 
@@ -38,46 +34,11 @@ class RoleSpec:
         return f"arn:aws:iam::{account_id}:role/{self.role_name}"
 
 
-class _NoManagedPolicyNames:
-    """SAM looks managed-policy names up with IAM ListPolicies; offline, names must be given as ARNs."""
-
-    def load(self) -> dict[str, str]:
-        return {}
-
-
-@functools.lru_cache(maxsize=8)
-def _translate(text: str, region: str) -> dict[str, Any]:
-    import boto3
-    from samtranslator.parser.parser import Parser
-    from samtranslator.translator.translator import Translator
-
-    body = json.loads(text)
-    for resource in body.get("Resources", {}).values():
-        properties = resource.get("Properties") or {}
-        for key in _PACKAGED_CODE:
-            # SAM only accepts packaged code (what `sam package` leaves); the roles do not depend on it.
-            if isinstance(properties.get(key), str):
-                properties[key] = f"s3://local-code/{hashlib.sha1(properties[key].encode()).hexdigest()}"
-    session = boto3.session.Session(region_name=region, aws_access_key_id="unused", aws_secret_access_key="unused")
-    translated: dict[str, Any] = Translator(None, Parser(), boto_session=session).translate(
-        body, {}, _NoManagedPolicyNames()
-    )
-    return translated
-
-
-def translate(template: Template, region: str) -> dict[str, Any]:
-    """The template as plain CloudFormation, as SAM's transform makes it (cached per text and region)."""
-    try:
-        return copy.deepcopy(_translate(json.dumps(template.body, sort_keys=True, default=str), region))
-    except Exception as exc:  # samtranslator's InvalidDocumentException lists every problem in its message
-        raise TemplateError(f"SAM transform failed: {exc}") from exc
-
-
 def function_roles(resolved: ResolvedTemplate, functions: list[str] | None = None) -> dict[str, RoleSpec]:
     """The role of each function (logical ids; default every function), resolved against the stack."""
     if functions is None:
         functions = [resource.logical_id for resource in resolved.of_type(*FUNCTION_TYPES)]
-    translated = translate(resolved.template, resolved.region)["Resources"]
+    translated = sam_transform(resolved.template, resolved.region)["Resources"]
     roles: dict[str, RoleSpec] = {}
     for function in functions:
         role_ref = (translated.get(function, {}).get("Properties") or {}).get("Role")
@@ -90,11 +51,7 @@ def function_roles(resolved: ResolvedTemplate, functions: list[str] | None = Non
         roles[function] = RoleSpec(
             function=function,
             logical_id=role_id,
-            role_name=(
-                resolved.physical_name(role_id)
-                if role_id in resolved.resources
-                else generated_name(resolved.stack_name, role_id, "AWS::IAM::Role")
-            ),
+            role_name=resolved.physical_name(role_id),
             trust_policy=resolved.resolve(properties.get("AssumeRolePolicyDocument"), path=here),
             inline_policies={str(p["PolicyName"]): p["PolicyDocument"] for p in policies},
             managed_policy_arns=tuple(

@@ -9,7 +9,7 @@ import resource
 from pathlib import Path
 
 import pytest
-from ocr_devkit.stack.runner import _Worker
+from ocr_devkit.stack.pool import WorkerProcess
 from ocr_devkit.stack.worker import WorkerConfig, vm_hwm_kb
 
 STATUS = """Name:\tpython3.12
@@ -61,7 +61,7 @@ def test_a_spawned_worker_reports_its_own_peak_not_the_runner_s(tmp_path):
         parent_pid=os.getpid(),
     )
     # When a worker is spawned and invoked once
-    worker = _Worker(multiprocessing.get_context("spawn"), config)
+    worker = WorkerProcess(multiprocessing.get_context("spawn"), config)
     try:
         _, init_error = worker.wait_ready(60)
         assert init_error is None
