@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .events import dead_letter_attributes, destination_record, is_s3_test_event, normalise_s3_event, sns_event
+from .events import dead_letter_attributes, destination_record, is_s3_test_event, normalize_s3_event, sns_event
 from .functions import Destination, S3EventSource, SnsEventSource
 from .invocation import InvocationResult, Ledger, RunnerOptions
 from .polling import QueuePoller
@@ -140,6 +140,6 @@ class AsyncEventPoller(QueuePoller):
         if isinstance(self.event, S3EventSource):
             if is_s3_test_event(document):
                 return document if self.options.deliver_s3_test_events else None
-            return normalise_s3_event(document, self.account_id)
+            return normalize_s3_event(document, self.account_id)
         assert isinstance(self.event, SnsEventSource)
         return sns_event(document, self.subscription_arn)

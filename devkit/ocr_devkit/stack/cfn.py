@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from samtranslator.yaml_helper import intrinsics_multi_constructor
 
 MOTO_ACCOUNT_ID = "123456789012"
 PARTITION = "aws"
@@ -135,55 +136,8 @@ _TemplateLoader.yaml_implicit_resolvers = {
 }
 
 
-def _construct_node(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        return loader.construct_scalar(node)
-    if isinstance(node, yaml.SequenceNode):
-        return loader.construct_sequence(node, deep=True)
-    if isinstance(node, yaml.MappingNode):
-        return loader.construct_mapping(node, deep=True)
-    raise TemplateError(f"unexpected YAML node {node!r}")  # pragma: no cover
-
-
-def _short_form(function: str) -> Any:
-    def construct(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
-        return {function: _construct_node(loader, node)}
-
-    return construct
-
-
-def _construct_get_att(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
-    value = _construct_node(loader, node)
-    if isinstance(value, str):
-        logical_id, _, attribute = value.partition(".")
-        return {"Fn::GetAtt": [logical_id, attribute]}
-    return {"Fn::GetAtt": value}
-
-
-_SHORT_TAGS = {
-    "Ref": "Ref",
-    "Condition": "Condition",
-    "Sub": "Fn::Sub",
-    "Join": "Fn::Join",
-    "Select": "Fn::Select",
-    "Split": "Fn::Split",
-    "If": "Fn::If",
-    "Equals": "Fn::Equals",
-    "Not": "Fn::Not",
-    "And": "Fn::And",
-    "Or": "Fn::Or",
-    "FindInMap": "Fn::FindInMap",
-    "GetAZs": "Fn::GetAZs",
-    "ImportValue": "Fn::ImportValue",
-    "Base64": "Fn::Base64",
-    "Cidr": "Fn::Cidr",
-    "Transform": "Fn::Transform",
-    "Length": "Fn::Length",
-    "ToJsonString": "Fn::ToJsonString",
-}
-for _tag, _function in _SHORT_TAGS.items():
-    _TemplateLoader.add_constructor(f"!{_tag}", _short_form(_function))
-_TemplateLoader.add_constructor("!GetAtt", _construct_get_att)
+# Short-form tags (!Ref, !Sub, !GetAtt a.b ...) become their long form, as SAM's own parser reads them.
+_TemplateLoader.add_multi_constructor("!", intrinsics_multi_constructor)
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ def is_s3_test_event(event: Any) -> bool:
     return isinstance(event, dict) and event.get("Event") == "s3:TestEvent"
 
 
-def normalise_s3_event(event: dict[str, Any], account_id: str) -> dict[str, Any]:
+def normalize_s3_event(event: dict[str, Any], account_id: str) -> dict[str, Any]:
     """Fill in the fields real S3 notifications carry and moto leaves out; fix the key encoding."""
     for record in event.get("Records") or []:
         request_id = uuid.uuid4().hex[:16].upper()

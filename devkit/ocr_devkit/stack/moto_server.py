@@ -4,7 +4,7 @@ DynamoDB makes each request atomic: an ADD counts every increment, and a transac
 nothing. moto's server runs requests on parallel threads without a lock, so two updates of one
 item can lose one (read, add and write interleave), and a transaction that fails restores its whole
 table from a copy taken before it began, undoing what other requests wrote meanwhile. The
-pipeline's page counters rely on that atomicity, so DynamoDB's requests are serialised here. The
+pipeline's page counters rely on that atomicity, so DynamoDB's requests are serialized here. The
 other services stay parallel: an SQS long poll would hold a global lock for seconds.
 """
 

@@ -21,7 +21,7 @@ Local shortcuts (same semantics, faster clock):
 * `duplicate_rate`: a share of deliveries is invoked twice with the identical event, as at-least-once
   delivery can. The original invocation decides what is deleted; the duplicate only counts in the stats.
   Workers then count their successful AWS writes per invocation, and a duplicate that succeeded without
-  writing anything counts as dropped (`duplicates_dropped`): the function recognised it as a repeat.
+  writing anything counts as dropped (`duplicates_dropped`): the function recognized it as a repeat.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 moto stamps every message with one fixed SenderId, so a stack that decides who pays by its sender
 (RequestTenants) would behave locally as if everyone were the same sender. Here the sender is read
-from the request's signature, once moto has authorised it, and given to the message moto creates for
+from the request's signature, once moto has authorized it, and given to the message moto creates for
 that request. moto's server serves each request on its own thread, so the sender travels in a
-thread-local from the authorisation to the message's construction.
+thread-local from the authorization to the message's construction.
 """
 
 from __future__ import annotations
@@ -39,22 +39,22 @@ def sender_id(account_id: str, partition: str, headers: dict[str, str]) -> str |
 
 
 def install() -> None:
-    """Wrap whatever authorises SQS requests now (strict_iam's checks), and moto's Message (idempotent).
+    """Wrap whatever authorizes SQS requests now (strict_iam's checks), and moto's Message (idempotent).
 
-    Call it after strict_iam has set its checks: they replace the authorisation method each time.
+    Call it after strict_iam has set its checks: they replace the authorization method each time.
     """
     global _installed
-    authorise = SQSResponse._authenticate_and_authorize_normal_action
-    if not getattr(authorise, "remembers_sender", False):
+    authorize = SQSResponse._authenticate_and_authorize_normal_action
+    if not getattr(authorize, "remembers_sender", False):
 
-        def authorise_and_remember_sender(self: Any, *args: Any, **kwargs: Any) -> None:
+        def authorize_and_remember_sender(self: Any, *args: Any, **kwargs: Any) -> None:
             _current.sender_id = None
-            authorise(self, *args, **kwargs)
+            authorize(self, *args, **kwargs)
             headers = {str(k): str(v) for k, v in self.headers.items()}
             _current.sender_id = sender_id(self.current_account, self.partition, headers)
 
-        authorise_and_remember_sender.remembers_sender = True  # type: ignore[attr-defined]
-        SQSResponse._authenticate_and_authorize_normal_action = authorise_and_remember_sender  # type: ignore[method-assign]
+        authorize_and_remember_sender.remembers_sender = True  # type: ignore[attr-defined]
+        SQSResponse._authenticate_and_authorize_normal_action = authorize_and_remember_sender  # type: ignore[method-assign]
     if _installed:
         return
     _installed = True

@@ -67,7 +67,7 @@ _CREDENTIAL_SCOPE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws
 
 @contextlib.contextmanager
 def iam_enforced() -> Iterator[None]:
-    """Every request to the in-process moto server is authenticated and authorised while inside."""
+    """Every request to the in-process moto server is authenticated and authorized while inside."""
     previous = settings.INITIAL_NO_AUTH_ACTION_COUNT
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
     ActionAuthenticatorMixin.request_count = 0
@@ -155,7 +155,7 @@ def _dynamodb_checks(response: Any) -> list[tuple[str, str]]:
     return [(action, table(name, body.get("IndexName")) if name else "*")]
 
 
-def _authorise_dynamodb(self: Any, resource: str = "*") -> None:
+def _authorize_dynamodb(self: Any, resource: str = "*") -> None:
     for action, arn in dict.fromkeys(_dynamodb_checks(self)):
         self._authenticate_and_authorize_action(_ActionRequest.for_action(action), arn)
 
@@ -182,7 +182,7 @@ _BATCH_ACTIONS = {
 }
 
 
-def _authorise_batches_as_single(self: Any, resource: str = "*") -> None:
+def _authorize_batches_as_single(self: Any, resource: str = "*") -> None:
     action = self._get_action()
     request = _ActionRequest.for_action(_BATCH_ACTIONS[action]) if action in _BATCH_ACTIONS else IAMRequest
     self._authenticate_and_authorize_action(request, resource)
@@ -327,10 +327,10 @@ def _caller(response: Any) -> tuple[str, str] | None:
     return str(key.arn), str(key.arn)
 
 
-def _authorise_sns(self: Any, resource: str = "*") -> None:
+def _authorize_sns(self: Any, resource: str = "*") -> None:
     """The caller's own policies, then the Deny statements of the topic's policy."""
     enforced = ActionAuthenticatorMixin.request_count >= settings.INITIAL_NO_AUTH_ACTION_COUNT
-    _authorise_batches_as_single(self, resource)
+    _authorize_batches_as_single(self, resource)
     topic = self.backend.topics.get(resource)
     if not enforced or topic is None or not topic.policy:
         return
@@ -346,11 +346,11 @@ def _authorise_sns(self: Any, resource: str = "*") -> None:
 def _patch_resource_checks() -> None:
     """Teach moto which resource each of these services' requests acts on (idempotent)."""
     SNSResponse._determine_resource = _sns_resource  # type: ignore[attr-defined]
-    SNSResponse._authenticate_and_authorize_normal_action = _authorise_sns  # type: ignore[method-assign]
-    SQSResponse._authenticate_and_authorize_normal_action = _authorise_batches_as_single  # type: ignore[method-assign]
+    SNSResponse._authenticate_and_authorize_normal_action = _authorize_sns  # type: ignore[method-assign]
+    SQSResponse._authenticate_and_authorize_normal_action = _authorize_batches_as_single  # type: ignore[method-assign]
     SQSResponse._determine_resource = _sqs_resource  # type: ignore[method-assign]
     SecretsManagerResponse._determine_resource = _secret_resource  # type: ignore[attr-defined]
-    DynamoHandler._authenticate_and_authorize_normal_action = _authorise_dynamodb  # type: ignore[method-assign]
+    DynamoHandler._authenticate_and_authorize_normal_action = _authorize_dynamodb  # type: ignore[method-assign]
 
 
 # --- S3's answer for a missing key ------------------------------------------------------------------------------
