@@ -12,7 +12,8 @@ but leaves gaps that would let a missing permission pass locally and fail on the
   (`dynamodb:PutItem`, `dynamodb:ConditionCheckItem`, ...) on each table they touch. moto asks for the
   batch operation's own name, which no policy grants; here each is checked as AWS checks it.
 * S3 answers `HeadObject`/`GetObject` on a missing key with 403 unless the caller may `s3:ListBucket` on
-  the bucket; moto answers 404 regardless (`missing_keys_as_aws`).
+  the bucket; moto answers 404 regardless (`missing_keys_as_aws`). An unsigned request gets 403 as on
+  AWS, where moto fails with a 500.
 * moto never reads an SNS topic's own policy. AWS refuses a request that an explicit Deny in it matches,
   whatever the caller's policies allow; so does this module (`resource_policy_denies`), for what such a
   Deny can say without the cloud: its actions, resources and principals, and conditions on
@@ -392,10 +393,24 @@ _ACCESS_DENIED_XML = (
 )
 
 
+def _unsigned(environ: dict[str, Any]) -> bool:
+    """A request with neither a signature header nor a presigned URL's, outside moto's own API."""
+    if environ.get("PATH_INFO", "").startswith("/moto-api"):
+        return False
+    query = environ.get("QUERY_STRING", "")
+    return not environ.get("HTTP_AUTHORIZATION") and "Signature=" not in query
+
+
 def missing_keys_as_aws(app: WsgiApp, account_id: str) -> WsgiApp:
-    """A missing key answers 403 AccessDenied unless the caller may list the bucket, as S3 does."""
+    """A missing key answers 403 AccessDenied unless the caller may list the bucket, as S3 does; an
+    unsigned request answers 403 too (moto fails on it with a 500 and a traceback)."""
 
     def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if settings.INITIAL_NO_AUTH_ACTION_COUNT == 0 and _unsigned(environ):
+            start_response(
+                "403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(_ACCESS_DENIED_XML)))]
+            )
+            return [_ACCESS_DENIED_XML]
         target = _s3_object_read(environ)
         if target is None or settings.INITIAL_NO_AUTH_ACTION_COUNT != 0:
             return app(environ, start_response)

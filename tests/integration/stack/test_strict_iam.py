@@ -116,3 +116,16 @@ def test_an_upload_deleted_before_it_is_processed_fails_as_not_found(pipeline: L
     event = final[key]
     assert event.event_type == "document.failed"
     assert event.data["error"]["code"] == "source.not_found"
+
+
+def test_an_unsigned_request_is_refused_as_aws_refuses_it(pipeline: LocalPipeline) -> None:
+    import urllib.error
+    import urllib.request
+
+    # Given requests that carry no signature (a bare GET is S3's ListBuckets, the other an object read)
+    for url in (pipeline.stack.endpoint_url, f"{pipeline.stack.endpoint_url}/{pipeline.result_bucket}/x.json"):
+        # Then each is refused with 403 AccessDenied, not answered (nor a 500 from inside the server)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5).close()
+        assert refused.value.code == 403
+        assert b"AccessDenied" in refused.value.read()
