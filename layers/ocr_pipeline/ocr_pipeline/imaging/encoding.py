@@ -19,17 +19,15 @@ from .steps import PreparationStep
 MimeType = Literal["image/png", "image/jpeg"]
 
 # Color images keep Pillow's per-row filter choice, which pays off on photos, but not its zlib:
-# Pillow writes the filtered rows stored (level 0) and ISA-L deflates them. On an 8.3 MP phone
-# photo: 275 ms for 7.0 MB, against 648 ms for 6.3 MB at Pillow's level 3 (its default 6 takes
-# 2.5x as long again). Should that be too big for the data URL, Pillow's level 3 gets its turn.
+# Pillow writes the filtered rows stored (level 0) and ISA-L deflates them: well under half the time
+# of Pillow's level 3 for a slightly bigger file (BENCHMARKS.md, page preparation). Should that be too
+# big for the data URL, Pillow's level 3 gets its turn.
 PNG_COMPRESS_LEVEL = 3
 # Grey images (text pages, scans: most of what we send) are written unfiltered, which is what
 # Pillow's per-row filter choice picks for nearly every row of them anyway, and deflated by ISA-L
-# (isal), whose level 1 is several times faster than zlib at any level and no bigger. On this
-# machine, 8.3 MP: a text page drawn from a PDF in 5 ms (493 KB) against zlib level 2's 30 ms
-# (502 KB) and Pillow's filtered 88 ms; a noisy grey scan in 37 ms (5.5 MB) against zlib's 188 ms
-# (5.8 MB). Smooth grey photographs grow unfiltered (+50 %), and one too big unfiltered still
-# gets the filtered PNG (below) before any JPEG.
+# (isal), whose level 1 is several times faster than zlib at any level and no bigger, for text
+# pages and noisy scans alike (BENCHMARKS.md, page preparation). Smooth grey photographs grow
+# unfiltered, and one too big unfiltered still gets the filtered PNG (below) before any JPEG.
 PNG_DEFLATE_LEVEL = 1
 JPEG_FALLBACK_QUALITIES = (90, 85, 75, 60)
 
