@@ -327,7 +327,7 @@ def local_stack(
     options: RunOptions, *, log_dir: Path, extra_parameters: dict[str, str] | None = None
 ) -> Iterator[tuple[Any, Any]]:
     """Emulator (unless a real backend is chosen) + the local stack from the template, with the API key stored."""
-    from ocr_devkit.stack import LocalStack
+    from ocr_devkit.stack.local import LocalStack
 
     with ExitStack() as stack:
         parameters, api_key, emulator = stack.enter_context(ocr_backend(options))
@@ -387,7 +387,7 @@ def run_pipeline(options: RunOptions, *, on_progress: ProgressCallback | None = 
 
         final = pipeline.wait_for_documents({u.key for u in uploads}, options.timeout_s, report_progress)
         # Billing events of the last pages, and late duplicates, may still be on their way.
-        from ocr_devkit.stack import IdleTimeoutError
+        from ocr_devkit.stack.invocation import IdleTimeoutError
 
         with contextlib.suppress(IdleTimeoutError):
             pipeline.stack.wait_until_idle(timeout=30.0)

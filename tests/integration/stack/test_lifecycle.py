@@ -8,8 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from ocr_devkit.stack import LocalStack
-from ocr_devkit.stack.local import LocalStackError
+from ocr_devkit.stack.local import LocalStack, LocalStackError
 
 from .helpers import published, stack_threads, wait_for
 

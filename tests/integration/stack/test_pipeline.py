@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ocr_devkit.stack import LocalStack
+from ocr_devkit.stack.local import LocalStack
 
 from .helpers import drain, published, record_bodies
 
