@@ -139,33 +139,12 @@ class FaultInjector:
         self.configure(latency_ms=value)
 
     @property
-    def fault_rate(self) -> float:
-        return self._rate
-
-    @fault_rate.setter
-    def fault_rate(self, value: float) -> None:
-        self.configure(fault_rate=value)
-
-    @property
     def retry_after_seconds(self) -> float:
         return self._retry_after
-
-    @retry_after_seconds.setter
-    def retry_after_seconds(self, value: float) -> None:
-        self.configure(retry_after_seconds=value)
 
     @property
     def hang_seconds(self) -> float:
         return self._hang
-
-    @hang_seconds.setter
-    def hang_seconds(self, value: float) -> None:
-        self.configure(hang_seconds=value)
-
-    @property
-    def pending(self) -> list[FaultKind]:
-        with self._lock:
-            return list(self._script)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

@@ -13,6 +13,7 @@ import hashlib
 import io
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -304,29 +305,49 @@ def _exactly_one_image(count: int, name: str) -> None:
         raise invalid(f"the user message must contain exactly one image, found {count}", param=name)
 
 
+def _content_parts(
+    content: Any,
+    name: str,
+    shape: str,
+    kind_of: Callable[[dict[str, Any]], str | None],
+    unknown: Callable[[str, dict[str, Any]], str],
+) -> tuple[dict[str, Any], str | None]:
+    """The user message's one image part, and its text parts joined (None without any).
+
+    Both protocols put an image and text parts in one list; they differ only in how a part says which
+    it is (`kind_of`) and in how they word a part of neither kind (`unknown`)."""
+    if not isinstance(content, list) or not content:
+        raise invalid(f"{name} must be a non-empty {shape}", param=name)
+    images: list[dict[str, Any]] = []
+    texts: list[str] = []
+    for index, part in enumerate(content):
+        where = f"{name}[{index}]"
+        part = _object(part, where)
+        kind = kind_of(part)
+        if kind == "image":
+            images.append(part)
+        elif kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise invalid(f"{where}.text must be a string", param=where)
+            texts.append(part["text"])
+        else:
+            raise invalid(unknown(where, part), param=where)
+    _exactly_one_image(len(images), name)
+    return images[0], "\n".join(texts) if texts else None
+
+
 def parse_native(body: Any) -> OcrRequest:
     """POST {base}/services/aigc/multimodal-generation/generation."""
     body = _object(body, "body")
     model, spec = _model(body)
     message = _single_user_message(_object(body.get("input"), "input").get("messages"), "input.messages")
-    content = message.get("content")
-    if not isinstance(content, list) or not content:
-        raise invalid("input.messages[0].content must be a non-empty list", param="input.messages[0].content")
-    images: list[dict[str, Any]] = []
-    texts: list[str] = []
-    for index, item in enumerate(content):
-        name = f"input.messages[0].content[{index}]"
-        item = _object(item, name)
-        if "image" in item:
-            images.append(item)
-        elif "text" in item:
-            if not isinstance(item["text"], str):
-                raise invalid(f"{name}.text must be a string", param=name)
-            texts.append(item["text"])
-        else:
-            raise invalid(f"{name} must be an image item or a text item", param=name)
-    _exactly_one_image(len(images), "input.messages[0].content")
-    image_item = images[0]
+    image_item, text = _content_parts(
+        message.get("content"),
+        "input.messages[0].content",
+        "list",
+        lambda item: "image" if "image" in item else "text" if "text" in item else None,
+        lambda where, item: f"{where} must be an image item or a text item",
+    )
     image_name = "input.messages[0].content.image"
     min_pixels, max_pixels = _pixels(image_item, image_name)
     enable_rotate = image_item.get("enable_rotate", False)
@@ -337,7 +358,6 @@ def parse_native(body: Any) -> OcrRequest:
     ocr_options = _object(parameters.get("ocr_options", {}), "parameters.ocr_options")
     task, schema = _ocr_options(ocr_options, spec)
     max_tokens = _max_tokens(parameters.get("max_tokens"), spec, "parameters.max_tokens")
-    text = "\n".join(texts) if texts else None
 
     # Decode last: it is the expensive part, and the cheap checks should answer first.
     image = decode_image_url(image_item["image"], param=image_name)
@@ -414,30 +434,18 @@ def parse_compatible(body: Any) -> OcrRequest:
     content = message.get("content")
     if isinstance(content, str):
         _exactly_one_image(0, "messages[0].content")
-    if not isinstance(content, list) or not content:
-        raise invalid("messages[0].content must be a non-empty list of parts", param="messages[0].content")
-    images: list[dict[str, Any]] = []
-    texts: list[str] = []
-    for index, part in enumerate(content):
-        name = f"messages[0].content[{index}]"
-        part = _object(part, name)
-        kind = part.get("type")
-        if kind == "image_url":
-            images.append(part)
-        elif kind == "text":
-            if not isinstance(part.get("text"), str):
-                raise invalid(f"{name}.text must be a string", param=name)
-            texts.append(part["text"])
-        else:
-            raise invalid(f"{name}.type must be 'image_url' or 'text', not {kind!r}", param=name)
-    _exactly_one_image(len(images), "messages[0].content")
-    part = images[0]
+    part, text = _content_parts(
+        content,
+        "messages[0].content",
+        "list of parts",
+        lambda part: {"image_url": "image", "text": "text"}.get(str(part.get("type"))),
+        lambda where, part: f"{where}.type must be 'image_url' or 'text', not {part.get('type')!r}",
+    )
     image_name = "messages[0].content.image_url"
     reference = part.get("image_url")
     url = reference.get("url") if isinstance(reference, dict) else reference
     min_pixels, max_pixels = _pixels(part, image_name)
     max_tokens = _max_tokens(body.get("max_tokens", body.get("max_completion_tokens")), spec, "max_tokens")
-    text = "\n".join(texts) if texts else None
 
     image = decode_image_url(url, param=image_name)
     intent = classify_prompt(text)
