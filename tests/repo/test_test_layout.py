@@ -36,3 +36,15 @@ def test_unit_tests_sit_in_the_folder_of_what_they_cover():
     assert not list((TESTS / "unit").glob("test_*.py"))
     folders = {p.name for p in (TESTS / "unit").iterdir() if p.is_dir() and p.name != "__pycache__"}
     assert folders == UNIT_FOLDERS
+
+
+def test_every_test_file_the_docs_name_exists():
+    # The README's guarantees table and the docs point at the tests that show them; a moved test must
+    # take its references along.
+    import re
+
+    root = TESTS.parent
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    named = {path for page in pages for path in re.findall(r"tests/[\w/]+\.py", page.read_text(encoding="utf-8"))}
+    assert named
+    assert sorted(path for path in named if not (root / path).is_file()) == []
