@@ -50,6 +50,10 @@ class Recognition(BaseModel):
     finish_reason: str | None = None
     # What the caller should know besides the result (a model admitted unlisted, a damaged image).
     warnings: list[str] = Field(default_factory=list)
+    # Calls to the model `usage` adds up: more than one for a page read again in halves (truncation.py).
+    calls: int = 1
+    # The answer was cut at max_tokens, so the page was read again as two halves, stitched into `result`.
+    split: bool = False
 
     @property
     def truncated(self) -> bool:

@@ -95,7 +95,7 @@ def test_native_request_sets_the_builtin_task_and_no_prompt(task):
                 }
             ]
         },
-        "parameters": {"ocr_options": {"task": task.value}},
+        "parameters": {"max_tokens": 8192, "ocr_options": {"task": task.value}},
     }
 
 
@@ -104,14 +104,15 @@ def test_native_extraction_carries_the_result_schema_in_task_config():
         WireProtocol.DASHSCOPE, make_call(TaskOptions(task=OcrTask.KEY_INFORMATION_EXTRACTION, result_schema=SCHEMA))
     )
     assert body["parameters"] == {
-        "ocr_options": {"task": "key_information_extraction", "task_config": {"result_schema": SCHEMA}}
+        "max_tokens": 8192,
+        "ocr_options": {"task": "key_information_extraction", "task_config": {"result_schema": SCHEMA}},
     }
 
 
 def test_native_free_prompt_sends_text_and_no_ocr_options():
     options = TaskOptions(prompt="Read the total only.", min_pixels=4096, max_pixels=1_000_000, enable_rotate=True)
     body = build_body(WireProtocol.DASHSCOPE, make_call(options))
-    assert "parameters" not in body
+    assert body["parameters"] == {"max_tokens": 8192}
     assert body["input"]["messages"][0]["content"] == [
         {"image": IMAGE, "min_pixels": 4096, "max_pixels": 1_000_000, "enable_rotate": True},
         {"text": "Read the total only."},
@@ -122,7 +123,7 @@ def test_snapshot_without_builtin_tasks_gets_the_documented_prompt_instead():
     body = build_body(
         WireProtocol.DASHSCOPE, make_call(TaskOptions(task=OcrTask.TABLE_PARSING), "qwen-vl-ocr-2024-10-28")
     )
-    assert "parameters" not in body
+    assert body["parameters"] == {"max_tokens": 4096}
     assert body["input"]["messages"][0]["content"][1] == {"text": TASK_PROMPTS[OcrTask.TABLE_PARSING]}
 
 
@@ -141,7 +142,33 @@ def test_compatible_request_sends_each_tasks_documented_prompt(task):
                 ],
             }
         ],
+        "max_tokens": 8192,
     }
+
+
+@pytest.mark.parametrize("protocol", list(WireProtocol))
+@pytest.mark.parametrize(
+    ("model", "configured", "sent"),
+    [
+        ("qwen-vl-ocr-2025-11-20", 0, 8192),
+        ("qwen-vl-ocr", 0, 4096),
+        # An account whose limit the vendor raised sends the raised one.
+        ("qwen-vl-ocr", 8192, 8192),
+        ("qwen-vl-ocr-2025-11-20", 2000, 2000),
+    ],
+)
+def test_max_tokens_is_sent_in_both_protocols_the_models_maximum_unless_configured(protocol, model, configured, sent):
+    handler = scripted(httpx.Response(200, json=NATIVE_OK if protocol is WireProtocol.DASHSCOPE else COMPATIBLE_OK))
+    client_with(handler, protocol=protocol, max_output_tokens=configured).recognize(make_call(TaskOptions(), model))
+    body = json.loads(handler.seen[0].content)
+    assert (body["parameters"] if protocol is WireProtocol.DASHSCOPE else body)["max_tokens"] == sent
+
+
+def test_max_output_tokens_is_read_from_its_environment_variable():
+    environ = {"DASHSCOPE_API_KEY": "sk-test", "OCR_MAX_OUTPUT_TOKENS": "8192", "OCR_MODEL": "qwen-vl-ocr"}
+    settings = OcrServiceSettings.from_env(environ)
+    assert settings.max_tokens_for(model_spec("qwen-vl-ocr")) == 8192
+    assert OcrServiceSettings.from_env({"DASHSCOPE_API_KEY": "k"}).max_tokens_for(model_spec("qwen-vl-ocr")) == 4096
 
 
 def test_compatible_extraction_with_schema_embeds_the_schema_in_the_prompt():

@@ -8,6 +8,7 @@ token formula or limits, so it cannot share a mistake made there.
 from __future__ import annotations
 
 import ast
+import io
 import itertools
 from pathlib import Path
 
@@ -122,3 +123,28 @@ def test_estimate_agrees_with_the_usage_the_emulator_returns(model, protocol, tm
     reply = answer(request, [])
     # Then the emulator bills the image tokens the estimate promised
     assert reply.image_tokens == estimated.image_tokens
+
+
+@pytest.mark.parametrize("model", sorted(catalog.MODELS))
+@pytest.mark.parametrize("protocol", [WireProtocol.DASHSCOPE, WireProtocol.OPENAI])
+def test_the_emulator_takes_the_max_tokens_we_send_and_refuses_a_raise_it_was_not_given(model, protocol):
+    from ocr_devkit.emulator.protocol import ApiError
+
+    spec = model_spec(model)
+    image = prepare_image(_white_png(), budget_for(spec, TaskOptions()))
+    call = OcrCall(
+        image_url=image.data_url, options=TaskOptions(), model=spec, image_width=image.width, image_height=image.height
+    )
+    parse = parse_native if protocol is WireProtocol.DASHSCOPE else parse_compatible
+    # The default, the model's documented maximum, is what the emulator holds for the model
+    assert parse(build_body(protocol, call)).max_tokens == spec.max_output_tokens
+    # A raised limit is per account; the emulator is an account without one, as docs/limits.md says
+    with pytest.raises(ApiError) as refused:
+        parse(build_body(protocol, call, max_tokens=spec.max_output_tokens + 1))
+    assert refused.value.code == "InvalidParameter"
+
+
+def _white_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64), 255).save(buffer, "PNG")
+    return buffer.getvalue()

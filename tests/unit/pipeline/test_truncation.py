@@ -105,15 +105,15 @@ def test_a_page_the_model_finished_is_not_listed(capsys):
     metrics.clear_metrics()
 
 
-def test_the_policy_is_a_setting_flag_by_default():
-    assert read_pipeline_settings(ENV).truncation_policy is TruncationPolicy.FLAG
+def test_the_policy_is_a_setting_split_by_default():
+    assert read_pipeline_settings(ENV).truncation_policy is TruncationPolicy.SPLIT
     assert read_pipeline_settings({**ENV, "TRUNCATION_POLICY": "Flag"}).truncation_policy is TruncationPolicy.FLAG
+    assert read_pipeline_settings({**ENV, "TRUNCATION_POLICY": "split"}).truncation_policy is TruncationPolicy.SPLIT
 
 
-@pytest.mark.parametrize("value", ["split", "chop"])
-def test_a_policy_that_is_not_built_or_not_known_fails_at_function_start(value):
+def test_a_policy_that_is_not_known_fails_at_function_start():
     with pytest.raises(ConfigurationError) as caught:
-        read_pipeline_settings({**ENV, "TRUNCATION_POLICY": value})
+        read_pipeline_settings({**ENV, "TRUNCATION_POLICY": "chop"})
     assert caught.value.code == "config.invalid" and "truncation_policy" in caught.value.message
 
 
@@ -122,4 +122,5 @@ def test_the_template_parameter_reaches_every_function():
     resolved = resolve_template(ROOT / "template.yaml", stack_name="t", parameters=key)
     for function in resolved.of_type("AWS::Serverless::Function"):
         variables = resolved.properties(function.logical_id)["Environment"]["Variables"]
-        assert variables["TRUNCATION_POLICY"] == "flag"
+        assert variables["TRUNCATION_POLICY"] == "split"
+        assert variables["OCR_MAX_OUTPUT_TOKENS"] == "0"

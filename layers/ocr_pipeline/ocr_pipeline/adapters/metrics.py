@@ -33,6 +33,8 @@ OCR_THROTTLED = "OcrThrottled"
 OCR_CALL_FAILURES = "OcrCallFailures"
 # Pages whose answer the model's output limit cut short.
 PAGES_TRUNCATED = "PagesTruncated"
+# Pages read again in two halves because their first answer was cut (TruncationPolicy split).
+PAGES_SPLIT = "PagesSplit"
 # Attempts the vendor billed whose reply could not be used, and their tokens: the operator's loss.
 OCR_BILLED_IN_VAIN = "OcrAttemptsBilledInVain"
 OCR_TOKENS_BILLED_IN_VAIN = "OcrTokensBilledInVain"
@@ -81,6 +83,8 @@ class MeteredEventBus:
                 self.metrics.add_metric(name=PAGES_FAILED, unit=MetricUnit.Count, value=len(data["pages_failed"]))
             if data.get("pages_truncated"):
                 self.metrics.add_metric(name=PAGES_TRUNCATED, unit=MetricUnit.Count, value=len(data["pages_truncated"]))
+            if data.get("pages_split"):
+                self.metrics.add_metric(name=PAGES_SPLIT, unit=MetricUnit.Count, value=len(data["pages_split"]))
         elif envelope.event_type == "document.failed":
             _count_by(DOCUMENTS_FAILED, "ErrorCode", data["error"]["code"])
 

@@ -25,9 +25,11 @@ The modules, each importing only those listed before it:
 - `decoding`: early refusal, reading the caller's file, decoder failures and messages;
 - `tiff`: one frame of a multi-page TIFF copied out on its own;
 - `encoding`: PNG, with JPEG as the size fallback;
-- `preparation`: the entry points and `PreparedImage`.
+- `preparation`: the entry points and `PreparedImage`;
+- `cropping`: a band of rows of a prepared image, at its scale, as an image of its own.
 """
 
+from .cropping import crop_rows
 from .decoding import MAX_DECODER_MESSAGES, ImageSource
 from .encoding import JPEG_FALLBACK_QUALITIES, PNG_COMPRESS_LEVEL, PNG_DEFLATE_LEVEL, MimeType
 from .geometry import CoordinateMapping, RenderTarget, render_target
@@ -50,6 +52,7 @@ __all__ = [
     "PreparationStep",
     "PreparedImage",
     "RenderTarget",
+    "crop_rows",
     "is_grey",
     "prepare_image",
     "prepare_rendered",

@@ -38,6 +38,10 @@ class CoordinateMapping(BaseModel):
     needed; `scale_x`/`scale_y` are those of the image content (prepared/original). When the
     image was padded, `prepared_width / original_width` is larger than `scale_x`, and points
     inside the padding map to beyond the original edge.
+
+    An image cut out of a prepared image (a half of a page read again, see truncation.py) keeps the
+    scales of the whole and says where its top-left corner lies in the whole: `offset_x`/`offset_y`,
+    in the whole's prepared pixels.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -49,9 +53,11 @@ class CoordinateMapping(BaseModel):
     prepared_height: int
     scale_x: float
     scale_y: float
+    offset_x: int = 0
+    offset_y: int = 0
 
     def to_original_point(self, x: float, y: float) -> tuple[float, float]:
-        return x / self.scale_x, y / self.scale_y
+        return (x + self.offset_x) / self.scale_x, (y + self.offset_y) / self.scale_y
 
     def to_original_polygon(self, points: Sequence[float]) -> list[float]:
         """Map a flat [x1, y1, x2, y2, ...] list (the vendor's `location` has 8 numbers)."""

@@ -46,6 +46,11 @@ class PageResult(BaseModel):
     # passed off as complete (see TruncationPolicy).
     truncated: bool = False
     finish_reason: str | None = None
+    # The model's answer was cut at max_tokens, so the page was read again as two overlapping halves
+    # and their answers stitched (TruncationPolicy split); `usage` and `cost` are those of all `calls`.
+    split: bool = False
+    # Calls to the model the page took: 1, or 3 when it was read again in halves; None without the model.
+    calls: int | None = None
     # What to know about the page besides its content: a model sent unlisted (cost null), a damaged image.
     warnings: list[str] = Field(default_factory=list)
 
@@ -87,6 +92,8 @@ class PageResult(BaseModel):
             image=recognition.image,
             truncated=recognition.truncated,
             finish_reason=recognition.finish_reason,
+            split=recognition.split,
+            calls=recognition.calls,
             warnings=recognition.warnings,
         )
 
@@ -108,8 +115,10 @@ class DocumentResult(BaseModel):
     pages_failed: list[int]
     text: str
     pages: list[PageResult]
-    # Pages whose text the model's output limit cut short (PageResult.truncated).
+    # Pages whose text the model's output limit cut short (PageResult.truncated), after any split.
     pages_truncated: list[int] = Field(default_factory=list)
+    # Pages read again in two halves because their first answer was cut (PageResult.split).
+    pages_split: list[int] = Field(default_factory=list)
     usage: Usage
     cost: Decimal | None
     currency: str | None
@@ -160,6 +169,7 @@ def assemble(spec: JobSpec, pages: list[PageResult]) -> DocumentResult:
         text=PAGE_SEPARATOR.join(p.text for p in done),
         pages=ordered,
         pages_truncated=[p.page for p in done if p.truncated],
+        pages_split=[p.page for p in done if p.split],
         usage=usage,
         cost=sum((c for c in costs if c is not None), Decimal(0)) if priced else None,
         currency=currencies.pop() if priced else None,

@@ -22,7 +22,8 @@ class TruncationPolicy(StrEnum):
     # Keep the page as read, billed, with `truncated: true` in its result, listed in document.completed's
     # `pages_truncated` and counted in the PagesTruncated metric.
     FLAG = "flag"
-    # Read the page again as two overlapping halves and stitch them. Not built yet (docs/limits.md).
+    # Read the page again as two overlapping halves at the same scale and stitch them (truncation.py);
+    # every call is billed. A page whose task cannot be stitched, or whose half is cut again, is flagged.
     SPLIT = "split"
 
 
@@ -77,7 +78,7 @@ class PipelineSettings(BaseModel):
     # when the task is plain text recognition (other tasks need the model's structure).
     pdf_text_layer: Literal["ocr", "prefer"] = Field(default="ocr", validation_alias=env("PDF_TEXT_LAYER"))
     truncation_policy: TruncationPolicy = Field(
-        default=TruncationPolicy.FLAG, validation_alias=env("TRUNCATION_POLICY")
+        default=TruncationPolicy.SPLIT, validation_alias=env("TRUNCATION_POLICY")
     )
     # The model and region of jobs that name none; the OCR service's own settings are the adapter's.
     ocr: OcrDefaults = Field(default_factory=OcrDefaults)
@@ -107,14 +108,6 @@ class PipelineSettings(BaseModel):
     @classmethod
     def _read_choice(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
-
-    @field_validator("truncation_policy")
-    @classmethod
-    def _built_policy(cls, value: TruncationPolicy) -> TruncationPolicy:
-        if value is TruncationPolicy.SPLIT:
-            # Refused at function start rather than quietly flagged: the operator asked for something else.
-            raise ValueError("split (re-reading a cut page in two halves) is not built yet; use flag")
-        return value
 
     @property
     def source_policy(self) -> SourcePolicy:

@@ -67,6 +67,8 @@ class DocumentCompleted(BaseModel):
     pages_failed: list[int] = Field(default_factory=list)
     # Pages the model's output limit cut short: their text ends early (see the result's `truncated`).
     pages_truncated: list[int] = Field(default_factory=list)
+    # Pages read again in two overlapping halves because their first answer was cut (the result's `split`).
+    pages_split: list[int] = Field(default_factory=list)
     result_uri: str
     text_preview: str
     usage: UsageTotals

@@ -23,9 +23,10 @@ from ..errors import OcrPipelineError
 from ..imaging import PreparationLimits, PreparedImage
 from ..recognition import Recognizer, budget_for
 from ..tasks import OcrTask
+from ..truncation import read_in_halves
 from ..usage import ZERO_USAGE
 from .assembly import PageResult
-from .config import PipelineSettings
+from .config import PipelineSettings, TruncationPolicy
 from .documents import prepare_page
 from .events import ErrorInfo
 from .model import DocumentKind, JobSpec, PageWork
@@ -171,6 +172,9 @@ class PageRecognitionService:
         recognizer = self.recognizers(spec.model, spec.region)
         try:
             recognition = recognizer.recognize_prepared(image, spec.options, deadline=deadline)
+            if recognition.truncated and self.settings.truncation_policy is TruncationPolicy.SPLIT:
+                # Failures of the halves' calls are settled inside: the cut answer, paid for, is kept.
+                recognition = read_in_halves(recognizer, image, spec.options, recognition, deadline=deadline)
         except OcrPipelineError as error:
             if error.retryable:
                 raise

@@ -167,6 +167,7 @@ class SettlementService:
                 page_count=spec.page_count,
                 pages_failed=document.pages_failed,
                 pages_truncated=document.pages_truncated,
+                pages_split=document.pages_split,
                 result_uri=uri,
                 text_preview=preview(document.text),
                 usage=UsageTotals(

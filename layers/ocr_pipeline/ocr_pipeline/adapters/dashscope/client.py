@@ -130,7 +130,7 @@ class QwenOcrClient:
 
     def recognize(self, call: OcrCall, *, deadline: float | None = None) -> CallOutcome:
         """Send `call`; `deadline` is a `clock()` value after which no new attempt starts."""
-        body = build_body(self.settings.protocol, call)
+        body = build_body(self.settings.protocol, call, max_tokens=self.settings.max_tokens_for(call.model))
         payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
         headers = self._headers()
         started = self._clock()

@@ -65,6 +65,11 @@ class OcrServiceSettings(BaseModel):
         default=120.0, gt=0, validation_alias=AliasChoices("read_timeout_s", "OCR_READ_TIMEOUT_S")
     )
     max_attempts: int = Field(default=5, ge=1, validation_alias=AliasChoices("max_attempts", "OCR_MAX_ATTEMPTS"))
+    # Sent as max_tokens. 0: the model's documented maximum output (ModelSpec.max_output_tokens). The vendor
+    # raises an account's limit on request (up to 8,192 for the 4,096-token models); such an account sets it.
+    max_output_tokens: int = Field(
+        default=0, ge=0, validation_alias=AliasChoices("max_output_tokens", "OCR_MAX_OUTPUT_TOKENS")
+    )
     backoff_base_s: float = Field(default=0.5, ge=0)
     # Ceiling of our own exponential backoff; a server's Retry-After is capped by the deadline instead.
     backoff_max_s: float = Field(default=20.0, ge=0)
@@ -110,6 +115,10 @@ class OcrServiceSettings(BaseModel):
     @classmethod
     def _read_flag(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    def max_tokens_for(self, model: ModelSpec) -> int:
+        """What a call to `model` sends as max_tokens: the configured limit, else the model's documented one."""
+        return self.max_output_tokens or model.max_output_tokens
 
     @property
     def requests_per_second(self) -> float | None:

@@ -15,13 +15,16 @@ from ...usage import Usage
 from .settings import WireProtocol
 
 
-def build_body(protocol: WireProtocol, call: OcrCall) -> dict[str, Any]:
+def build_body(protocol: WireProtocol, call: OcrCall, *, max_tokens: int | None = None) -> dict[str, Any]:
+    """The request body. max_tokens is always sent (None: the model's documented maximum output), so the
+    limit a cut answer ran into is ours, known, and the same whatever default a server applies."""
+    limit = max_tokens or call.model.max_output_tokens
     if protocol is WireProtocol.DASHSCOPE:
-        return _native_body(call)
-    return _compatible_body(call)
+        return _native_body(call, limit)
+    return _compatible_body(call, limit)
 
 
-def _native_body(call: OcrCall) -> dict[str, Any]:
+def _native_body(call: OcrCall, max_tokens: int) -> dict[str, Any]:
     options = call.options
     budget = call.budget
     image_item: dict[str, Any] = {
@@ -31,7 +34,12 @@ def _native_body(call: OcrCall) -> dict[str, Any]:
         "enable_rotate": options.enable_rotate,
     }
     content: list[dict[str, Any]] = [image_item]
-    body: dict[str, Any] = {"model": call.model.name, "input": {"messages": [{"role": "user", "content": content}]}}
+    parameters: dict[str, Any] = {"max_tokens": max_tokens}
+    body: dict[str, Any] = {
+        "model": call.model.name,
+        "input": {"messages": [{"role": "user", "content": content}]},
+        "parameters": parameters,
+    }
     task = options.effective_task
     if task is None or not call.model.supports_builtin_tasks:
         # A free prompt, or a snapshot without built-in tasks: the task's documented prompt stands in.
@@ -40,11 +48,11 @@ def _native_body(call: OcrCall) -> dict[str, Any]:
     ocr_options: dict[str, Any] = {"task": task.value}
     if options.result_schema is not None:
         ocr_options["task_config"] = {"result_schema": options.result_schema}
-    body["parameters"] = {"ocr_options": ocr_options}
+    parameters["ocr_options"] = ocr_options
     return body
 
 
-def _compatible_body(call: OcrCall) -> dict[str, Any]:
+def _compatible_body(call: OcrCall, max_tokens: int) -> dict[str, Any]:
     options = call.options
     if options.enable_rotate:
         raise errors.InvalidRequest("enable_rotate exists only in the native DashScope API; use the dashscope protocol")
@@ -56,7 +64,11 @@ def _compatible_body(call: OcrCall) -> dict[str, Any]:
         "max_pixels": budget.max_pixels,
     }
     text_part = {"type": "text", "text": prompt_for(options)}
-    return {"model": call.model.name, "messages": [{"role": "user", "content": [image_part, text_part]}]}
+    return {
+        "model": call.model.name,
+        "messages": [{"role": "user", "content": [image_part, text_part]}],
+        "max_tokens": max_tokens,
+    }
 
 
 # --- replies ------------------------------------------------------------------------
