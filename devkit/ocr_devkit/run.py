@@ -86,6 +86,8 @@ class DocumentOutcome(BaseModel):
     pages_failed: list[int] = Field(default_factory=list)
     # Pages the model's output limit cut short (document.completed's pages_truncated).
     pages_truncated: list[int] = Field(default_factory=list)
+    # Pages read again in two halves because the first answer was cut (document.completed's pages_split).
+    pages_split: list[int] = Field(default_factory=list)
     # "page N: …" for each warning a page result carries (a damaged image, a model sent unlisted).
     warnings: list[str] = Field(default_factory=list)
     input_tokens: int = 0
@@ -233,6 +235,7 @@ def _outcome(upload: Upload, envelope: EventEnvelope | None) -> DocumentOutcome:
         pages=data["page_count"],
         pages_failed=data.get("pages_failed", []),
         pages_truncated=data.get("pages_truncated", []),
+        pages_split=data.get("pages_split", []),
         input_tokens=usage["input_tokens"],
         output_tokens=usage["output_tokens"],
         image_tokens=usage["image_tokens"],

@@ -60,8 +60,9 @@ def print_summary(report: RunReport) -> None:
         status = doc.status if doc.status == "completed" else f"[red]{doc.status} {doc.error_code}[/red]"
         if doc.status == "completed" and doc.pages_failed:
             status = f"[yellow]completed, pages {doc.pages_failed} failed[/yellow]"
-        elif doc.status == "completed" and (doc.pages_truncated or doc.warnings):
+        elif doc.status == "completed" and (doc.pages_truncated or doc.pages_split or doc.warnings):
             notes = [f"pages {doc.pages_truncated} truncated"] if doc.pages_truncated else []
+            notes += [f"pages {doc.pages_split} read in halves"] if doc.pages_split else []
             notes += [f"{len(doc.warnings)} warning(s)"] if doc.warnings else []
             status = f"[yellow]completed, {', '.join(notes)}[/yellow]"
         cost = f"{doc.cost} {doc.currency}" if doc.cost is not None else "-"

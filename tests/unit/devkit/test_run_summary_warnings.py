@@ -1,4 +1,4 @@
-"""`run`'s summary says when a completed document is not all it seems: pages cut short, page warnings."""
+"""`run`'s summary says when a completed document is not all it seems: pages cut short or split, page warnings."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def test_the_summary_names_truncated_pages_and_prints_warnings(tmp_path, capsys)
             outcome("clean.png"),
             outcome("fax.tif", warnings=["page 1: image: Fax4Decode: Bad code word"]),
             outcome("dense.pdf", pages_truncated=[2]),
+            outcome("long.pdf", pages_split=[1]),
             outcome("noisy.tif", warnings=many, result_file="out/results/noisy.tif.json"),
         ],
         events_file=str(tmp_path / "events.jsonl"),
@@ -37,6 +38,7 @@ def test_the_summary_names_truncated_pages_and_prints_warnings(tmp_path, capsys)
     print_summary(report)
     out = capsys.readouterr().out
     assert "pages [2] truncated" in out
+    assert "pages [1] read in halves" in out
     assert "1 warning(s)" in out
     assert "fax.tif page 1: image: Fax4Decode: Bad code word" in out
     assert "noisy.tif: 2 more in out/results/noisy.tif.json" in out
