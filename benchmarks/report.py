@@ -146,13 +146,15 @@ def _cold_start_rows(r: dict[str, Any]) -> list[Row]:
         )
     else:
         largest = ", ".join(f"{p['name']} {p['mb']} MB" for p in layer["largest"])
+        native = ", ".join(f"{count} {machine}" for machine, count in layer.get("native_libraries", {}).items())
         rows.append(
             (
                 "3. layer size, unzipped",
                 f"{layer['unzipped_mb']} MB ({layer['built_for']})",
                 f"< {r['goal_layer_mb']:g} MB",
                 _status(layer["met"]),
-                f"largest: {largest}; bytecode {layer['bytecode_mb']} MB of it",
+                f"largest: {largest}; bytecode {layer['bytecode_mb']} MB of it"
+                + (f"; native libraries (ELF headers): {native}" if native else ""),
             )
         )
     return rows
@@ -247,7 +249,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "two warm-up documents go first, so the emulator's CPU OCR engine answers from its cache and no worker "
         "starts cold during the measured run; the time runs from the upload to document.completed.",
         "- **Cold start**: the layer is built by its Makefile, as `sam build` builds it (requirements, the "
-        "package, and their bytecode); its size is the Lambda build (CPython 3.12, manylinux x86_64, the "
+        "package, and their bytecode); its size is the Lambda build (CPython 3.12, manylinux wheels for the "
+        "template's architecture, whose native libraries' ELF headers are read to check it, the "
         "bytecode compiled by this machine's Python as a stand-in of the same size). Each handler is imported "
         "in a fresh interpreter with the function's folder, the layer (built for this Python) and a runtime "
         "folder holding boto3 and its dependencies alone on the path, with Lambda's variables set and no "
