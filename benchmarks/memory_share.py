@@ -16,7 +16,8 @@ its pages one after another and holding every prepared page (its image, and the 
 carries it) until the model answers. So a fresh process, with the template's function variables
 (malloc's thresholds among them), runs k threads that each prepare a chunk of pages
 (PageChunkSize) and hold them all; its resident high-water mark, from its start, is what the
-instance needs beside Lambda's own runtime.
+instance needs beside Lambda's own runtime. The photo stands for every heavy page: a photo sent
+alone is a job of one page, but a PDF of photographed pages is a message of several.
 
 The choice: per page, an instance is billed MemorySize x max(L / k, preparation time at that
 share), L being the model's latency and k the calls in flight: while the model is the wait, a
@@ -24,6 +25,9 @@ smaller size costs less; once preparation takes longer than L / k, the CPU is th
 the GB-s per page stop falling (the same CPU time, at a smaller share, takes longer). The
 smallest size whose memory fits, with headroom, and whose dense-PDF preparation stays under L / k
 at the shortest latency measured is chosen.
+
+Timed on this machine's CPU (x86_64 here), not on Graviton: the shares carry over, the per-core
+speed of the functions' arm64 CPU may differ.
 
 python -m benchmarks.memory_share   (prints the result as JSON)
 """
@@ -51,7 +55,8 @@ from ocr_devkit.stack.cfn import load_template
 from .cold_start import function_variables
 
 ROOT = Path(__file__).resolve().parents[1]
-MEMORY_SIZES_MB = (512, 1024, 1536)
+# The sizes asked about, and the ones between them: Lambda takes any size in 1 MB steps.
+MEMORY_SIZES_MB = (512, 768, 1024, 1280, 1536)
 # Lambda: "at 1,769 MB, a function has the equivalent of one vCPU".
 FULL_VCPU_MB = 1769
 LATENCIES_S = (2.0, 8.0)
@@ -289,6 +294,40 @@ def in_flight_memory(
     }
 
 
+def handler_memory(log: Any) -> dict[str, float]:
+    """Resident memory (high-water mark) of importing each function's handler in a fresh process.
+
+    The functions other than recognize read documents through ranged reads and spool downloads to
+    /tmp past a few MB, so their import is most of what they hold.
+    """
+    template = load_template(TEMPLATE)
+    peaks: dict[str, float] = {}
+    probe = "import app, re\nprint(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1])"
+    for name, resource in template.resources.items():
+        code = (resource.get("Properties") or {}).get("CodeUri")
+        if resource.get("Type") != "AWS::Serverless::Function" or not isinstance(code, str):
+            continue
+        log(f"  importing {name}'s handler")
+        environment = {
+            **os.environ,
+            **function_variables(),
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=template.directory / code,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if result.returncode == 0:
+            peaks[name] = round(int(result.stdout.split()[-1]) / 1024, 1)
+    return peaks
+
+
 def template_defaults() -> dict[str, Any]:
     template = load_template(TEMPLATE)
     parameters = template.body.get("Parameters", {})
@@ -369,6 +408,7 @@ def measure(log: Any = print) -> dict[str, Any]:
         )
     choice = choose(prep, memory)
     return {
+        "handler_import_mb": handler_memory(log),
         "full_vcpu_mb": FULL_VCPU_MB,
         "cfs_period_ms": CFS_PERIOD_US / 1000,
         "template": defaults,

@@ -236,6 +236,20 @@ def _memory_rows(r: dict[str, Any]) -> list[Row]:
                 f"after imports {entry['imported_mb']} MB; pages and call payloads held {entry['held_mb']} MB{how}",
             )
         )
+    imports = r.get("handler_import_mb", {})
+    if imports:
+        sizes = r["template"]["memory_mb"]
+        rows.append(
+            (
+                "Memory: each handler imported, resident",
+                ", ".join(f"{name} {mb} MB (MemorySize {sizes.get(name)})" for name, mb in imports.items()),
+                "fits with headroom",
+                _status(all(mb * (1 + choice["headroom"]) <= (sizes.get(name) or 0) for name, mb in imports.items())),
+                "upload, request and dead-letter work through ranged reads and a download spooled to /tmp past 8 MB, "
+                "so this is most of what they hold; at 512 MB they are sized for CPU, not memory: their imports are "
+                "CPU-bound and their cost is per document, not per page",
+            )
+        )
     for size, costs in choice["gb_s_per_page"].items():
         rows.append(
             (
