@@ -11,6 +11,9 @@ two ways at the share of each candidate size:
 * **model**: the work's CPU time at one full core x 1769 / MB, which is what a quota enforces on an
   otherwise idle machine. Where no cgroup can be made (no root, a read-only hierarchy), only this.
 
+The choice rests on the model, which a busy machine cannot distort much; the limited figure checks
+it where the machine leaves the process the share it was given.
+
 Memory: a recognize instance works on up to OcrCallsPerInstance records at once, each preparing
 its pages one after another and holding every prepared page (its image, and the request body that
 carries it) until the model answers. So a fresh process, with the template's function variables
@@ -338,7 +341,9 @@ def template_defaults() -> dict[str, Any]:
     }
     return {
         "page_chunk_size": int(parameters["PageChunkSize"]["Default"]),
-        "calls_per_instance_parameter": parameters.get("OcrCallsPerInstance", {}).get("Default"),
+        "calls_per_instance_allowed": [
+            int(v) for v in parameters.get("OcrCallsPerInstance", {}).get("AllowedValues", [])
+        ],
         "memory_mb": functions,
     }
 
@@ -370,6 +375,8 @@ def choose(prep: dict[str, Any], memory: dict[str, Any]) -> dict[str, Any]:
     chosen = fitting[0] if fitting else MEMORY_SIZES_MB[-1]
     return {
         "chosen_mb": chosen,
+        # False: even the largest size measured misses the rule, and is chosen only as the largest.
+        "fits": bool(fitting),
         "busiest_peak_mb": busiest,
         "headroom": HEADROOM,
         "shortest_wait_per_call_s": shortest_wait_s,
@@ -389,7 +396,8 @@ def measure(log: Any = print) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ocr-bench-share-") as folder:
         sources = write_sources(Path(folder))
         prep = {name: timing(name, sources[name], log) for name in WORKLOADS}
-        calls = max(CALLS_IN_FLIGHT)
+        # As many records as an instance may take at once: the most calls in flight the template allows.
+        calls = max(defaults["calls_per_instance_allowed"] or CALLS_IN_FLIGHT)
         cases = [(name, 1, 1) for name in WORKLOADS] + [(name, calls, 1) for name in WORKLOADS]
         cases += [(name, calls, chunk) for name in WORKLOADS]
         memory = {

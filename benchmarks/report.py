@@ -198,8 +198,9 @@ def _memory_rows(r: dict[str, Any]) -> list[Row]:
             "Memory: RecognizeFunction's MemorySize",
             f"{choice['chosen_mb']} MB chosen (template: {template_mb} MB)",
             "the smallest size measured that holds the busiest peak and prepares a dense PDF page within L/k",
-            _status(r["met"]),
-            f"busiest peak {choice['busiest_peak_mb']} MB + {choice['headroom']:.0%} headroom; "
+            _status(r["met"] and choice.get("fits", True)),
+            ("" if choice.get("fits", True) else "no size measured fits the rule; ")
+            + f"busiest peak {choice['busiest_peak_mb']} MB + {choice['headroom']:.0%} headroom; "
             f"L/k = {choice['shortest_wait_per_call_s']} s at the shortest latency and most calls in flight",
         )
     ]
