@@ -3,8 +3,10 @@
 The layer is built the way `sam build` builds it, by layers/ocr_pipeline/Makefile (the layer's
 BuildMethod is makefile): its requirements and the `ocr_pipeline` package, compiled to .pyc. Two builds:
 
-* for Lambda (CPython 3.12, manylinux x86_64 wheels), whose size is the figure; its bytecode is
-  compiled by this machine's Python, a stand-in of about the same size for 3.12's, and
+* for Lambda (CPython 3.12, manylinux wheels for the template's architecture: aarch64 for arm64),
+  whose size is the figure, with the machine its native libraries were built for read from their
+  ELF headers; its bytecode is compiled by this machine's Python, a stand-in of about the same size
+  for 3.12's, and
 * for this machine's Python, which a fresh interpreter imports each handler from, with the
   function's folder first, the layer next and the runtime's boto3 last, as Lambda orders them.
   The runtime folder holds boto3 and what it needs, as Lambda's does, and nothing else.
@@ -30,6 +32,8 @@ from ocr_devkit.run import ROOT, TEMPLATE
 from ocr_devkit.stack.cfn import load_template
 
 LAYER_DIR = ROOT / "layers" / "ocr_pipeline"
+# e_machine of an ELF header (the ELF spec's EM_ values) -> the name wheel tags use for that machine.
+ELF_MACHINES = {183: "aarch64", 62: "x86_64"}
 IMPORT_REPEATS = 5
 GOAL_IMPORT_MS = 300.0
 GOAL_LAYER_MB = 60.0
@@ -67,6 +71,14 @@ def build_layer(artifacts: Path, *, lambda_platform: bool) -> Path:
     return artifacts / "python"
 
 
+def layer_machine() -> str:
+    """The machine the layer's Makefile fetches wheels for (its LAMBDA_MACHINE), as a build sees it."""
+    command = ["make", "--no-print-directory", "-s", "-f", str(LAYER_DIR / "Makefile")]
+    command += ["--eval", "print-machine: ; @echo $(LAMBDA_MACHINE)", "print-machine"]
+    environment = {k: v for k, v in os.environ.items() if k not in {"LAMBDA_MACHINE", "MAKEFLAGS", "MFLAGS"}}
+    return subprocess.run(command, env=environment, check=True, capture_output=True, text=True).stdout.strip()
+
+
 def build_runtime(target: Path) -> Path:
     """boto3 at the project's pin and its dependencies: what Lambda's runtime puts after the layer."""
     pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
@@ -74,6 +86,20 @@ def build_runtime(target: Path) -> Path:
     command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*command, "--target", str(target), boto3], check=True, capture_output=True, text=True, timeout=900)
     return target
+
+
+def native_machines(folder: Path) -> dict[str, int]:
+    """How many of the layer's ELF files (extensions and bundled libraries) are built for each machine."""
+    counts: dict[str, int] = {}
+    for path in folder.rglob("*.so*"):
+        if not path.is_file() or path.is_symlink():
+            continue
+        header = path.read_bytes()[:20]
+        if len(header) == 20 and header[:4] == b"\x7fELF":
+            machine = int.from_bytes(header[18:20], "big" if header[5] == 2 else "little")
+            name = ELF_MACHINES.get(machine, f"e_machine {machine}")
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def tree_bytes(folder: Path) -> int:
@@ -157,15 +183,20 @@ def measure(log: Any = print) -> dict[str, Any]:
     result: dict[str, Any] = {"goal_import_ms": GOAL_IMPORT_MS, "goal_layer_mb": GOAL_LAYER_MB}
     with tempfile.TemporaryDirectory(prefix="ocr-bench-layer-") as scratch:
         try:
-            log("  building the layer for Lambda (python3.12, manylinux x86_64) with its Makefile")
+            machine = layer_machine()
+            log(f"  building the layer for Lambda (python3.12, manylinux {machine}) with its Makefile")
             lambda_layer = build_layer(Path(scratch) / "lambda", lambda_platform=True)
             size = tree_bytes(lambda_layer)
+            machines = native_machines(lambda_layer)
+            for_lambda = bool(machines) and set(machines) == {machine}
             result["layer"] = {
-                "built_for": "CPython 3.12, manylinux x86_64, with .pyc",
+                "built_for": f"CPython 3.12, manylinux {machine}, with .pyc",
+                "native_libraries": machines,
+                "native_all_for_lambda": for_lambda,
                 "unzipped_mb": round(size / 1e6, 1),
                 "bytecode_mb": round(sum(p.stat().st_size for p in lambda_layer.rglob("*.pyc")) / 1e6, 1),
                 "largest": largest_parts(lambda_layer),
-                "met": size / 1e6 < GOAL_LAYER_MB,
+                "met": size / 1e6 < GOAL_LAYER_MB and for_lambda,
             }
         except (subprocess.SubprocessError, OSError) as exc:
             result["layer"] = {"error": f"the layer could not be built for Lambda: {_why(exc)}"}

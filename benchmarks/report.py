@@ -146,13 +146,15 @@ def _cold_start_rows(r: dict[str, Any]) -> list[Row]:
         )
     else:
         largest = ", ".join(f"{p['name']} {p['mb']} MB" for p in layer["largest"])
+        native = ", ".join(f"{count} {machine}" for machine, count in layer.get("native_libraries", {}).items())
         rows.append(
             (
                 "3. layer size, unzipped",
                 f"{layer['unzipped_mb']} MB ({layer['built_for']})",
                 f"< {r['goal_layer_mb']:g} MB",
                 _status(layer["met"]),
-                f"largest: {largest}; bytecode {layer['bytecode_mb']} MB of it",
+                f"largest: {largest}; bytecode {layer['bytecode_mb']} MB of it"
+                + (f"; native libraries (ELF headers): {native}" if native else ""),
             )
         )
     return rows
@@ -188,12 +190,88 @@ def _token_rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _memory_rows(r: dict[str, Any]) -> list[Row]:
+    choice, prep = r["choice"], r["preparation"]
+    template_mb = r["template"]["memory_mb"].get("RecognizeFunction")
+    rows: list[Row] = [
+        (
+            "Memory: RecognizeFunction's MemorySize",
+            f"{choice['chosen_mb']} MB chosen (template: {template_mb} MB)",
+            "the smallest size measured that holds the busiest peak and prepares a dense PDF page within L/k",
+            _status(r["met"] and choice.get("fits", True)),
+            ("" if choice.get("fits", True) else "no size measured fits the rule; ")
+            + f"busiest peak {choice['busiest_peak_mb']} MB + {choice['headroom']:.0%} headroom; "
+            f"L/k = {choice['shortest_wait_per_call_s']} s at the shortest latency and most calls in flight",
+        )
+    ]
+    for size in sorted({int(size) for entry in prep.values() for size in entry["sizes"]}):
+        parts, notes = [], []
+        for name, entry in prep.items():
+            at = entry["sizes"][str(size)]
+            limited = at["limited"]
+            measured = (
+                f"{limited['median_ms']} ms held to it (share got {limited['achieved_share']})"
+                if "median_ms" in limited
+                else "not limited here"
+            )
+            parts.append(f"{name} {at['model_ms']} ms modelled, {measured}")
+            notes.append(f"{name}: {entry['full_core_cpu_ms']} ms CPU at one core")
+        share = next(iter(prep.values()))["sizes"][str(size)]["share"]
+        rows.append(
+            (
+                f"Memory: page preparation at the CPU share of {size} MB ({share} vCPU)",
+                "; ".join(parts),
+                "",
+                "—",
+                "; ".join(notes),
+            )
+        )
+    for entry in r["in_flight"].values():
+        how = "" if entry["template_malloc"] else ", glibc's malloc defaults"
+        rows.append(
+            (
+                f"Memory: {entry['workload']}, {entry['records']} record(s) x {entry['pages_per_record']} page(s) held",
+                f"peak {entry['peak_mb']} MB resident",
+                "",
+                "—",
+                f"after imports {entry['imported_mb']} MB; pages and call payloads held {entry['held_mb']} MB{how}",
+            )
+        )
+    imports = r.get("handler_import_mb", {})
+    if imports:
+        sizes = r["template"]["memory_mb"]
+        rows.append(
+            (
+                "Memory: each handler imported, resident",
+                ", ".join(f"{name} {mb} MB (MemorySize {sizes.get(name)})" for name, mb in imports.items()),
+                "fits with headroom",
+                _status(all(mb * (1 + choice["headroom"]) <= (sizes.get(name) or 0) for name, mb in imports.items())),
+                "upload, request and dead-letter work through ranged reads and a download spooled to /tmp past 8 MB, "
+                "so this is most of what they hold; at 512 MB they are sized for CPU, not memory: their imports are "
+                "CPU-bound and their cost is per document, not per page",
+            )
+        )
+    for size, costs in choice["gb_s_per_page"].items():
+        rows.append(
+            (
+                f"Memory: Lambda GB-s per page at {size} MB",
+                ", ".join(f"{case} {value}" for case, value in costs.items()),
+                "",
+                "—",
+                "MemorySize x max(L/k, preparation at its share); sizes where preparation is the bottleneck: "
+                + ", ".join(f"{name} {sizes or 'none'}" for name, sizes in choice["bottleneck_sizes"].items()),
+            )
+        )
+    return rows
+
+
 _ROWS = {
     "prep": _prep_rows,
     "throughput": _throughput_rows,
     "cold_start": _cold_start_rows,
     "fanout": _fanout_rows,
     "tokens": _token_rows,
+    "memory": _memory_rows,
 }
 
 
@@ -247,12 +325,21 @@ def render_markdown(report: dict[str, Any]) -> str:
         "two warm-up documents go first, so the emulator's CPU OCR engine answers from its cache and no worker "
         "starts cold during the measured run; the time runs from the upload to document.completed.",
         "- **Cold start**: the layer is built by its Makefile, as `sam build` builds it (requirements, the "
-        "package, and their bytecode); its size is the Lambda build (CPython 3.12, manylinux x86_64, the "
+        "package, and their bytecode); its size is the Lambda build (CPython 3.12, manylinux wheels for the "
+        "template's architecture, whose native libraries' ELF headers are read to check it, the "
         "bytecode compiled by this machine's Python as a stand-in of the same size). Each handler is imported "
         "in a fresh interpreter with the function's folder, the layer (built for this Python) and a runtime "
         "folder holding boto3 and its dependencies alone on the path, with Lambda's variables set and no "
         "bytecode cache writes; once as built, once with the layer's .pyc removed.",
         "- **Fan-out**: the upload service on in-memory ports; the queue only counts what it is sent.",
+        "- **Memory**: page preparation (a dense A4 PDF page; a 12 MP photo) in a fresh process held by a CPU "
+        "cgroup's CFS quota to each MemorySize's share of one CPU (MB / 1769; cgroup v2 cpu.max or v1 "
+        "cpu.cfs_quota_us, 100 ms period), with the share it really got beside it; and by a model, its CPU time "
+        "at one core x 1769 / MB (the only figure where no cgroup can be made). Peak memory: a fresh process with "
+        "the template's variables imports the recognize handler's libraries, then k threads (records) each "
+        "prepare their pages at once and hold them, each record's first page with what a model call holds "
+        "(its data URL and JSON payload); the figure is the process's resident high-water mark. GB-s per page: "
+        "MemorySize x max(L/k, preparation time at that share).",
         "- **Token accuracy**: `image_tokens` of the prepared page against the usage the emulator returns.",
         "",
     ]

@@ -22,6 +22,10 @@ BUILD = ROOT / ".aws-sam" / "build"
 LAYER_SITE = BUILD / "SharedLayer" / "python"
 # The bytecode tag of the Lambda runtime's interpreter (python3.12, template.yaml's Globals).
 BYTECODE_TAG = "cpython-312"
+# The ELF header's e_machine of the native code each Lambda architecture runs (the ELF spec's EM_ values),
+# and the machine word a wheel's platform tag ends with.
+ELF_MACHINES = {"arm64": 183, "x86_64": 62}
+WHEEL_MACHINES = {"arm64": "aarch64", "x86_64": "x86_64"}
 # Engine, emulator, test and SDK packages: none is ever shipped (boto3 is the runtime's).
 NOT_IN_LAYER = (
     "ocr_devkit",
@@ -48,6 +52,20 @@ def _sources() -> Iterator[Path]:
 
 def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _elf_machine(path: Path) -> int | None:
+    """e_machine of an ELF file (a little-endian half-word at offset 18), or None for another kind of file."""
+    with path.open("rb") as file:
+        header = file.read(20)
+    if len(header) < 20 or header[:4] != b"\x7fELF":
+        return None
+    return int.from_bytes(header[18:20], "big" if header[5] == 2 else "little")
+
+
+def _template_architecture() -> str:
+    (architecture,) = load_template(ROOT / "template.yaml").body["Globals"]["Function"]["Architectures"]
+    return str(architecture)
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +147,34 @@ def test_the_layer_ships_no_test_double(build: Path):
     assert "bootstrap.py" in names
     # Then none is an in-memory fake or test helper (they live in tests/support)
     assert [name for name in names if any(word in name for word in ("memory", "fake", "stub", "test"))] == []
+
+
+def test_the_layers_native_code_is_built_for_the_functions_architecture(build: Path):
+    # Given the functions' architecture, which the layer must declare and be built for
+    architecture = _template_architecture()
+    layer = load_template(ROOT / "template.yaml").body["Resources"]["SharedLayer"]
+    assert layer["Properties"]["CompatibleArchitectures"] == [architecture]
+    assert layer["Metadata"]["BuildArchitecture"] == architecture
+    # and every ELF file the layer ships (extension modules and the libraries bundled with them)
+    machines = {
+        path.relative_to(LAYER_SITE).as_posix(): _elf_machine(path)
+        for path in LAYER_SITE.rglob("*")
+        if path.is_file() and not path.is_symlink() and ".so" in path.name
+    }
+    native = {name: machine for name, machine in machines.items() if machine is not None}
+    # (Pillow, PDFium, pydantic-core, libheif and ISA-L at least)
+    assert len(native) >= 10, sorted(machines)
+    # Then each one is machine code for that architecture, whatever machine ran the build
+    wrong = {name: machine for name, machine in native.items() if machine != ELF_MACHINES[architecture]}
+    assert wrong == {}, f"not {architecture}: {wrong}"
+    # and every wheel installed is either pure Python or tagged for that architecture
+    tags = [
+        line.split(":", 1)[1].strip()
+        for wheel in LAYER_SITE.glob("*.dist-info/WHEEL")
+        for line in wheel.read_text().splitlines()
+        if line.startswith("Tag:")
+    ]
+    assert tags
+    platform_tags = [tag for tag in tags if not tag.endswith("-any")]
+    assert platform_tags
+    assert [tag for tag in platform_tags if not tag.endswith("_" + WHEEL_MACHINES[architecture])] == []

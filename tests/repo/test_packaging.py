@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 
 import ocr_pipeline
+from ocr_devkit.stack.cfn import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN_IN_LAYER = ("ocr_devkit", "rapidocr_onnxruntime", "onnxruntime", "cv2", "moto", "numpy", "pytest")
@@ -80,3 +81,21 @@ def test_every_package_of_the_layer_lock_is_pinned_and_hashed():
     assert len(names) == len(set(names))
     assert {"pydantic-core", "typing-extensions", "anyio", "httpcore", "certifi"} <= set(names)
     assert not {"boto3", "botocore", "s3transfer"} & set(names)
+
+
+def test_the_layer_is_built_and_locked_for_the_functions_architecture():
+    # Given the functions' architecture in template.yaml, and the machine word wheel tags use for it
+    template = load_template(ROOT / "template.yaml").body
+    (architecture,) = template["Globals"]["Function"]["Architectures"]
+    machine = {"arm64": "aarch64", "x86_64": "x86_64"}[architecture]
+    # Then the layer is declared for it, and built on it by SAM
+    layer = template["Resources"]["SharedLayer"]
+    assert layer["Properties"]["CompatibleArchitectures"] == [architecture]
+    assert layer["Metadata"]["BuildArchitecture"] == architecture
+    # and the layer's Makefile fetches wheels for it, whatever machine runs the build
+    makefile = (ROOT / "layers/ocr_pipeline/Makefile").read_text()
+    assert re.search(rf"^LAMBDA_MACHINE \?= {machine}$", makefile, re.MULTILINE)
+    flags = re.search(r"^PIP_TARGET_FLAGS \?= (.*?[^\\])$", makefile, re.MULTILINE | re.DOTALL)
+    assert flags and "--platform manylinux_2_28_$(LAMBDA_MACHINE)" in flags[1]
+    # and the lock was resolved for it (its header says which platform `make lock` resolved)
+    assert f"on {machine} manylinux" in LOCK.read_text().split("\n\n", 1)[0]
