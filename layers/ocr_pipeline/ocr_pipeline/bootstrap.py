@@ -21,7 +21,6 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .adapters.aws import DynamoJobStore, S3ObjectStore, SnsEventBus, SqsWorkQueue
 from .adapters.idempotency import Once
@@ -52,26 +51,15 @@ PAGE_GUARD = {"name": "pages", "key": "[job_id, pages]"}
 _REQUIRED_VARIABLES = ("RESULT_BUCKET", "TOPIC_ARN", "PAGE_QUEUE_URL", "JOBS_TABLE")
 
 
-class PipelineEnvironment(BaseSettings, PipelineSettings):
-    """PipelineSettings read from the function's environment, by the variable names on its fields.
+def read_pipeline_settings(environ: Mapping[str, str] | None = None) -> PipelineSettings:
+    """The pipeline's settings from an environment (the process's when None). Raises ConfigurationError.
 
     One model for the four functions: template.yaml gives them one environment (Globals), plus the
-    request function's own source lists, which the others leave at their defaults.
+    request function's own source lists, which the others leave at their defaults. Each field is read
+    from the variable its alias names; an empty variable counts as not given, and lists come as
+    CloudFormation writes them (comma-separated), which the fields parse. Read by pydantic itself, not
+    pydantic-settings, whose import (with asyncio and dotenv) would add to every cold start.
     """
-
-    model_config = SettingsConfigDict(
-        frozen=True,
-        arbitrary_types_allowed=True,
-        populate_by_name=True,
-        extra="ignore",
-        env_ignore_empty=True,
-        # Lists come as CloudFormation writes them (comma-separated), not as JSON: the fields parse them.
-        enable_decoding=False,
-    )
-
-
-def read_pipeline_settings(environ: Mapping[str, str] | None = None) -> PipelineSettings:
-    """The pipeline's settings from an environment (the process's when None). Raises ConfigurationError."""
     env = os.environ if environ is None else environ
     missing = [name for name in _REQUIRED_VARIABLES if not env.get(name)]
     if missing:
@@ -80,11 +68,9 @@ def read_pipeline_settings(environ: Mapping[str, str] | None = None) -> Pipeline
     from .adapters.dashscope.settings import OcrServiceSettings
 
     # Checked at every function's start: a model the region does not offer is a configuration error.
-    ocr = OcrServiceSettings.from_env(environ).defaults()
+    ocr = OcrServiceSettings.from_env(env).defaults()
     try:
-        if environ is None:
-            return PipelineEnvironment(ocr=ocr)
-        return PipelineSettings.model_validate({**{k: v for k, v in environ.items() if v != ""}, "ocr": ocr})
+        return PipelineSettings.model_validate({**{k: v for k, v in env.items() if v != ""}, "ocr": ocr})
     except ValidationError as exc:
         raise ConfigurationError.from_validation("pipeline settings", PipelineSettings, exc) from None
 
