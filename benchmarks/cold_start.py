@@ -18,7 +18,10 @@ fresh interpreter importing only what no code of ours can avoid, boto3, pydantic
 (`pydantic.main`; `import pydantic` alone loads almost nothing until a model is defined) and exactly
 the Powertools modules that handler's own code imports (read from its `-X importtime` tree: the
 Powertools modules that the handler or the layer import directly). What the handler imports beyond
-its floor is listed by package, so a handler over the goal shows what is left.
+its floor is listed by package, so a handler over the goal shows what is left. The ratio is taken on
+the import's CPU time (user + system), which other processes on a busy machine do not lengthen as they
+do wall time (on Lambda, with its CPU share to itself, an import's wall time is about its CPU time);
+wall times and their ratio are reported beside it.
 """
 
 from __future__ import annotations
@@ -47,8 +50,10 @@ POWERTOOLS = "aws_lambda_powertools"
 # Modules whose imports count as the handler's own: the handler module and the layer's package.
 OUR_PACKAGES = ("ocr_pipeline",)
 LOCAL_PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
+# Wall time and the process's CPU time (user + system) of the import, in ms.
 _IMPORT_PROBE = (
-    "import sys, time\nstarted = time.perf_counter()\nimport {module}\nprint((time.perf_counter() - started) * 1000)\n"
+    "import time\nstarted, cpu = time.perf_counter(), time.process_time()\nimport {module}\n"
+    "print((time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000)\n"
 )
 
 
@@ -103,6 +108,13 @@ def largest_parts(folder: Path, count: int = 5) -> list[dict[str, Any]]:
 
 
 def import_ms(code_dir: Path, module: str, layer: Path, runtime: Path, environment: dict[str, str]) -> float:
+    return import_times(code_dir, module, layer, runtime, environment)[0]
+
+
+def import_times(
+    code_dir: Path, module: str, layer: Path, runtime: Path, environment: dict[str, str]
+) -> tuple[float, float]:
+    """(wall, CPU) ms of importing `module` in a fresh interpreter, as Lambda orders the paths."""
     path = os.pathsep.join((str(code_dir), str(layer), str(runtime)))
     result = subprocess.run(
         [sys.executable, "-S", "-B", "-c", _IMPORT_PROBE.format(module=module)],
@@ -114,7 +126,8 @@ def import_ms(code_dir: Path, module: str, layer: Path, runtime: Path, environme
     )
     if result.returncode != 0:
         raise RuntimeError(f"importing {module} from {code_dir} failed: {result.stderr[-2000:]}")
-    return float(result.stdout.strip().splitlines()[-1])
+    wall, cpu = result.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
 
 
 def import_tree(
@@ -238,20 +251,25 @@ def measure(log: Any = print) -> dict[str, Any]:
                 f"  importing {function} ({code_dir.relative_to(ROOT)}/{module}.py) and its library floor, "
                 f"{IMPORT_REPEATS} times each, alternating"
             )
-            built: list[float] = []
-            floor: list[float] = []
+            built: list[tuple[float, float]] = []
+            floor: list[tuple[float, float]] = []
             # Alternating, so that a change in the machine's load weighs on both alike.
             for _ in range(IMPORT_REPEATS):
-                built.append(import_ms(code_dir, module, local_layer, runtime, environment))
-                floor.append(import_ms(code_dir, floors[function], local_layer, runtime, environment))
-            handler_ms, floor_ms = statistics.median(built), statistics.median(floor)
+                built.append(import_times(code_dir, module, local_layer, runtime, environment))
+                floor.append(import_times(code_dir, floors[function], local_layer, runtime, environment))
+            handler_ms, floor_ms = (statistics.median(wall for wall, _ in runs) for runs in (built, floor))
+            handler_cpu, floor_cpu = (statistics.median(cpu for _, cpu in runs) for runs in (built, floor))
             floor_tree = import_tree(code_dir, floors[function], local_layer, runtime, environment)
             imports[function] = {
                 "as_built_ms": round(handler_ms, 1),
                 "floor_ms": round(floor_ms, 1),
+                "as_built_cpu_ms": round(handler_cpu, 1),
+                "floor_cpu_ms": round(floor_cpu, 1),
                 "floor_modules": floors[function],
-                "floor_ratio": round(handler_ms / floor_ms, 2),
-                "met": handler_ms <= GOAL_FLOOR_RATIO * floor_ms,
+                # On CPU time: a busy machine's other processes lengthen wall time, not the import's own work.
+                "floor_ratio": round(handler_cpu / floor_cpu, 2),
+                "floor_ratio_wall": round(handler_ms / floor_ms, 2),
+                "met": handler_cpu <= GOAL_FLOOR_RATIO * floor_cpu,
                 "beyond_floor": beyond_floor(trees[function], floor_tree),
             }
         for bytecode in local_layer.rglob("*.pyc"):
