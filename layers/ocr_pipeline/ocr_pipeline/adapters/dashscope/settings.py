@@ -25,13 +25,14 @@ from ...catalog import (
     MODELS,
     NATIVE_PATH,
     ModelSpec,
+    OcrDefaults,
     Region,
     canonical_model_name,
     endpoints_for,
     offered_model,
 )
 from ...errors import ConfigurationError
-from ...ocr_service import ModelChoice, OcrDefaults, OcrTarget
+from ...ocr_service import ModelChoice, OcrTarget
 
 
 class WireProtocol(StrEnum):
