@@ -135,7 +135,8 @@ def _cold_start_rows(r: dict[str, Any]) -> list[Row]:
                     f"{entry['floor_ms']} ms ({entry['floor_ratio_wall']}×), {entry['without_pyc_ms']} ms without .pyc",
                     goal,
                     _status(entry["met"]),
-                    f"floor: {entry['floor_modules']}; beyond it (self time): {beyond}",
+                    f"floor: {entry['floor_modules']}; beyond it (self time): {beyond}; full garbage "
+                    f"collections during the import: {entry['full_gc_passes']} (floor: {entry['floor_full_gc_passes']})",
                 )
             )
     layer = r.get("layer", {})
