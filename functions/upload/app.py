@@ -7,7 +7,6 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from ocr_pipeline.bootstrap import UPLOAD_GUARD, guard, upload_service
 from ocr_pipeline.pipeline.intake import IntakeOutcome
@@ -29,8 +28,10 @@ def handler(event: dict[str, Any], context: LambdaContext, service: UploadServic
     # One object version is one document, however often S3 or Lambda's retries deliver its event.
     once = guard(service.settings, UPLOAD_GUARD)
     outcomes = []
-    for record in S3Event(event).records:
-        upload = UploadedObject.from_notification(record.raw_event)
+    # The records as S3 sends them: Powertools' S3Event would import its data_classes package (every
+    # event source's classes) into the cold start, to wrap a list this loop reads once.
+    for record in event["Records"]:
+        upload = UploadedObject.from_notification(record)
         with logger.append_context_keys(bucket=upload.bucket, key=upload.key):
             stored = once.run(upload, lambda upload=upload: service.accept(upload).model_dump(mode="json"), context)
         outcomes.append(IntakeOutcome.model_validate(stored))

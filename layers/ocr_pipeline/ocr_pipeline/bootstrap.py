@@ -3,6 +3,13 @@
 The only module that knows both the core and its adapters. Nothing here runs at import time:
 handlers ask for their ready service (and its idempotency guard) on first invocation, and tests
 pass their own services instead.
+
+Imported at module level: what every function builds (settings, the intake, the AWS adapters, the
+idempotency guard). What only some functions use is imported by the builder that needs it, so that
+a function's cold start does not import another's dependencies: the OCR client and httpx (page
+work), the URL fetcher (requests), the request schema (requests and dead letters), the imaging stack
+(page work; imported by the services that prepare pages). Each handler imports its own service's
+module at module level, so what it always needs still loads during the function's initialization.
 """
 
 from __future__ import annotations
@@ -11,28 +18,28 @@ import os
 import threading
 from collections.abc import Mapping
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .adapters.aws import DynamoJobStore, S3ObjectStore, SnsEventBus, SqsWorkQueue
-from .adapters.dashscope import OcrServiceSettings, QwenOcrClient
 from .adapters.idempotency import Once
-from .adapters.metrics import MeteredEventBus, MetricsCallObserver
-from .adapters.web import HttpSourceFetcher
+from .adapters.metrics import MeteredEventBus
 from .catalog import Region
 from .errors import ConfigurationError
 from .pipeline.config import PipelineSettings
-from .pipeline.dead_letters import DeadLetterService
 from .pipeline.intake import DocumentIntake
-from .pipeline.page_recognition import PageRecognitionService, RecognizerFactory
-from .pipeline.request_intake import RequestService
-from .pipeline.settlement import Pricer, SettlementService
-from .pipeline.upload import UploadService
-from .pricing import Cost
-from .recognition import Recognizer
-from .usage import Usage
+
+if TYPE_CHECKING:
+    from .adapters.dashscope.settings import OcrServiceSettings
+    from .pipeline.dead_letters import DeadLetterService
+    from .pipeline.page_recognition import PageRecognitionService, RecognizerFactory
+    from .pipeline.request_intake import RequestService
+    from .pipeline.settlement import Pricer, SettlementService
+    from .pipeline.upload import UploadService
+    from .pricing import Cost
+    from .recognition import Recognizer
+    from .usage import Usage
 
 # Each function's idempotency guard: its name (the records' key prefix) and the JMESPath of its key,
 # a business identity: the object version for uploads, the job and its pages for page work, the
@@ -44,36 +51,26 @@ PAGE_GUARD = {"name": "pages", "key": "[job_id, pages]"}
 _REQUIRED_VARIABLES = ("RESULT_BUCKET", "TOPIC_ARN", "PAGE_QUEUE_URL", "JOBS_TABLE")
 
 
-class PipelineEnvironment(BaseSettings, PipelineSettings):
-    """PipelineSettings read from the function's environment, by the variable names on its fields.
+def read_pipeline_settings(environ: Mapping[str, str] | None = None) -> PipelineSettings:
+    """The pipeline's settings from an environment (the process's when None). Raises ConfigurationError.
 
     One model for the four functions: template.yaml gives them one environment (Globals), plus the
-    request function's own source lists, which the others leave at their defaults.
+    request function's own source lists, which the others leave at their defaults. Each field is read
+    from the variable its alias names; an empty variable counts as not given, and lists come as
+    CloudFormation writes them (comma-separated), which the fields parse. Read by pydantic itself, not
+    pydantic-settings, whose import (with asyncio and dotenv) would add to every cold start.
     """
-
-    model_config = SettingsConfigDict(
-        frozen=True,
-        arbitrary_types_allowed=True,
-        populate_by_name=True,
-        extra="ignore",
-        env_ignore_empty=True,
-        # Lists come as CloudFormation writes them (comma-separated), not as JSON: the fields parse them.
-        enable_decoding=False,
-    )
-
-
-def read_pipeline_settings(environ: Mapping[str, str] | None = None) -> PipelineSettings:
-    """The pipeline's settings from an environment (the process's when None). Raises ConfigurationError."""
     env = os.environ if environ is None else environ
     missing = [name for name in _REQUIRED_VARIABLES if not env.get(name)]
     if missing:
         raise ConfigurationError(f"missing environment variables: {', '.join(missing)}")
+    # The OCR adapter's settings module only (the package loads its client on first use, not here).
+    from .adapters.dashscope.settings import OcrServiceSettings
+
     # Checked at every function's start: a model the region does not offer is a configuration error.
-    ocr = OcrServiceSettings.from_env(environ).defaults()
+    ocr = OcrServiceSettings.from_env(env).defaults()
     try:
-        if environ is None:
-            return PipelineEnvironment(ocr=ocr)
-        return PipelineSettings.model_validate({**{k: v for k, v in environ.items() if v != ""}, "ocr": ocr})
+        return PipelineSettings.model_validate({**{k: v for k, v in env.items() if v != ""}, "ocr": ocr})
     except ValidationError as exc:
         raise ConfigurationError.from_validation("pipeline settings", PipelineSettings, exc) from None
 
@@ -85,6 +82,8 @@ def pipeline_settings() -> PipelineSettings:
 
 @cache
 def ocr_service_settings() -> OcrServiceSettings:
+    from .adapters.dashscope.settings import OcrServiceSettings
+
     return OcrServiceSettings.from_env()
 
 
@@ -94,6 +93,12 @@ def recognizer_factory(ocr: OcrServiceSettings) -> RecognizerFactory:
     lock = threading.Lock()
 
     def recognizer(model: str, region: Region) -> Recognizer:
+        # Imported by the first page to recognize or price: the OCR client, httpx and the imaging stack
+        # the recognizer prepares pages with are the page worker's, which other functions do not load.
+        from .adapters.dashscope.client import QwenOcrClient
+        from .adapters.metrics import MetricsCallObserver
+        from .recognition import Recognizer
+
         with lock:
             key = (model, region)
             if key not in recognizers:
@@ -135,11 +140,17 @@ def document_intake() -> DocumentIntake:
 
 @cache
 def upload_service() -> UploadService:
+    from .pipeline.upload import UploadService
+
     return UploadService(pipeline_settings(), document_intake())
 
 
 @cache
 def request_service() -> RequestService:
+    # The request function's alone: the request schema, and httpx to fetch a URL source.
+    from .adapters.web import HttpSourceFetcher
+    from .pipeline.request_intake import RequestService
+
     settings = pipeline_settings()
     return RequestService(settings, document_intake(), HttpSourceFetcher(), settings.source_policy)
 
@@ -151,6 +162,8 @@ def _recognizers() -> RecognizerFactory:
 
 @cache
 def settlement_service() -> SettlementService:
+    from .pipeline.settlement import SettlementService
+
     settings = pipeline_settings()
     return SettlementService(
         settings,
@@ -163,6 +176,8 @@ def settlement_service() -> SettlementService:
 
 @cache
 def page_recognition_service() -> PageRecognitionService:
+    from .pipeline.page_recognition import PageRecognitionService
+
     settings = pipeline_settings()
     return PageRecognitionService(
         settings,
@@ -175,4 +190,6 @@ def page_recognition_service() -> PageRecognitionService:
 
 @cache
 def dead_letter_service() -> DeadLetterService:
+    from .pipeline.dead_letters import DeadLetterService
+
     return DeadLetterService(upload_service(), settlement_service(), document_intake())

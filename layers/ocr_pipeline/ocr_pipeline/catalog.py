@@ -158,3 +158,15 @@ def offered_model(name: str, region: Region | str) -> ModelSpec:
             region=region.value,
         )
     return spec
+
+
+class OcrDefaults(BaseModel):
+    """The model and region a job gets when it names none, and whether a model it names must be listed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str = DEFAULT_MODEL
+    region: Region = DEFAULT_REGION
+    # False for a self-hosted server, whose model names only its operator knows, and where the operator
+    # allows unlisted models: then a named model is sent as it is.
+    catalog_checked: bool = True

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .catalog import DEFAULT_MODEL, DEFAULT_REGION, ModelSpec, Region
+from .catalog import ModelSpec, Region
 from .results import RecognitionResult
 from .task_prompts import DEFAULT_PROMPT, TASK_PROMPTS, key_information_prompt
 from .tasks import OcrTask, TaskOptions
@@ -82,18 +82,6 @@ class OcrTarget(BaseModel):
     region: Region
     # The wire format's name, reported in results ("dashscope" or "openai").
     protocol: str
-
-
-class OcrDefaults(BaseModel):
-    """The model and region a job gets when it names none, and whether a model it names must be listed."""
-
-    model_config = ConfigDict(frozen=True)
-
-    model: str = DEFAULT_MODEL
-    region: Region = DEFAULT_REGION
-    # False for a self-hosted server, whose model names only its operator knows, and where the operator
-    # allows unlisted models: then a named model is sent as it is.
-    catalog_checked: bool = True
 
 
 class OcrService(Protocol):

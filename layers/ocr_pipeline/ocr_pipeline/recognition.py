@@ -9,26 +9,14 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from .catalog import ModelSpec, Region
-from .imaging import CoordinateMapping, PreparationLimits, PreparationStep, PreparedImage, prepare_image
+from .image_summary import ImageSummary
+from .imaging import CoordinateMapping, PreparationLimits, PreparedImage, prepare_image
 from .ocr_service import FINISH_LENGTH, OcrCall, OcrService, OcrTarget
 from .pricing import Cost, PriceNotFound, PriceTable, default_price_table
 from .results import RecognitionResult, Word
 from .tasks import OcrTask, TaskOptions
 from .tokens import PixelBudget
 from .usage import BilledAttempt, Usage
-
-
-class ImageSummary(BaseModel):
-    source_format: str
-    original_width: int | float
-    original_height: int | float
-    prepared_width: int
-    prepared_height: int
-    prepared_bytes: int
-    mime_type: str
-    scale_x: float
-    scale_y: float
-    steps: list[PreparationStep]
 
 
 class Recognition(BaseModel):

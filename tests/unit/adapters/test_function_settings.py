@@ -41,7 +41,7 @@ ENVIRONMENT = {
 
 
 def test_the_process_environment_and_a_given_one_read_the_same(monkeypatch):
-    # Given the same variables, once in the process's environment (read by pydantic-settings)
+    # Given the same variables, once in the process's environment
     for name, value in ENVIRONMENT.items():
         monkeypatch.setenv(name, value)
     from_process = read_pipeline_settings()

@@ -11,14 +11,15 @@ from __future__ import annotations
 import hashlib
 import socket
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
-
-import httpx
 
 from ..errors import InputTooLarge, SourceFetchFailed, SourceUnavailable
 from ..pipeline.port_errors import SourceNotFound
 from ..pipeline.records import Download
+
+if TYPE_CHECKING:
+    import httpx
 
 CHUNK_BYTES = 256 * 1024
 
@@ -52,6 +53,9 @@ class HttpSourceFetcher:
         return addresses
 
     def download(self, url: str, address: str, sink: BinaryIO, max_bytes: int) -> Download:
+        # Imported by the first download: most requests name an object in a bucket, and need no HTTP client.
+        import httpx
+
         parts = urlsplit(url)
         host = parts.hostname or ""
         pinned_host = f"[{address}]" if ":" in address else address

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, field_serializer
 
 from ..field_checks import FieldCheck, ValidationSummary, summarize, validate_fields
+from ..image_summary import ImageSummary
 from ..pricing import format_money
-from ..recognition import ImageSummary, Recognition
 from ..results import Word
 from ..usage import ZERO_USAGE, BilledAttempt, Usage
 from .events import ErrorInfo, PageMethod
 from .model import JobSpec, SourceRef
 from .records import PageStatus
+
+if TYPE_CHECKING:
+    # The page worker's; the other functions read and settle results without the imaging stack.
+    from ..recognition import Recognition
 
 RESULT_SCHEMA_VERSION = "1"
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from ..ocr_service import OcrDefaults
+from ..catalog import OcrDefaults
 from ..tasks import DEFAULT_TASK, OcrTask
 from .routing import RequestTenants, RoutingRule, TenantRule, parse_routing_rules
 from .sources import SourcePolicy

@@ -1,16 +1,20 @@
 """Documents as pages: telling PDFs and TIFFs from single images, counting and preparing pages.
 
 Sources are seekable binary files so that a page can be read without loading the document.
+The imaging stack (Pillow) and PDFium are imported by the functions that need them: telling a
+document's kind needs neither, and a single image's pages need no counting.
 """
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import InvalidRequest
-from ..imaging import PreparationLimits, PreparedImage, prepare_image, probe_image
-from ..tokens import PixelBudget
 from .model import DocumentKind
+
+if TYPE_CHECKING:
+    from ..imaging import PreparationLimits, PreparedImage
+    from ..tokens import PixelBudget
 
 SNIFF_BYTES = 16
 
@@ -30,6 +34,8 @@ def count_pages(source: BinaryIO, kind: DocumentKind, limits: PreparationLimits)
 
         return pdf_page_count(source)
     if kind is DocumentKind.TIFF:
+        from ..imaging import probe_image
+
         return max(1, probe_image(source, limits).frame_count)
     return 1
 
@@ -44,4 +50,6 @@ def prepare_page(
         return prepare_pdf_page(source, page, budget, limits)
     if kind is DocumentKind.IMAGE and page != 1:
         raise InvalidRequest(f"a single image has no page {page}")
+    from ..imaging import prepare_image
+
     return prepare_image(source, budget, limits, frame=page - 1)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from enum import StrEnum
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
 from ..catalog import Region
 from ..errors import DocumentEmpty, DocumentTooManyPages, InputTooLarge, OcrPipelineError
-from ..imaging import PreparationLimits
 from ..tasks import TaskOptions
 from .config import PipelineSettings
 from .documents import SNIFF_BYTES, count_pages, detect_kind
@@ -24,6 +25,9 @@ from .model import DocumentKind, JobSpec, PageDispatch, PageWork, SourceRef, job
 from .port_errors import JobNotFound
 from .ports import EventBus, JobStore, ObjectStore, WorkQueue
 from .records import JobStatus
+
+if TYPE_CHECKING:
+    from ..imaging import PreparationLimits
 
 # The handlers give this logger their Powertools format and keys, so each decision is one JSON line.
 logger = logging.getLogger(__name__)
@@ -93,7 +97,13 @@ class DocumentIntake:
         self.queue = queue
         self.jobs = jobs
         self.bus = bus
-        self.limits = PreparationLimits(max_input_bytes=settings.max_input_bytes)
+
+    @cached_property
+    def limits(self) -> PreparationLimits:
+        """What counting a TIFF's pages refuses. Imports the imaging stack (Pillow), which only that needs."""
+        from ..imaging import PreparationLimits
+
+        return PreparationLimits(max_input_bytes=self.settings.max_input_bytes)
 
     def admit(self, admission: Admission) -> IntakeOutcome:
         """Count the pages, create the job once, and send its page messages."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
@@ -16,7 +17,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ...catalog import (
     COMPATIBLE_PATH,
@@ -25,13 +25,14 @@ from ...catalog import (
     MODELS,
     NATIVE_PATH,
     ModelSpec,
+    OcrDefaults,
     Region,
     canonical_model_name,
     endpoints_for,
     offered_model,
 )
 from ...errors import ConfigurationError
-from ...ocr_service import ModelChoice, OcrDefaults, OcrTarget
+from ...ocr_service import ModelChoice, OcrTarget
 
 
 class WireProtocol(StrEnum):
@@ -215,20 +216,16 @@ class OcrServiceSettings(BaseModel):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> OcrServiceSettings:
         """Settings from an environment (OCR_* and DASHSCOPE_API_KEY; the process's when None), with explicit
-        overrides winning. Raises ConfigurationError, never a ValidationError."""
+        overrides winning. Raises ConfigurationError, never a ValidationError.
+
+        Each field is read from the variable its alias names, an empty one counting as not given, by pydantic
+        itself: pydantic-settings' import (with asyncio and dotenv) would add to every function's cold start."""
         given: dict[str, Any] = {name: value for name, value in overrides.items() if value is not None}
+        source = os.environ if environ is None else environ
         try:
-            if environ is None:
-                return OcrServiceEnvironment(**given)
-            return cls.model_validate({**{k: v for k, v in environ.items() if v != ""}, **given})
+            return cls.model_validate({**{k: v for k, v in source.items() if v != ""}, **given})
         except ValidationError as exc:
             raise ConfigurationError.from_validation("OCR service settings", cls, exc) from None
-
-
-class OcrServiceEnvironment(BaseSettings, OcrServiceSettings):
-    """OcrServiceSettings read from the process's environment, by the variable names on its fields."""
-
-    model_config = SettingsConfigDict(frozen=True, populate_by_name=True, extra="ignore", env_ignore_empty=True)
 
 
 def _given_any(data: Mapping[str, Any], *names: str) -> Any:
