@@ -64,6 +64,24 @@ class RequestCount:
         if model.name == "TransactWriteItems":
             self.transaction_items += len(params.get("TransactItems", []))
 
+    def after_get(self, http_response: Any, model: Any, context: dict[str, Any], **_: Any) -> None:
+        """A GET that found nothing (a 404, billed as a GET) is told apart from one that read something."""
+        if http_response.status_code == 404:
+            name = f"s3.GetObject[{context.get('counted_class', '?')}]"
+            self.calls[name] -= 1
+            self.calls[name.replace("]", ", missing]")] += 1
+
+    def remember_class(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["counted_class"] = _s3_object_class(params)
+
+    def register(self, client: Any) -> None:
+        client.meta.events.register("before-parameter-build.*.*", self.hook)
+        client.meta.events.register("before-parameter-build.s3.GetObject", self.remember_class)
+        client.meta.events.register("after-call.s3.GetObject", self.after_get)
+
+    def per_page(self, pages: int) -> dict[str, float]:
+        return {name: round(n / pages, 2) for name, n in sorted(self.calls.items()) if n}
+
     def total(self, prefix: str) -> int:
         return sum(n for name, n in self.calls.items() if name.startswith(prefix))
 
@@ -113,7 +131,7 @@ class AwsPipeline:
         # The idempotency guard builds its client through aws_client (cached): count that one too.
         aws.aws_client.cache_clear()
         idempotency._persistence.cache_clear()
-        aws.aws_client("dynamodb").meta.events.register("before-parameter-build.*.*", self.count.hook)
+        self.count.register(aws.aws_client("dynamodb"))
         self.ocr = FakeOcrService()
         self.ocr_settings = OcrServiceSettings(api_key="test")
         self.settings = PipelineSettings(
@@ -125,18 +143,27 @@ class AwsPipeline:
             ocr=self.ocr_settings.defaults(),
             **settings_overrides,
         )
-        store, jobs, bus = S3ObjectStore(self.s3), DynamoJobStore(JOBS, dynamodb), SnsEventBus(topic_arn, self.sns)
+        self.dynamodb = dynamodb
+        store, jobs, bus = self._ports()
         self.recognizers: dict[tuple[str, Region], Recognizer] = {}
         intake = DocumentIntake(self.settings, store, SqsWorkQueue(queue_url, self.sqs), jobs, bus)
         self.intake = intake
         self.upload = UploadService(self.settings, intake)
-        self.settlement = SettlementService(self.settings, store, jobs, bus, self._price)
-        self.pages = PageRecognitionService(self.settings, store, jobs, self._recognizer, self.settlement)
+        self.pages = self.worker()
         self.count.calls.clear()
+
+    def _ports(self) -> tuple[S3ObjectStore, DynamoJobStore, SnsEventBus]:
+        return S3ObjectStore(self.s3), DynamoJobStore(JOBS, self.dynamodb), SnsEventBus(self.settings.topic_arn, self.sns)
+
+    def worker(self) -> PageRecognitionService:
+        """A recognize function's service as a new instance (cold start) builds it."""
+        store, jobs, bus = self._ports()
+        settlement = SettlementService(self.settings, store, jobs, bus, self._price)
+        return PageRecognitionService(self.settings, store, jobs, self._recognizer, settlement)
 
     def _client(self, service: str) -> Any:
         client = boto3.client(service, region_name=REGION)
-        client.meta.events.register("before-parameter-build.*.*", self.count.hook)
+        self.count.register(client)
         return client
 
     def _recognizer(self, model: str, region: Region) -> Recognizer:
@@ -159,8 +186,12 @@ class AwsPipeline:
         yield
         self.count.calls, self.count.transaction_items = saved
 
-    def run(self, key: str) -> None:
-        """The upload function on the object's event, then the recognize function on each page message."""
+    def run(self, key: str, *, worker_per_message: bool = False) -> None:
+        """The upload function on the object's event, then the recognize function on each page message.
+
+        With `worker_per_message`, each message goes to a new instance of the recognize function, as
+        when many run at once: nothing a worker remembers (job specs, page results) helps another.
+        """
         once = Once(IDEMPOTENCY, **UPLOAD_GUARD)
         upload = UploadedObject(bucket=INPUT, key=key)
         once.run(upload, lambda: self.upload.accept(upload).model_dump(mode="json"), FakeLambdaContext())
@@ -177,7 +208,8 @@ class AwsPipeline:
                 if isinstance(work, PageDispatch):
                     self.intake.continue_dispatch(work)
                 else:
-                    page_guard.run(work, lambda work=work: self.pages.process(work), FakeLambdaContext())
+                    pages = self.worker() if worker_per_message else self.pages
+                    page_guard.run(work, lambda work=work, pages=pages: pages.process(work), FakeLambdaContext())
                 with self.count_paused():
                     self.sqs.delete_message(
                         QueueUrl=self.settings.page_queue_url, ReceiptHandle=message["ReceiptHandle"]
