@@ -153,7 +153,11 @@ class AwsPipeline:
         self.count.calls.clear()
 
     def _ports(self) -> tuple[S3ObjectStore, DynamoJobStore, SnsEventBus]:
-        return S3ObjectStore(self.s3), DynamoJobStore(JOBS, self.dynamodb), SnsEventBus(self.settings.topic_arn, self.sns)
+        return (
+            S3ObjectStore(self.s3),
+            DynamoJobStore(JOBS, self.dynamodb),
+            SnsEventBus(self.settings.topic_arn, self.sns),
+        )
 
     def worker(self) -> PageRecognitionService:
         """A recognize function's service as a new instance (cold start) builds it."""
