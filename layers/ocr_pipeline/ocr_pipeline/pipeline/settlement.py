@@ -65,10 +65,8 @@ class SettlementService:
         self.price = price
         # Specs never change once a job is recorded; a warm worker reads each job's once.
         self._specs: dict[str, JobSpec] = {}
-        # The results of the pages this worker recorded, the last RECENT_RESULTS of them: ending a
-        # document does not read back from S3 what was just written there.
-        self._recent: OrderedDict[tuple[str, int], PageResult] = OrderedDict()
-        self._recent_lock = threading.Lock()
+        # Ending a document does not read back from S3 the pages this worker just wrote there.
+        self._recent = RecentResults()
 
     def job_spec(self, job_id: str) -> JobSpec:
         """The job's spec, from its record (page messages name their job; they do not carry its options)."""
@@ -97,7 +95,7 @@ class SettlementService:
         if not self.jobs.record_page(spec.job_id, record, usage_claim_s=lease_s):
             self.publish_usage(spec, record.page, result.method)
             return
-        self._remember(spec.job_id, result)
+        self._recent.remember(spec.job_id, result)
         if lease_s is not None:
             self._publish_claimed(spec, record, result.method, claimed_at, lease_s)
 
@@ -241,24 +239,11 @@ class SettlementService:
 
     def _pages_of(self, spec: JobSpec) -> list[PageResult]:
         """Every page's result: those recorded here from memory, the others read from S3 by their records."""
-        known = self._recalled(spec.job_id)
+        known = self._recent.recall(spec.job_id)
         if len(known) < spec.page_count:
             records = self.jobs.list_pages(spec.job_id)
             known = {record.page: known.get(record.page) or self._load_page(record) for record in records}
         return list(known.values())
-
-    def _remember(self, job_id: str, result: PageResult) -> None:
-        with self._recent_lock:
-            self._recent[(job_id, result.page)] = result
-            self._recent.move_to_end((job_id, result.page))
-            while len(self._recent) > RECENT_RESULTS:
-                self._recent.popitem(last=False)
-
-    def _recalled(self, job_id: str) -> dict[int, PageResult]:
-        """The results of the job's pages recorded by this worker, if it still holds them (and forgets them)."""
-        with self._recent_lock:
-            pages = [key for key in self._recent if key[0] == job_id]
-            return {page: self._recent.pop((job_id, page)) for _, page in pages}
 
     def _load_page(self, record: PageRecord) -> PageResult:
         if record.result_key:
@@ -269,3 +254,24 @@ class SettlementService:
 def _billable(record: PageRecord) -> bool:
     """A page to bill: recognized, with usage, and not billed yet."""
     return record.status is PageStatus.DONE and record.usage is not None and not record.usage_published
+
+
+class RecentResults:
+    """The results of the last RECENT_RESULTS pages a worker recorded (each the one its record names)."""
+
+    def __init__(self) -> None:
+        self._results: OrderedDict[tuple[str, int], PageResult] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, job_id: str, result: PageResult) -> None:
+        with self._lock:
+            self._results[(job_id, result.page)] = result
+            self._results.move_to_end((job_id, result.page))
+            while len(self._results) > RECENT_RESULTS:
+                self._results.popitem(last=False)
+
+    def recall(self, job_id: str) -> dict[int, PageResult]:
+        """The job's pages still held, by page number; they are forgotten (the document is ending)."""
+        with self._lock:
+            keys = [key for key in self._results if key[0] == job_id]
+            return {page: self._results.pop((job, page)) for job, page in keys}
