@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from ocr_pipeline.pipeline.model import PageWork
 from ocr_pipeline.pipeline.page_recognition import PageRecognitionService
 from ocr_pipeline.pipeline.settlement import SettlementService
@@ -156,3 +157,29 @@ class _Source:
         import io
 
         return io.BytesIO(self.p.store.get_bytes(INPUT, "docs/receipt.png"))
+
+
+def test_billing_a_page_recorded_by_a_worker_that_died_reads_no_result_object():
+    # Given a page recorded (with its billing claim) by a worker that died before publishing its bill
+    now = [1000.0]
+    p = Pipeline(claim_lease_s=60)
+    p.jobs._clock = lambda: now[0]
+    upload(p, "docs/receipt.png", text_png())
+    work = PageWork.model_validate_json(p.queue.bodies[0])
+    publish = p.bus.publish
+    p.bus.publish = lambda envelope: (_ for _ in ()).throw(SystemExit("killed"))  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        p.pages.process(work)
+    p.bus.publish = publish  # type: ignore[method-assign]
+
+    # When the message comes back after the claim's lease, to a new worker
+    now[0] += 61
+    p.store.calls.clear()
+    fresh_worker(p).process(work)
+
+    # Then the page is billed once, how it was read taken from its record, not from its stored result
+    (usage,) = p.bus.of_type("usage.recorded")
+    assert usage.data["method"] == "ocr"
+    assert p.store.calls["find_text"] == 0 and p.store.calls["get_text"] == 1  # the one read: assembly
+    assert len(p.ocr.calls) == 1
+    assert len(p.bus.of_type("document.completed")) == 1
