@@ -184,19 +184,22 @@ def test_a_mixed_pdf_takes_the_shortcut_only_for_its_text_pages():
 
 
 def test_a_redelivered_shortcut_page_is_announced_once_and_still_as_text_layer():
-    # Given a text-layer page recorded, but the worker died before announcing its usage
-    p = Pipeline(pdf_text_layer="prefer")
+    # Given a text-layer page recorded (with its billing claim), but the worker died before announcing its usage
+    now = [1000.0]
+    p = Pipeline(pdf_text_layer="prefer", claim_lease_s=60)
+    p.jobs._clock = lambda: now[0]
     p.store.put(INPUT, "docs/a.pdf", text_pdf(INVOICE), content_type="application/pdf")
     from ocr_pipeline.pipeline.upload import UploadedObject
 
     p.upload.accept(UploadedObject(bucket=INPUT, key="docs/a.pdf"))
     work = PageWork.model_validate_json(p.queue.bodies.pop(0))
-    original_claim = p.jobs.claim_usage_publication
-    p.jobs.claim_usage_publication = lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed"))  # type: ignore[method-assign]
+    publish = p.bus.publish
+    p.bus.publish = lambda envelope: (_ for _ in ()).throw(SystemExit("killed"))  # type: ignore[method-assign]
     with pytest.raises(SystemExit):
         p.pages.process(work)
-    p.jobs.claim_usage_publication = original_claim  # type: ignore[method-assign]
-    # When the message is delivered twice more
+    p.bus.publish = publish  # type: ignore[method-assign]
+    # When the message is delivered twice more, after the dead worker's claim ran out
+    now[0] += 61
     p.pages.process(work)
     p.pages.process(work)
     # Then the usage is announced once, with how the page was read

@@ -317,17 +317,17 @@ def test_a_page_is_stored_before_the_next_is_sent_and_billed_while_it_is_recogni
     def recognize(call, *, deadline=None):
         if len(p.ocr.calls) == 1:
             job_id = next(iter(p.jobs.jobs))
-            stored_before_sent.append(bool(p.store.list_keys(RESULTS, f"jobs/{job_id}/pages/000001-")))
+            stored_before_sent.append((RESULTS, f"jobs/{job_id}/pages/000001.json") in p.store.objects)
             second_call.set()
         return answer(call, deadline=deadline)
 
     held: list[bool] = []
     record_page = p.jobs.record_page
 
-    def holding_record_page(job_id, record):
+    def holding_record_page(job_id, record, **claim):
         if record.page == 1:
             held.append(second_call.wait(timeout=10))
-        return record_page(job_id, record)
+        return record_page(job_id, record, **claim)
 
     p.ocr.recognize = recognize  # type: ignore[method-assign]
     p.jobs.record_page = holding_record_page  # type: ignore[method-assign]

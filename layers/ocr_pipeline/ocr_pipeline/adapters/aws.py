@@ -89,6 +89,22 @@ class S3ObjectStore:
         except Exception as exc:
             raise self._typed(exc, bucket, key) from None
 
+    def put_json_if_absent(self, bucket: str, key: str, body: str) -> bool:
+        try:
+            # S3's conditional write: 412 PreconditionFailed when the key exists (a 409 is retried, as S3 advises).
+            self.client.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=body.encode("utf-8"),
+                ContentType="application/json; charset=utf-8",
+                IfNoneMatch="*",
+            )
+        except Exception as exc:
+            if _error_code(exc) in ("PreconditionFailed", "412"):
+                return False
+            raise self._typed(exc, bucket, key) from None
+        return True
+
     def put_file(self, bucket: str, key: str, body: BinaryIO, content_type: str | None = None) -> ObjectInfo:
         extra = {"ContentType": content_type} if content_type else {}
         try:
@@ -101,14 +117,15 @@ class S3ObjectStore:
     def get_text(self, bucket: str, key: str) -> str:
         return self.get_bytes(bucket, key).decode("utf-8")
 
-    def list_keys(self, bucket: str, prefix: str) -> list[str]:
-        keys: list[str] = []
+    def find_text(self, bucket: str, key: str) -> str | None:
         try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                keys.extend(item["Key"] for item in page.get("Contents", []))
+            response = self.client.get_object(Bucket=bucket, Key=key)
+            return bytes(response["Body"].read()).decode("utf-8")
         except Exception as exc:
-            raise self._typed(exc, bucket, prefix) from None
-        return sorted(keys)
+            # A 404 needs s3:ListBucket on the bucket; without it S3 answers 403, which stays an error.
+            if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise self._typed(exc, bucket, key, reading=True) from None
 
     @staticmethod
     def _typed(exc: Exception, bucket: str, key: str, *, reading: bool = False) -> Exception:
@@ -255,9 +272,13 @@ class DynamoJobStore:
             ExpressionAttributeValues={":true": {"BOOL": True}},
         )
 
-    def record_page(self, job_id: str, record: PageRecord) -> bool:
+    def record_page(self, job_id: str, record: PageRecord, *, usage_claim_s: float | None = None) -> bool:
         counter = "pages_done" if record.status is PageStatus.DONE else "pages_failed"
-        page_item = _page_item(job_id, record, expires_at=int(self._clock()) + JOB_RETENTION_S)
+        now = self._clock()
+        page_item = _page_item(job_id, record, expires_at=int(now) + JOB_RETENTION_S)
+        if usage_claim_s is not None:
+            # The claim claim_usage_publication would take, taken by the write that creates the marker.
+            page_item["usage_claim_until"] = {"N": str(now + usage_claim_s)}
         try:
             self.client.transact_write_items(
                 TransactItems=[
@@ -408,6 +429,8 @@ def _page_item(job_id: str, record: PageRecord, *, expires_at: int) -> dict[str,
         page_item["error"] = {"S": record.error.model_dump_json()}
     if record.request_id:
         page_item["request_id"] = {"S": record.request_id}
+    if record.method is not None:
+        page_item["method"] = {"S": record.method}
     return page_item
 
 
@@ -419,5 +442,6 @@ def _page_from_item(item: dict[str, Any]) -> PageRecord:
         usage=Usage.model_validate_json(item["usage"]["S"]) if "usage" in item else None,
         error=ErrorInfo.model_validate_json(item["error"]["S"]) if "error" in item else None,
         request_id=item.get("request_id", {}).get("S"),
+        method=item.get("method", {}).get("S"),
         usage_published=bool(item.get("usage_published", {}).get("BOOL", False)),
     )

@@ -1,8 +1,9 @@
 """Recognizing pages: prepare each page, call the model, store the result, hand it to settlement.
 
 Each page is idempotent end to end:
-1. a recognized page is written to S3 before it is recorded, and a redelivered page
-   reuses that stored result instead of calling (and paying for) the model again;
+1. a recognized page is written to S3 before it is recorded, under the page's one key and only if
+   nothing is there yet, and a redelivered page reuses that stored result instead of calling (and
+   paying for) the model again;
 2. the page marker and the job's counter change in one DynamoDB transaction, so a page
    is counted once however often it is delivered;
 3. billing the page and ending its document are settlement's (settlement.py), under claims.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import io
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -62,8 +62,9 @@ class PageRecognitionService:
         """A deadline on the OCR client's clock (time.monotonic) from a Lambda context's remaining time."""
         return time.monotonic() + max(0.0, remaining_ms) / 1000
 
-    def page_prefix(self, job_id: str, page: int) -> str:
-        return f"{self.settings.work_prefix}{job_id}/pages/{page:06d}-"
+    def page_key(self, job_id: str, page: int) -> str:
+        """The one key of a page's result: whichever delivery stores it first, every other finds it there."""
+        return f"{self.settings.work_prefix}{job_id}/pages/{page:06d}.json"
 
     def process(self, work: PageWork, *, deadline: float | None = None) -> None:
         """Process a message's pages; a retryable failure raises so the message is delivered again.
@@ -100,14 +101,17 @@ class PageRecognitionService:
         self.settlement.finalize_if_settled(spec.job_id)
 
     def _start_page(self, spec: JobSpec, page: int, source: _LazySource) -> _PageStart:
-        """What a page needs: billing only (recorded before), recording (stored by a worker that died), or the model."""
+        """What a page needs: billing only (recorded before), recording (stored by a worker that died), or the model.
+
+        Two reads, and no listing: the page's record, then its result's one key (missing, as a rule).
+        """
         if self.jobs.get_page(spec.job_id, page) is not None:
             return _PageStart(page, recorded=True)
-        stored = self._stored_page_keys(spec, page)
-        if stored:
+        key = self.page_key(spec.job_id, page)
+        stored = self.store.find_text(self.settings.result_bucket, key)
+        if stored is not None:
             # A worker died after paying for this page but before recording it: reuse its result.
-            result = PageResult.model_validate_json(self.store.get_text(self.settings.result_bucket, stored[0]))
-            return _PageStart(page, stored_key=stored[0], ready=result)
+            return _PageStart(page, stored_key=key, ready=PageResult.model_validate_json(stored))
         return _PageStart(page, ready=self._prepare(spec, page, source.get()))
 
     def _finish_page(self, spec: JobSpec, start: _PageStart, deadline: float | None) -> _StoredPage | None:
@@ -121,9 +125,11 @@ class PageRecognitionService:
         if isinstance(result, PreparedImage):
             result = self._call_model(spec, start.page, result, deadline)
         assert isinstance(result, PageResult)
-        key = self.page_prefix(spec.job_id, start.page) + uuid.uuid4().hex + ".json"
+        key = self.page_key(spec.job_id, start.page)
         # Stored before it is recorded: a worker that dies in between leaves it for the next delivery.
-        self.store.put_json(self.settings.result_bucket, key, result.model_dump_json())
+        # Stored once: a twin delivery that stored first keeps its result, the one its record may name.
+        if not self.store.put_json_if_absent(self.settings.result_bucket, key, result.model_dump_json()):
+            result = PageResult.model_validate_json(self.store.get_text(self.settings.result_bucket, key))
         return _StoredPage(key, result)
 
     def _settle(self, spec: JobSpec, start: _PageStart, stored: _StoredPage | None) -> None:
@@ -138,17 +144,15 @@ class PageRecognitionService:
             usage=stored.result.usage,
             error=stored.result.error,
             request_id=stored.result.request_id,
+            method=stored.result.method,
         )
-        self.settlement.record_page(spec, record, stored.result.method)
+        self.settlement.record_page(spec, record, stored.result)
 
     def _open_source(self, spec: JobSpec) -> BinaryIO:
         if spec.kind is DocumentKind.IMAGE:
             # A single image is read whole by the decoder anyway; one GET beats many ranges.
             return io.BytesIO(self.store.get_bytes(spec.source.bucket, spec.source.key, spec.source.version_id))
         return self.store.open_reader(spec.source.bucket, spec.source.key, spec.source.version_id, spec.size_bytes)
-
-    def _stored_page_keys(self, spec: JobSpec, page: int) -> list[str]:
-        return self.store.list_keys(self.settings.result_bucket, self.page_prefix(spec.job_id, page))
 
     def _prepare(self, spec: JobSpec, page: int, source: BinaryIO) -> PreparedImage | PageResult:
         """The page's image for the model, or already its result: read from its text layer, or failed for good."""

@@ -24,13 +24,19 @@ class ObjectStore(Protocol):
 
     def put_json(self, bucket: str, key: str, body: str) -> None: ...
 
+    def put_json_if_absent(self, bucket: str, key: str, body: str) -> bool:
+        """Store `body` unless an object is there already (a conditional write); False when one was."""
+        ...
+
     def put_file(self, bucket: str, key: str, body: BinaryIO, content_type: str | None = None) -> ObjectInfo:
         """Store a (possibly large) file from its current position; returns the stored object's info."""
         ...
 
     def get_text(self, bucket: str, key: str) -> str: ...
 
-    def list_keys(self, bucket: str, prefix: str) -> list[str]: ...
+    def find_text(self, bucket: str, key: str) -> str | None:
+        """The object's text, or None when there is no such object (one GET either way)."""
+        ...
 
 
 class WorkQueue(Protocol):
@@ -64,8 +70,12 @@ class JobStore(Protocol):
         """Remember that the job's page messages, or its failure event, went out."""
         ...
 
-    def record_page(self, job_id: str, record: PageRecord) -> bool:
-        """Store the page marker and bump the job's counter atomically; False when already recorded."""
+    def record_page(self, job_id: str, record: PageRecord, *, usage_claim_s: float | None = None) -> bool:
+        """Store the page marker and bump the job's counter atomically; False when already recorded.
+
+        With `usage_claim_s`, the new marker also holds the page's usage claim (claim_usage_publication)
+        for that long, so the recorder bills the page without asking for the claim in another write.
+        """
         ...
 
     def get_page(self, job_id: str, page: int) -> PageRecord | None: ...

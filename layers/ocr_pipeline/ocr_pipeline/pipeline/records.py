@@ -7,7 +7,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..usage import Usage
-from .events import ErrorInfo
+from .events import ErrorInfo, PageMethod
 from .model import JobSpec
 
 
@@ -55,6 +55,9 @@ class PageRecord(BaseModel):
     usage: Usage | None = None
     error: ErrorInfo | None = None
     request_id: str | None = None
+    # How the page was read (its result's `method`), so billing a recorded page needs no read of that result.
+    # None on records written before it was kept.
+    method: PageMethod | None = None
     usage_published: bool = False
 
 

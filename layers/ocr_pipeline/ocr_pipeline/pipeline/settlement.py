@@ -1,7 +1,8 @@
 """Settling pages and documents: billing each page once, and ending each document once.
 
 1. a page's `usage.recorded` event is published under a claim and then marked published, so
-   duplicates are not re-announced and a crash between the two is repaired on redelivery;
+   duplicates are not re-announced and a crash between the two is repaired on redelivery; the
+   delivery that records a page takes the claim in the same write;
 2. whoever settles the last page claims the finalization (with a lease, in case it dies)
    and publishes exactly one `document.completed` or `document.failed`.
 
@@ -12,7 +13,9 @@ the pages that ran out of deliveries the same way.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from ..catalog import Region
@@ -47,6 +50,8 @@ logger = logging.getLogger(__name__)
 LEASE_PUBLISH_MARGIN_S = 10.0
 # Job specs a warm worker keeps (a schema may be large; a worker sees few jobs at a time).
 SPEC_CACHE_SIZE = 32
+# Page results a worker keeps until their document ends (many page messages' worth; each is some KB).
+RECENT_RESULTS = 64
 
 
 class SettlementService:
@@ -60,6 +65,8 @@ class SettlementService:
         self.price = price
         # Specs never change once a job is recorded; a warm worker reads each job's once.
         self._specs: dict[str, JobSpec] = {}
+        # Ending a document does not read back from S3 the pages this worker just wrote there.
+        self._recent = RecentResults()
 
     def job_spec(self, job_id: str) -> JobSpec:
         """The job's spec, from its record (page messages name their job; they do not carry its options)."""
@@ -77,10 +84,20 @@ class SettlementService:
     def result_key(self, spec: JobSpec) -> str:
         return f"{self.settings.result_prefix}{spec.source.key}/{spec.job_id}.json"
 
-    def record_page(self, spec: JobSpec, record: PageRecord, method: PageMethod) -> None:
-        """Record a stored page and bill it; recorded by another delivery first, the record is read back."""
-        ours = self.jobs.record_page(spec.job_id, record)
-        self.publish_usage(spec, record.page, method, record if ours else None)
+    def record_page(self, spec: JobSpec, record: PageRecord, result: PageResult) -> None:
+        """Record a stored page and bill it; recorded by another delivery first, the record is read back.
+
+        The new record holds the page's usage claim from the start, so billing it takes no claim of
+        its own; and `result` (what the record names) is kept for assembling the document here.
+        """
+        lease_s = self.settings.claim_lease_s if _billable(record) else None
+        claimed_at = time.time()
+        if not self.jobs.record_page(spec.job_id, record, usage_claim_s=lease_s):
+            self.publish_usage(spec, record.page, result.method)
+            return
+        self._recent.remember(spec.job_id, result)
+        if lease_s is not None:
+            self._publish_claimed(spec, record, result.method, claimed_at, lease_s)
 
     def fail_unrecorded_pages(self, job_id: str, pages: Iterable[int], error: OcrPipelineError) -> None:
         """Record as failed for good the pages no delivery recorded; the others keep what they have."""
@@ -97,11 +114,10 @@ class SettlementService:
             self.publish_usage(spec, page)
         self.finalize_if_settled(spec.job_id)
 
-    def publish_usage(
-        self, spec: JobSpec, page: int, method: PageMethod | None = None, record: PageRecord | None = None
-    ) -> None:
-        record = record or self.jobs.get_page(spec.job_id, page)
-        if record is None or record.status is not PageStatus.DONE or record.usage_published or record.usage is None:
+    def publish_usage(self, spec: JobSpec, page: int, method: PageMethod | None = None) -> None:
+        """Bill a recorded page, unless that was done: under its claim, then marked published."""
+        record = self.jobs.get_page(spec.job_id, page)
+        if record is None or not _billable(record):
             return
         lease_s = self.settings.claim_lease_s
         claimed_at = time.time()
@@ -111,9 +127,16 @@ class SettlementService:
                 f"page {page} of job {spec.job_id}: its usage event is being published elsewhere",
                 retry_after_s=claim.held_for_s,
             )
+        self._publish_claimed(spec, record, method, claimed_at, lease_s)
+
+    def _publish_claimed(
+        self, spec: JobSpec, record: PageRecord, method: PageMethod | None, claimed_at: float, lease_s: float
+    ) -> None:
+        page = record.page
+        assert record.usage is not None
         if method is None:
-            # Recorded by an earlier delivery: how it was read is in its stored result.
-            method = self._load_page(record).method
+            # Recorded by an earlier delivery: how it was read is on its record, or else in its stored result.
+            method = record.method or self._load_page(record).method
         cost = self.price(record.usage, spec.model, spec.region)
         event = UsageRecorded(
             job_id=spec.job_id,
@@ -150,8 +173,7 @@ class SettlementService:
         claim = self.jobs.claim_finalization(job_id, lease_s)
         if not claim.granted:
             raise ClaimHeld(f"job {job_id} is being finalized elsewhere", retry_after_s=claim.held_for_s)
-        records = self.jobs.list_pages(job_id)
-        pages = [self._load_page(record) for record in records]
+        pages = self._pages_of(spec)
         document = assemble(spec, pages)
         task = document.task
         if len(document.pages_failed) < spec.page_count:
@@ -215,7 +237,41 @@ class SettlementService:
                 retry_after_s=max(left, 0.0) + 1.0,
             )
 
+    def _pages_of(self, spec: JobSpec) -> list[PageResult]:
+        """Every page's result: those recorded here from memory, the others read from S3 by their records."""
+        known = self._recent.recall(spec.job_id)
+        if len(known) < spec.page_count:
+            records = self.jobs.list_pages(spec.job_id)
+            known = {record.page: known.get(record.page) or self._load_page(record) for record in records}
+        return list(known.values())
+
     def _load_page(self, record: PageRecord) -> PageResult:
         if record.result_key:
             return PageResult.model_validate_json(self.store.get_text(self.settings.result_bucket, record.result_key))
         return PageResult.failed(record.page, record.error or ErrorInfo.of("internal.error", "page result missing"))
+
+
+def _billable(record: PageRecord) -> bool:
+    """A page to bill: recognized, with usage, and not billed yet."""
+    return record.status is PageStatus.DONE and record.usage is not None and not record.usage_published
+
+
+class RecentResults:
+    """The results of the last RECENT_RESULTS pages a worker recorded (each the one its record names)."""
+
+    def __init__(self) -> None:
+        self._results: OrderedDict[tuple[str, int], PageResult] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, job_id: str, result: PageResult) -> None:
+        with self._lock:
+            self._results[(job_id, result.page)] = result
+            self._results.move_to_end((job_id, result.page))
+            while len(self._results) > RECENT_RESULTS:
+                self._results.popitem(last=False)
+
+    def recall(self, job_id: str) -> dict[int, PageResult]:
+        """The job's pages still held, by page number; they are forgotten (the document is ending)."""
+        with self._lock:
+            keys = [key for key in self._results if key[0] == job_id]
+            return {page: self._results.pop((job, page)) for job, page in keys}
