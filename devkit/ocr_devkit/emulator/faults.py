@@ -279,6 +279,8 @@ class Recorder:
     ) -> None:
         with self._lock:
             entry.update(status=status, request_id=request_id, fault=fault.value if fault else None)
+            # With received_at, how long the call was open: tests count the calls in flight at once.
+            entry["answered_at"] = time.time()
             # What the API billed, as its reply said: lets tests compare billing events with the source.
             entry["response_usage"] = copy.deepcopy(usage)
             entry["error_code"] = error_code

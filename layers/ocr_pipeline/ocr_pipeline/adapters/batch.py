@@ -2,9 +2,9 @@
 
 Powertools' AsyncBatchProcessor runs a batch's record handlers together (one asyncio task each)
 and reports the records that failed (ReportBatchItemFailures); the work itself is blocking I/O
-(HTTP, boto3), so each record runs on a thread of its own, in its task's context. So the log keys
-a record appends (thread-safe keys, held in context variables) never show up on another record's
-lines, and the line that reports a failed record carries them too.
+(HTTP, boto3), so each record runs on a thread of its own, in a copy of its task's context. So the
+log keys a record appends (thread-safe keys, held in context variables) never show up on another
+record's lines, and the line that reports a failed record carries them too.
 
 How many records run at once bounds nothing that costs: the OCR client bounds the model calls in
 flight (ratelimit.py), so records beyond that wait for a call slot, not for a thread.
@@ -38,11 +38,14 @@ def process_records_concurrently(
     with ThreadPoolExecutor(max_workers=max(1, len(records)), thread_name_prefix="record") as pool:
 
         async def on_its_thread(record: SQSRecord) -> None:
-            # Each task has its own copy of the handler's context. The thread enters it while the task
-            # waits, and leaves it before the task resumes (the result is set after it returns).
-            task = asyncio.current_task()
-            context = task.get_context() if task is not None else contextvars.copy_context()
-            await asyncio.get_running_loop().run_in_executor(pool, context.run, record_handler, record)
+            # Each task has its own copy of the handler's context; the thread works in a copy of that.
+            work = contextvars.copy_context()
+            try:
+                await asyncio.get_running_loop().run_in_executor(pool, work.run, record_handler, record)
+            finally:
+                # Back in the task: the keys the record appended also mark the line that reports its failure.
+                for variable, value in work.items():
+                    variable.set(value)
 
         return async_process_partial_response(
             event=event, record_handler=on_its_thread, processor=processor, context=context
