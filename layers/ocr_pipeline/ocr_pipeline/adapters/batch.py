@@ -17,7 +17,7 @@ import contextvars
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -47,6 +47,7 @@ def process_records_concurrently(
                 for variable, value in work.items():
                     variable.set(value)
 
-        return async_process_partial_response(
+        response = async_process_partial_response(
             event=event, record_handler=on_its_thread, processor=processor, context=context
         )
+    return cast(dict[str, Any], response)

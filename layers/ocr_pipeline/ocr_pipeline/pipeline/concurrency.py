@@ -18,4 +18,9 @@ T = TypeVar("T")
 
 def in_context(executor: Executor, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
     """Submit `work` to run in a copy of this thread's context (its log keys included)."""
-    return executor.submit(contextvars.copy_context().run, work, *args, **kwargs)
+    context = contextvars.copy_context()
+
+    def run() -> T:
+        return context.run(work, *args, **kwargs)
+
+    return executor.submit(run)

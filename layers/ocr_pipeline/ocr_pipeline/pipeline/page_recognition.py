@@ -92,7 +92,9 @@ class PageRecognitionService:
             ):
                 for page in pages:
                     start = self._start_page(spec, page, source)
-                    handed_over.append(in_context(callers, self._recognize_and_hand_over, spec, start, deadline, settler))
+                    handed_over.append(
+                        in_context(callers, self._recognize_and_hand_over, spec, start, deadline, settler)
+                    )
         finally:
             source.close()
         # Every page handed over has been settled (or has failed) by now; a failure fails the delivery.
