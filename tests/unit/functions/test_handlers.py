@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 
@@ -60,7 +61,7 @@ def test_request_handler_admits_good_requests_and_answers_bad_ones_without_retry
     assert failed.correlation_id == event["Records"][1]["messageId"]
 
 
-def test_recognize_handler_works_on_a_deliverys_records_at_once_each_with_its_own_log_keys(capfd):
+def test_recognize_handler_works_on_a_deliverys_records_at_once_each_with_its_own_log_keys():
     # Given two single-page images in one delivery, two calls per instance, and a model that holds
     # each call until both are open, then fails the second job's page (retryable)
     from ocr_pipeline.adapters.redelivery import Redelivery
@@ -117,15 +118,20 @@ def test_recognize_handler_works_on_a_deliverys_records_at_once_each_with_its_ow
     recognize.redelivery = Redelivery(client=Sqs(), backoff_base_s=10)
 
     # When the delivery is handled
-    capfd.readouterr()
-    result = recognize.handler({"Records": records}, FakeLambdaContext(), service=p.pages)
+    # (The library's loggers share the function logger's handler: every line goes to `written`.)
+    written = io.StringIO()
+    before = recognize.logger.registered_handler.setStream(written)
+    try:
+        result = recognize.handler({"Records": records}, FakeLambdaContext(), service=p.pages)
+    finally:
+        recognize.logger.registered_handler.setStream(before)
 
     # Then both pages were with the model at once; the first job completed, the second is reported
     assert met == [True, True]
     assert result == {"batchItemFailures": [{"itemIdentifier": "message-b"}]}
     assert [e.data["job_id"] for e in p.bus.of_type("document.completed")] == [jobs[0].job_id]
     # And the lines about the failed record carry its job, not the other's
-    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in written.getvalue().splitlines()]
     about_failure = [line for line in lines if any(w in str(line.get("message")) for w in ("comes back", "exception"))]
     assert len(about_failure) == 2
     assert {line.get("job_id") for line in about_failure} == {jobs[1].job_id}
