@@ -1,8 +1,8 @@
 """Pipeline throughput: a 200-page PDF through the local stack, against the ideal C / L pages per second.
 
-The emulator answers every call after a fixed latency L and the page queue feeds the recognize
-function with at most C batches at a time (the template's OcrMaxConcurrency), so no pipeline can
-do better than C / L pages per second; what the pipeline adds per page (drawing and encoding the
+The emulator answers every call after a fixed latency L and the stack keeps at most C calls in
+flight (the template's OcrMaxConcurrency, over OcrMaxConcurrency / OcrCallsPerInstance instances), so
+no pipeline can do better than C / L pages per second; what the pipeline adds per page (drawing and encoding the
 page, reading and writing S3, DynamoDB and SNS) shows as the shortfall.
 
 The PDF repeats a few distinct text-heavy A4 pages, and a warm-up document with the same pages
