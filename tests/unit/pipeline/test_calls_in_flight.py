@@ -109,3 +109,39 @@ def test_a_page_that_fails_leaves_its_siblings_stored_and_only_it_is_asked_for_a
     assert len(p.ocr.calls) == calls_before + 1
     assert sorted(e.data["page"] for e in p.bus.of_type("usage.recorded")) == [1, 2, 3]
     assert len(p.bus.of_type("document.completed")) == 1
+
+
+def test_pages_are_prepared_no_further_ahead_than_one_page_past_the_calls():
+    # Given a 5-page TIFF in one message, one call per instance, and a model that holds its first answer
+    # for up to a second, or until a third page has been prepared
+    p = Pipeline(page_chunk_size=5, calls_per_instance=1)
+    upload(p, "docs/fax.tiff", multipage_tiff(5))
+    prepared: list[int] = []
+    third_prepared = threading.Event()
+    prepare = p.pages._prepare
+
+    def watched_prepare(spec, page, source):
+        image = prepare(spec, page, source)
+        prepared.append(page)
+        if len(prepared) == 3:
+            third_prepared.set()
+        return image
+
+    seen_while_first_call_was_open: list[list[int]] = []
+    answer = p.ocr.recognize
+
+    def recognize(call, *, deadline=None):
+        if not p.ocr.calls:
+            third_prepared.wait(timeout=1)
+            seen_while_first_call_was_open.append(list(prepared))
+        return answer(call, deadline=deadline)
+
+    p.pages._prepare = watched_prepare  # type: ignore[method-assign]
+    p.ocr.recognize = recognize  # type: ignore[method-assign]
+
+    # When the message is processed
+    p.drain()
+
+    # Then while page 1 was with the model only page 2 was prepared ahead, and every page was billed once
+    assert seen_while_first_call_was_open == [[1, 2]]
+    assert sorted(e.data["page"] for e in p.bus.of_type("usage.recorded")) == [1, 2, 3, 4, 5]

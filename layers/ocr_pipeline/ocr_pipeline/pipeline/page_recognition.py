@@ -11,6 +11,7 @@ Each page is idempotent end to end:
 from __future__ import annotations
 
 import io
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -79,21 +80,23 @@ class PageRecognitionService:
         spec = work.job or self.job_spec(work.job_id)
         source = _LazySource(lambda: self._open_source(spec))
         pages = list(work.pages)
+        calls = max(1, min(len(pages), self.settings.calls_per_instance))
+        # Pages prepared and not yet answered: one more than the calls, so that the next page is ready
+        # when a call ends, and a long message does not hold all its page images at once.
+        room = threading.Semaphore(calls + 1)
         handed_over: list[Future[Future[None]]] = []
         try:
             # The callers are listed last so that they finish (and hand their pages over) before the
             # settler stops taking pages.
             with (
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="settle-page") as settler,
-                ThreadPoolExecutor(
-                    max_workers=max(1, min(len(pages), self.settings.calls_per_instance)),
-                    thread_name_prefix="call-model",
-                ) as callers,
+                ThreadPoolExecutor(max_workers=calls, thread_name_prefix="call-model") as callers,
             ):
                 for page in pages:
+                    room.acquire()
                     start = self._start_page(spec, page, source)
                     handed_over.append(
-                        in_context(callers, self._recognize_and_hand_over, spec, start, deadline, settler)
+                        in_context(callers, self._recognize_and_hand_over, spec, start, deadline, settler, room)
                     )
         finally:
             source.close()
@@ -103,9 +106,18 @@ class PageRecognitionService:
         self.settlement.finalize_if_settled(spec.job_id)
 
     def _recognize_and_hand_over(
-        self, spec: JobSpec, start: _PageStart, deadline: float | None, settler: ThreadPoolExecutor
+        self,
+        spec: JobSpec,
+        start: _PageStart,
+        deadline: float | None,
+        settler: ThreadPoolExecutor,
+        room: threading.Semaphore,
     ) -> Future[None]:
-        return in_context(settler, self._settle, spec, start, self._finish_page(spec, start, deadline))
+        try:
+            stored = self._finish_page(spec, start, deadline)
+        finally:
+            room.release()
+        return in_context(settler, self._settle, spec, start, stored)
 
     def _start_page(self, spec: JobSpec, page: int, source: _LazySource) -> _PageStart:
         """What a page needs: billing only (recorded before), recording (stored by a worker that died), or the model."""
