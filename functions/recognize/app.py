@@ -8,7 +8,6 @@ The same queue carries PageDispatch messages, which send a large document's next
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -17,6 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from ocr_pipeline.adapters.batch import process_records_concurrently
+from ocr_pipeline.adapters.metrics import add_metric
 from ocr_pipeline.adapters.redelivery import Redelivery
 from ocr_pipeline.bootstrap import PAGE_GUARD, document_intake, guard, page_recognition_service
 from ocr_pipeline.pipeline.intake import DocumentIntake
@@ -27,8 +27,6 @@ logger = Logger()
 # The library's decisions (documents admitted, refused, finished) log through this logger's format and keys.
 copy_config_to_registered_loggers(source_logger=logger, include={"ocr_pipeline"})
 metrics = Metrics()
-# Metrics are one set per invocation, added to from every record's thread.
-metrics_lock = threading.Lock()
 redelivery = Redelivery()
 # Keep this much of the invocation for storing and publishing after the last OCR call.
 SAFETY_MARGIN_MS = 10_000
@@ -58,7 +56,6 @@ def handler(
             # Every line of this unit of work, the library's included, says whose and which pages it is.
             logger.thread_safe_append_keys(correlation_id=spec.correlation_id, tenant=spec.tenant, pages=work.pages)
             once.run(work, lambda: service.process(work, deadline=deadline), context)
-        with metrics_lock:
-            metrics.add_metric(name="PagesProcessed", unit=MetricUnit.Count, value=len(work.pages))
+        add_metric(metrics, name="PagesProcessed", unit=MetricUnit.Count, value=len(work.pages))
 
     return process_records_concurrently(event, record_handler, context=context, logger=logger)
