@@ -145,3 +145,28 @@ def test_pages_are_prepared_no_further_ahead_than_one_page_past_the_calls():
     # Then while page 1 was with the model only page 2 was prepared ahead, and every page was billed once
     assert seen_while_first_call_was_open == [[1, 2]]
     assert sorted(e.data["page"] for e in p.bus.of_type("usage.recorded")) == [1, 2, 3, 4, 5]
+
+
+def test_work_handed_to_another_thread_keeps_the_log_keys_of_its_unit_of_work():
+    # Given two units of work on their own threads, each with its own value of a context variable
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ocr_pipeline.pipeline.concurrency import in_context
+
+    job = contextvars.ContextVar("job", default=None)
+    seen: dict[str, object] = {}
+
+    def unit(name: str, helpers: ThreadPoolExecutor) -> None:
+        job.set(name)
+        # When each hands work to a shared pool of helper threads
+        in_context(helpers, lambda: seen.__setitem__(name, job.get())).result()
+
+    with ThreadPoolExecutor(max_workers=1) as helpers, ThreadPoolExecutor(max_workers=2) as units:
+        for future in [units.submit(contextvars.Context().run, unit, name, helpers) for name in ("a", "b")]:
+            future.result()
+        kept_by_the_pool = helpers.submit(job.get).result()
+
+    # Then each helper saw its own unit's value, and the pool's thread kept none of it
+    assert seen == {"a": "a", "b": "b"}
+    assert kept_by_the_pool is None
