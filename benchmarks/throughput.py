@@ -1,8 +1,8 @@
 """Pipeline throughput: a 200-page PDF through the local stack, against the ideal C / L pages per second.
 
-The emulator answers every call after a fixed latency L and the page queue feeds the recognize
-function with at most C batches at a time (the template's OcrMaxConcurrency), so no pipeline can
-do better than C / L pages per second; what the pipeline adds per page (drawing and encoding the
+The emulator answers every call after a fixed latency L and the stack keeps at most C calls in
+flight (the template's OcrMaxConcurrency, over OcrMaxConcurrency / OcrCallsPerInstance instances), so
+no pipeline can do better than C / L pages per second; what the pipeline adds per page (drawing and encoding the
 page, reading and writing S3, DynamoDB and SNS) shows as the shortfall.
 
 The PDF repeats a few distinct text-heavy A4 pages, and a warm-up document with the same pages
@@ -14,13 +14,14 @@ so cold starts are not in the figure either (they have a measurement of their ow
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from ocr_devkit.run import TEMPLATE, RunOptions, local_pipeline
+from ocr_devkit.run import TEMPLATE, RunOptions, calls_fitting, local_pipeline
 from ocr_devkit.stack.cfn import load_template
 from ocr_pipeline.pdf import pdf_page_count
 
@@ -65,8 +66,13 @@ def measure(
             )
     pages_per_s = pages / elapsed
     ideal = concurrency / (latency_ms / 1000)
-    durations = [i.duration_ms for i in invocations if i.ok and not i.duplicate]
-    per_page_ms = statistics.median(durations) / chunk if durations else None
+    # How long a page held one of its instance's call slots: an invocation's time, times the calls it had
+    # in flight, over the pages it carried (one message of `chunk` pages per call slot at most).
+    calls = calls_fitting(concurrency)
+    durations = [
+        i.duration_ms * calls / pages_in(i.event) for i in invocations if i.ok and not i.duplicate and pages_in(i.event)
+    ]
+    per_page_ms = statistics.median(durations) if durations else None
     return {
         "pages": pages,
         "distinct_pages": DISTINCT_PAGES,
@@ -87,6 +93,12 @@ def measure(
         "median_page_ms": round(per_page_ms, 1) if per_page_ms is not None else None,
         "median_overhead_per_page_ms": round(per_page_ms - latency_ms, 1) if per_page_ms is not None else None,
     }
+
+
+def pages_in(event: Any) -> int:
+    """Pages of the page messages an SQS event carried (0 for anything else)."""
+    records = (event or {}).get("Records") or [] if isinstance(event, dict) else []
+    return sum(len(json.loads(record.get("body") or "{}").get("pages") or []) for record in records)
 
 
 def _run_document(pipeline: Any, key: str, body: bytes) -> tuple[float, bool]:

@@ -428,7 +428,9 @@ def add_commands(commands: Any) -> None:
     )
     up.add_argument("--port", type=int, default=None, help="port of the local AWS endpoint (default: a free one)")
     up.add_argument("--param", action="append", metavar="NAME=VALUE", help="a template parameter (repeatable)")
-    up.add_argument("--max-concurrency", type=int, default=2, help="OcrMaxConcurrency for the local stack (2)")
+    up.add_argument(
+        "--max-concurrency", type=int, default=2, help="OcrMaxConcurrency (OCR calls in flight) for the local stack (2)"
+    )
     up.add_argument("--log-dir", help="folder for the functions' logs (default: a new temporary folder)")
     up.add_argument("--json", action="store_true", help="accepted for symmetry: up always prints one JSON object")
     up.set_defaults(handler=command_up)

@@ -63,7 +63,9 @@ class RunOptions(BaseModel):
     kill_rate: float = Field(default=0.0, ge=0.0, le=1.0)  # share of invocations whose worker is killed midway
     seed: int | None = None
     emulator_latency_ms: int = 0
-    max_concurrency: int | None = None
+    max_concurrency: int | None = None  # OcrMaxConcurrency: OCR calls in flight across the stack
+    # OcrCallsPerInstance; None with max_concurrency: the most that still leaves two instances.
+    calls_per_instance: int | None = None
     stack_port: int | None = None  # the local AWS endpoint's port; a free one when None
     overlays: bool = False  # draw advanced_recognition boxes into out/overlays/
     template: Path = TEMPLATE  # the SAM template the local stack is derived from (`-t`)
@@ -325,6 +327,15 @@ def fault_run_environment(options: RunOptions) -> dict[str, str]:
     return {"OCR_READ_TIMEOUT_S": f"{FAULT_RUN_READ_TIMEOUT_S:g}"}
 
 
+# The template's AllowedValues of OcrCallsPerInstance.
+CALLS_PER_INSTANCE = (1, 2, 4, 8)
+
+
+def calls_fitting(max_concurrency: int) -> int:
+    """The most calls per instance that leave the two instances the event source mapping needs at least."""
+    return max(calls for calls in CALLS_PER_INSTANCE if calls == 1 or 2 * calls <= max_concurrency)
+
+
 @contextmanager
 def local_stack(
     options: RunOptions, *, log_dir: Path, extra_parameters: dict[str, str] | None = None
@@ -344,6 +355,9 @@ def local_stack(
 
         if options.max_concurrency:
             parameters["OcrMaxConcurrency"] = str(options.max_concurrency)
+        calls = options.calls_per_instance or (options.max_concurrency and calls_fitting(options.max_concurrency))
+        if calls:
+            parameters["OcrCallsPerInstance"] = str(calls)
         parameters.update(extra_parameters or {})
         local = stack.enter_context(
             LocalStack(

@@ -90,11 +90,12 @@ def test_every_function_queue_has_a_dlq_and_six_times_the_function_timeout():
             assert queue["RedrivePolicy"]["maxReceiveCount"] >= 1
             assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
             limit = event["Properties"]["ScalingConfig"]["MaximumConcurrency"]
-            if isinstance(limit, dict):
+            if isinstance(limit, dict) and "Ref" in limit:
                 parameter = TEMPLATE.parameters[limit["Ref"]]
                 assert parameter["MinValue"] >= 2 and parameter["MaxValue"] <= 1000
-            else:
+            elif not isinstance(limit, dict):
                 assert 2 <= limit <= 1000
+            # A looked-up limit (the recognize instances) is checked over every parameter value below.
     assert consumed >= 1
 
 
@@ -366,3 +367,54 @@ def test_the_topic_is_encrypted_and_every_function_that_publishes_may_use_its_ke
         publishes = any("sns:Publish" in s["Action"] for s in found)
         uses_key = any(s["Resource"] == key and "kms:GenerateDataKey" in s["Action"] for s in found)
         assert publishes == uses_key, name
+
+
+# --- OcrMaxConcurrency: OCR calls in flight across the stack, whatever OcrCallsPerInstance is -------------------
+
+KEY = {"ApiKeySecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:dashscope-AbCdEf"}
+
+
+def recognize_limits(resolved: Any) -> tuple[int, int, int, int]:
+    """(instances, batch size, calls per instance, instances sharing the requests-per-second limit)."""
+    properties = resolved.properties("RecognizeFunction")
+    (pages,) = properties["Events"].values()
+    variables = properties["Environment"]["Variables"]
+    return (
+        int(pages["Properties"]["ScalingConfig"]["MaximumConcurrency"]),
+        int(pages["Properties"]["BatchSize"]),
+        int(variables["OCR_CALLS_PER_INSTANCE"]),
+        int(variables["OCR_RPS_SHARES"]),
+    )
+
+
+def test_the_instance_table_holds_the_quotient_of_every_max_concurrency_by_every_calls_per_instance():
+    table = TEMPLATE.body["Mappings"]["RecognizeInstances"]
+    allowed = [int(v) for v in TEMPLATE.parameters["OcrCallsPerInstance"]["AllowedValues"]]
+    assert sorted(int(k) for k in table) == sorted(allowed)
+    highest = TEMPLATE.parameters["OcrMaxConcurrency"]["MaxValue"]
+    for calls in allowed:
+        words = table[str(calls)]["ByMaxConcurrency"].split(" ")
+        assert [int(w) for w in words] == [c // calls for c in range(highest + 1)]
+
+
+@pytest.mark.parametrize("calls", [1, 2, 4, 8])
+def test_the_stack_never_has_more_calls_in_flight_than_ocr_max_concurrency(calls):
+    from ocr_devkit.stack.cfn import TemplateError
+
+    lowest = TEMPLATE.parameters["OcrMaxConcurrency"]["MinValue"]
+    highest = TEMPLATE.parameters["OcrMaxConcurrency"]["MaxValue"]
+    for limit in sorted({lowest, 2 * calls - 1, 2 * calls, 2 * calls + 1, 10, 99, highest}):
+        if limit < lowest:
+            continue
+        parameters = {**KEY, "OcrMaxConcurrency": str(limit), "OcrCallsPerInstance": str(calls)}
+        if limit < 2 * calls:
+            # Fewer than the event source mapping's two instances: refused before anything is made
+            with pytest.raises(TemplateError, match="OcrMaxConcurrency must be at least"):
+                resolve_template(TEMPLATE, stack_name="ocr", parameters=parameters)
+            continue
+        instances, batch, per_instance, shares = recognize_limits(
+            resolve_template(TEMPLATE, stack_name="ocr", parameters=parameters)
+        )
+        assert 2 <= instances <= 1000 and instances * per_instance <= limit < (instances + 1) * per_instance
+        # A delivery brings as many messages as the instance has calls; the rate is split over the instances
+        assert (per_instance, batch, shares) == (calls, calls, instances)

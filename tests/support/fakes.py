@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Callable
 
 from ocr_pipeline.adapters.dashscope import OcrServiceSettings
@@ -32,15 +33,19 @@ class FakeOcrService:
         self.text = text
         self.fail = fail
         self.calls: list[OcrCall] = []
+        self._lock = threading.Lock()
 
     def recognize(self, call: OcrCall, *, deadline: float | None = None) -> CallOutcome:
-        self.calls.append(call)
+        # Calls may come from several threads at once (several calls in flight per instance).
+        with self._lock:
+            self.calls.append(call)
+            number = len(self.calls)
         if self.fail is not None and (error := self.fail(call)) is not None:
             raise error
-        usage = Usage(input_tokens=100 + len(self.calls), output_tokens=10, image_tokens=90)
+        usage = Usage(input_tokens=100 + number, output_tokens=10, image_tokens=90)
         result = parse_model_output(call.options.effective_task, self.text)
         return CallOutcome(
-            reply=OcrReply(result=result, usage=usage, request_id=f"req-{len(self.calls)}"), attempts=1, latency_ms=1.0
+            reply=OcrReply(result=result, usage=usage, request_id=f"req-{number}"), attempts=1, latency_ms=1.0
         )
 
 

@@ -237,12 +237,18 @@ class Recorder:
         # the time a transient failure cost the page it hit.
         self._first_fault_at: dict[str, float] = {}
         self._recoveries: list[float] = []
+        # Requests received and not yet answered, and the most there ever were at once: the calls in
+        # flight the stack's limits (OcrMaxConcurrency, OcrCallsPerInstance) bound.
+        self._open: set[int] = set()
+        self._most_open = 0
 
     def received(self, endpoint: str, path: str, body: Any, *, key_suffix: str | None) -> dict[str, Any]:
         """Log a request as it arrives; the returned entry is completed by `answered`."""
         with self._lock:
             self._sequence += 1
             self._requests[endpoint] += 1
+            self._open.add(self._sequence)
+            self._most_open = max(self._most_open, len(self._open))
             redacted = redact_images(body)
             digest = hashlib.sha256(
                 json.dumps([endpoint, path, redacted], sort_keys=True, default=str).encode()
@@ -278,6 +284,7 @@ class Recorder:
         usage: dict[str, Any] | None = None,
     ) -> None:
         with self._lock:
+            self._open.discard(entry["seq"])
             entry.update(status=status, request_id=request_id, fault=fault.value if fault else None)
             # What the API billed, as its reply said: lets tests compare billing events with the source.
             entry["response_usage"] = copy.deepcopy(usage)
@@ -311,6 +318,8 @@ class Recorder:
                 "successes": self._successes,
                 # Requests identical to an earlier one (same endpoint, parameters and image bytes).
                 "repeated_requests": self._repeats,
+                # Requests open at once, at most (received, not yet answered).
+                "most_open_at_once": self._most_open,
                 # From a request's first fault to the same request's success, in seconds.
                 "recoveries": {
                     "count": len(self._recoveries),
@@ -333,3 +342,5 @@ class Recorder:
             self._repeats = 0
             self._first_fault_at.clear()
             self._recoveries.clear()
+            self._open.clear()
+            self._most_open = 0

@@ -600,6 +600,14 @@ class ResolvedTemplate:
             return all(self._evaluate_condition(item, path) for item in self._expect_list(argument, here))
         if name == "Fn::Or":
             return any(self._evaluate_condition(item, path) for item in self._expect_list(argument, here))
+        if name == "Fn::Contains":
+            # A rule function: whether the list holds the value.
+            items, value = self._expect_list(argument, here, 2)
+            resolved = self.resolve(items, path=path)
+            if not isinstance(resolved, list):
+                raise TemplateError(f"{here}: the first argument must be a list")
+            wanted = _comparable(self.resolve(value, path=path))
+            return any(_comparable(item) == wanted for item in resolved)
         if name == "Fn::FindInMap":
             return self._find_in_map(argument, here, path)
         if name == "Fn::GetAZs":

@@ -51,10 +51,15 @@ class SqsPoller(QueuePoller):
         if result.ok and failed:
             self.ledger.count(self.function, records_failed=len(failed))
         if self.ledger.should_duplicate():
-            repeat = self.pool.invoke(event, source=self.label, duplicate=True)
-            repeat_failed = failed_message_ids(repeat, event, report_item_failures)
-            if repeat.writes == 0 and not repeat_failed:
-                self.ledger.count(self.function, duplicates_dropped=1)
+            # The records whose work finished come again, in one delivery: what the function must absorb.
+            # A record that failed comes back anyway, and in a batch it would make every repeat write.
+            finished = [record for record in event["Records"] if record["messageId"] not in failed]
+            if finished:
+                again = {**event, "Records": finished}
+                repeat = self.pool.invoke(again, source=self.label, duplicate=True)
+                repeat_failed = failed_message_ids(repeat, again, report_item_failures)
+                if repeat.writes == 0 and not repeat_failed:
+                    self.ledger.count(self.function, duplicates_dropped=1)
         if not self.stopping.is_set():
             self._settle(messages, failed, set(result.deferred))
 

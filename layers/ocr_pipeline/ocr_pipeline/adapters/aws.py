@@ -6,6 +6,7 @@ Clients are injected or built lazily (and cached per process), never at import t
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Iterable
 from functools import cache
@@ -25,11 +26,16 @@ JOB_SK = "JOB"
 JOB_RETENTION_S = 30 * 24 * 3600
 
 
+# boto3's default session is not safe to create clients from in two threads at once; the clients are.
+_CLIENT_CREATION = threading.Lock()
+
+
 @cache
 def aws_client(service: str) -> Any:
     import boto3
 
-    return boto3.client(service)
+    with _CLIENT_CREATION:
+        return boto3.client(service)
 
 
 def _error_code(exc: Exception) -> str:

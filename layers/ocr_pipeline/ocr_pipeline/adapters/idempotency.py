@@ -14,6 +14,7 @@ the object version for uploads, the job and its pages for page work, the message
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from functools import cache
@@ -38,6 +39,9 @@ WAIT_MARGIN_S = 15.0
 # The longest a repeat waits for its twin: a live twin is usually finishing; a dead one holds the key
 # until its deadline, which is not worth paying for.
 SHORT_WAIT_S = 8.0
+
+
+_CONFIGURING = threading.Lock()
 
 
 @cache
@@ -84,10 +88,15 @@ class Once:
         def guarded(payload: dict[str, Any]) -> dict[str, Any] | None:
             return work()
 
+        persistence = _persistence(self.table_name, self.name, self.key)
+        with _CONFIGURING:
+            # Powertools marks a layer configured before it sets it up: a second record's thread must
+            # not find it half done. Configured once, later calls return at once.
+            persistence.configure(config, key_prefix=self.name)
         once = idempotent_function(
             guarded,
             data_keyword_argument="payload",
-            persistence_store=_persistence(self.table_name, self.name, self.key),
+            persistence_store=persistence,
             config=config,
             key_prefix=self.name,
         )

@@ -8,6 +8,7 @@ written at once with `single_metric`, because EMF gives one dimension set per re
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
 from aws_lambda_powertools import Metrics
@@ -59,6 +60,16 @@ METRIC_NAMES = (
 )
 
 
+# Every Metrics() shares one set of metrics, and several threads add to it at once (records and
+# calls in flight): Powertools' add_metric reads, then writes that set, so one thread at a time.
+METRICS_LOCK = threading.Lock()
+
+
+def add_metric(metrics: Metrics, *, name: str, unit: MetricUnit, value: float) -> None:
+    with METRICS_LOCK:
+        metrics.add_metric(name=name, unit=unit, value=value)
+
+
 def _count_by(name: str, dimension: str, value: str, amount: float = 1, unit: MetricUnit = MetricUnit.Count) -> None:
     with single_metric(name=name, unit=unit, value=amount) as metric:
         metric.add_dimension(name=dimension, value=value)
@@ -75,20 +86,22 @@ class MeteredEventBus:
         self.inner.publish(envelope)
         data = envelope.data
         if envelope.event_type == "usage.recorded":
-            self.metrics.add_metric(name=PAGES_RECOGNIZED, unit=MetricUnit.Count, value=1)
-            self.metrics.add_metric(name=INPUT_TOKENS, unit=MetricUnit.Count, value=data["input_tokens"])
-            self.metrics.add_metric(name=OUTPUT_TOKENS, unit=MetricUnit.Count, value=data["output_tokens"])
-            self.metrics.add_metric(name=IMAGE_TOKENS, unit=MetricUnit.Count, value=data["image_tokens"])
+            add_metric(self.metrics, name=PAGES_RECOGNIZED, unit=MetricUnit.Count, value=1)
+            add_metric(self.metrics, name=INPUT_TOKENS, unit=MetricUnit.Count, value=data["input_tokens"])
+            add_metric(self.metrics, name=OUTPUT_TOKENS, unit=MetricUnit.Count, value=data["output_tokens"])
+            add_metric(self.metrics, name=IMAGE_TOKENS, unit=MetricUnit.Count, value=data["image_tokens"])
             if data.get("cost") is not None and data.get("currency"):
                 _count_by(COST, "Currency", data["currency"], float(Decimal(data["cost"])), MetricUnit.NoUnit)
         elif envelope.event_type == "document.completed":
-            self.metrics.add_metric(name=DOCUMENTS_COMPLETED, unit=MetricUnit.Count, value=1)
+            add_metric(self.metrics, name=DOCUMENTS_COMPLETED, unit=MetricUnit.Count, value=1)
             if data.get("pages_failed"):
-                self.metrics.add_metric(name=PAGES_FAILED, unit=MetricUnit.Count, value=len(data["pages_failed"]))
+                add_metric(self.metrics, name=PAGES_FAILED, unit=MetricUnit.Count, value=len(data["pages_failed"]))
             if data.get("pages_truncated"):
-                self.metrics.add_metric(name=PAGES_TRUNCATED, unit=MetricUnit.Count, value=len(data["pages_truncated"]))
+                add_metric(
+                    self.metrics, name=PAGES_TRUNCATED, unit=MetricUnit.Count, value=len(data["pages_truncated"])
+                )
             if data.get("pages_split"):
-                self.metrics.add_metric(name=PAGES_SPLIT, unit=MetricUnit.Count, value=len(data["pages_split"]))
+                add_metric(self.metrics, name=PAGES_SPLIT, unit=MetricUnit.Count, value=len(data["pages_split"]))
         elif envelope.event_type == "document.failed":
             _count_by(DOCUMENTS_FAILED, "ErrorCode", data["error"]["code"])
 
@@ -100,18 +113,18 @@ class MetricsCallObserver:
         self.metrics = metrics or Metrics()
 
     def call_succeeded(self, latency_ms: float, attempts: int) -> None:
-        self.metrics.add_metric(name=OCR_CALLS, unit=MetricUnit.Count, value=1)
-        self.metrics.add_metric(name=OCR_LATENCY, unit=MetricUnit.Milliseconds, value=latency_ms)
+        add_metric(self.metrics, name=OCR_CALLS, unit=MetricUnit.Count, value=1)
+        add_metric(self.metrics, name=OCR_LATENCY, unit=MetricUnit.Milliseconds, value=latency_ms)
 
     def retrying(self, code: str) -> None:
         if code == "ocr.throttled":
-            self.metrics.add_metric(name=OCR_THROTTLED, unit=MetricUnit.Count, value=1)
+            add_metric(self.metrics, name=OCR_THROTTLED, unit=MetricUnit.Count, value=1)
         _count_by(OCR_RETRIES, "ErrorCode", code)
 
     def call_failed(self, code: str) -> None:
         _count_by(OCR_CALL_FAILURES, "ErrorCode", code)
 
     def attempt_billed_in_vain(self, attempt: BilledAttempt) -> None:
-        self.metrics.add_metric(name=OCR_BILLED_IN_VAIN, unit=MetricUnit.Count, value=1)
+        add_metric(self.metrics, name=OCR_BILLED_IN_VAIN, unit=MetricUnit.Count, value=1)
         tokens = attempt.input_tokens + attempt.output_tokens
-        self.metrics.add_metric(name=OCR_TOKENS_BILLED_IN_VAIN, unit=MetricUnit.Count, value=tokens)
+        add_metric(self.metrics, name=OCR_TOKENS_BILLED_IN_VAIN, unit=MetricUnit.Count, value=tokens)

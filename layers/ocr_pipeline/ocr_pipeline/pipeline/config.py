@@ -52,6 +52,9 @@ class PipelineSettings(BaseModel):
     max_input_bytes: int = Field(default=100 * 1024 * 1024, gt=0, validation_alias=env("MAX_INPUT_BYTES"))
     max_pages: int = Field(default=5000, gt=0, validation_alias=env("MAX_PAGES"))
     page_chunk_size: int = Field(default=4, gt=0, le=100, validation_alias=env("PAGE_CHUNK_SIZE"))
+    # Model calls one function instance keeps in flight (OcrCallsPerInstance): a message's pages go to
+    # the model this many at a time. The OCR client bounds the whole process to the same number.
+    calls_per_instance: int = Field(default=1, gt=0, validation_alias=env("OCR_CALLS_PER_INSTANCE"))
     # Page messages one invocation sends before it hands the rest on (a PageDispatch message): 100
     # messages are 10 SendMessageBatch calls, well inside any function's timeout.
     dispatch_messages_per_call: int = Field(default=100, gt=0, validation_alias=env("DISPATCH_MESSAGES_PER_CALL"))

@@ -12,6 +12,7 @@ Each page is idempotent end to end:
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +27,7 @@ from ..tasks import OcrTask
 from ..truncation import read_in_halves
 from ..usage import ZERO_USAGE
 from .assembly import PageResult
+from .concurrency import in_context
 from .config import PipelineSettings, TruncationPolicy
 from .documents import prepare_page
 from .events import ErrorInfo
@@ -69,36 +71,54 @@ class PageRecognitionService:
     def process(self, work: PageWork, *, deadline: float | None = None) -> None:
         """Process a message's pages; a retryable failure raises so the message is delivered again.
 
-        Pages go to the model one after another, one call at a time (what OcrMaxConcurrency
-        counts), and each page's result is in S3 before the next page is sent, so a worker that
-        dies loses no result it paid for but the call in flight. Around each call two more
-        threads keep the wait busy: one looks up and prepares the next page (PDFium and the
-        encoders release the GIL), the other records and bills the page before, in order. So a
-        page costs the model's latency and one S3 write, not also its drawing and its DynamoDB
-        and SNS round trips.
+        This thread looks up and prepares the pages one after another (PDFium takes one page at a
+        time anyway) and hands each to the model as soon as it is ready, so up to
+        `calls_per_instance` of them are with the model at once (the OCR client bounds the whole
+        instance, other messages' calls included, to the same number). Each page's result is in
+        S3 before it is recorded, so a worker that dies loses no result it paid for but its calls
+        in flight. One more thread records and bills the pages as they come back.
         """
         spec = work.job or self.job_spec(work.job_id)
         source = _LazySource(lambda: self._open_source(spec))
-        settling: list[Future[None]] = []
+        pages = list(work.pages)
+        calls = max(1, min(len(pages), self.settings.calls_per_instance))
+        # Pages prepared and not yet answered: one more than the calls, so that the next page is ready
+        # when a call ends, and a long message does not hold all its page images at once.
+        room = threading.Semaphore(calls + 1)
+        handed_over: list[Future[Future[None]]] = []
         try:
+            # The callers are listed last so that they finish (and hand their pages over) before the
+            # settler stops taking pages.
             with (
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-page") as preparer,
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="settle-page") as settler,
+                ThreadPoolExecutor(max_workers=calls, thread_name_prefix="call-model") as callers,
             ):
-                pages = list(work.pages)
-                starts = [preparer.submit(self._start_page, spec, page, source) for page in pages[:1]]
-                for index in range(len(pages)):
-                    start = starts[index].result()
-                    if index + 1 < len(pages):
-                        # The next page is looked up and drawn while this one is with the model.
-                        starts.append(preparer.submit(self._start_page, spec, pages[index + 1], source))
-                    settling.append(settler.submit(self._settle, spec, start, self._finish_page(spec, start, deadline)))
+                for page in pages:
+                    room.acquire()
+                    start = self._start_page(spec, page, source)
+                    handed_over.append(
+                        in_context(callers, self._recognize_and_hand_over, spec, start, deadline, settler, room)
+                    )
         finally:
             source.close()
         # Every page handed over has been settled (or has failed) by now; a failure fails the delivery.
-        for settled in settling:
-            settled.result()
+        for call in handed_over:
+            call.result().result()
         self.settlement.finalize_if_settled(spec.job_id)
+
+    def _recognize_and_hand_over(
+        self,
+        spec: JobSpec,
+        start: _PageStart,
+        deadline: float | None,
+        settler: ThreadPoolExecutor,
+        room: threading.Semaphore,
+    ) -> Future[None]:
+        try:
+            stored = self._finish_page(spec, start, deadline)
+        finally:
+            room.release()
+        return in_context(settler, self._settle, spec, start, stored)
 
     def _start_page(self, spec: JobSpec, page: int, source: _LazySource) -> _PageStart:
         """What a page needs: billing only (recorded before), recording (stored by a worker that died), or the model.

@@ -21,7 +21,7 @@ from ... import errors
 from ...ocr_service import CallObserver, CallOutcome, OcrCall, OcrReply
 from ...usage import BilledAttempt
 from .credentials import ApiKeyProvider, api_key_provider_for
-from .ratelimit import RateLimiter, shared_limiter
+from .ratelimit import CallSlots, RateLimiter, shared_call_slots, shared_limiter
 from .settings import OcrServiceSettings
 from .wire import build_body, error_from_reply, parse_reply
 
@@ -97,6 +97,7 @@ class QwenOcrClient:
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
         limiter: RateLimiter | None = None,
+        slots: CallSlots | None = None,
         observer: CallObserver | None = None,
     ) -> None:
         self.settings = settings
@@ -110,6 +111,9 @@ class QwenOcrClient:
         self._observer: CallObserver = observer or _Unobserved()
         if limiter is None and settings.requests_per_second is not None:
             self._limiter = shared_limiter(settings.requests_per_second)
+        self._slots = slots
+        if slots is None and settings.calls_in_flight:
+            self._slots = shared_call_slots(settings.calls_in_flight)
 
     @property
     def http(self) -> httpx.Client:
@@ -190,9 +194,22 @@ class QwenOcrClient:
         return delay, None
 
     def _attempt(self, payload: bytes, headers: dict[str, str], call: OcrCall, deadline: float | None) -> OcrReply:
-        if self._limiter is not None and not self._limiter.acquire(
-            None if deadline is None else deadline - DEADLINE_MARGIN_S
-        ):
+        last_start = None if deadline is None else deadline - DEADLINE_MARGIN_S
+        # The call slot first, then the rate: a request starts as soon as its rate slot comes, so
+        # starts keep their spacing however long the wait for a call slot was.
+        if self._slots is not None and not self._slots.acquire(last_start):
+            # Retryable: the message goes back to the queue and is tried when there is room again.
+            raise errors.OcrTimeout("no call slot of this instance came free before the deadline")
+        try:
+            return self._send(payload, headers, call, deadline, last_start)
+        finally:
+            if self._slots is not None:
+                self._slots.release()
+
+    def _send(
+        self, payload: bytes, headers: dict[str, str], call: OcrCall, deadline: float | None, last_start: float | None
+    ) -> OcrReply:
+        if self._limiter is not None and not self._limiter.acquire(last_start):
             # Retryable: the message goes back to the queue and is tried when there is room again.
             raise errors.OcrTimeout("the requests-per-second limit leaves no slot before the deadline")
         timeout = self.http.timeout

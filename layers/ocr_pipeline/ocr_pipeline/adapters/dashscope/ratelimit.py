@@ -1,7 +1,16 @@
-"""A requests-per-second cap towards the OCR API, shared by every client in the process.
+"""The two stack-wide limits towards the OCR API, as one function instance keeps its share of them.
 
-The stack-wide limit (`OcrRequestsPerSecond`) is split evenly over the at most `OcrMaxConcurrency`
-function instances that can call the API at once, so the sum never exceeds it, even in a burst.
+- `OcrMaxConcurrency` bounds the requests in flight across the stack. An instance holds at most
+  `OcrCallsPerInstance` of them (`CallSlots`), and the page queue's event source mapping runs at most
+  floor(OcrMaxConcurrency / OcrCallsPerInstance) instances (template.yaml looks the quotient up in a
+  table, since CloudFormation has no arithmetic), so their sum never exceeds the limit.
+- `OcrRequestsPerSecond` bounds the requests started per second across the stack. It is split evenly
+  over those same instances (`RateLimiter`), so the sum never exceeds it, even in a burst.
+
+Both count HTTP requests, retries and the halves of a page read again included: what the vendor's
+quota counts. Neither needs a request of its own to enforce, and neither holds anything a dead
+instance could leave behind: an instance that dies takes its share with it, and Lambda starts the
+next one only when it is gone.
 """
 
 from __future__ import annotations
@@ -10,6 +19,26 @@ import threading
 import time
 from collections.abc import Callable
 from functools import cache
+
+
+class CallSlots:
+    """At most `size` requests in flight from this process, whatever thread sends them."""
+
+    def __init__(self, size: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self.size = size
+        self._clock = clock
+        self._free = threading.BoundedSemaphore(size)
+
+    def acquire(self, deadline: float | None = None) -> bool:
+        """Wait for a free slot; False (without taking one) if none comes free before `deadline`."""
+        if deadline is None:
+            return self._free.acquire()
+        return self._free.acquire(timeout=max(0.0, deadline - self._clock()))
+
+    def release(self) -> None:
+        self._free.release()
 
 
 class RateLimiter:
@@ -41,6 +70,12 @@ class RateLimiter:
         if start > now:
             self._sleep(start - now)
         return True
+
+
+@cache
+def shared_call_slots(size: int) -> CallSlots:
+    """One bound per process: every client (one per model and region) draws from the same slots."""
+    return CallSlots(size)
 
 
 @cache

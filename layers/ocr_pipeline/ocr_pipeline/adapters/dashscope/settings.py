@@ -83,6 +83,10 @@ class OcrServiceSettings(BaseModel):
     instances_sharing_the_limit: int = Field(
         default=1, ge=1, validation_alias=AliasChoices("instances_sharing_the_limit", "OCR_RPS_SHARES")
     )
+    # Requests in flight from this process at once (OcrCallsPerInstance); 0: no bound (the CLI).
+    calls_in_flight: int = Field(
+        default=0, ge=0, validation_alias=AliasChoices("calls_in_flight", "OCR_CALLS_PER_INSTANCE")
+    )
     # Pixels per token side for models we do not know (self-hosted Qwen-VL); Qwen3-VL uses 32.
     unknown_model_patch: int = Field(default=32, gt=0)
     # Send a model the region's table does not list (a snapshot newer than the catalog). Its patch

@@ -1,0 +1,172 @@
+"""Several model calls in flight per instance: a message's pages go to the model together, bounded.
+
+The guarantees of one call at a time hold with several: a page's result is in S3 before it is
+recorded, a failed page does not stop its siblings, and a redelivery asks the model only for the
+pages that have no stored result.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from ocr_pipeline.errors import OcrServerError
+from ocr_pipeline.pipeline.model import PageWork
+from ocr_pipeline.pipeline.upload import UploadedObject
+
+from tests.support.fakes import INPUT, RESULTS, Pipeline
+from tests.support.images import multipage_tiff
+
+
+def upload(p: Pipeline, key: str, body: bytes) -> None:
+    p.store.put(INPUT, key, body, content_type="image/tiff")
+    p.upload.accept(UploadedObject(bucket=INPUT, key=key))
+
+
+class OpenCalls:
+    """Counts the model calls open at once; each call waits (up to 10 s) until `meet` calls are open."""
+
+    def __init__(self, p: Pipeline, meet: int) -> None:
+        self._lock = threading.Lock()
+        self.open = 0
+        self.peak = 0
+        self.met: list[bool] = []
+        self._barrier = threading.Barrier(meet)
+        self._answer = p.ocr.recognize
+        p.ocr.recognize = self.recognize  # type: ignore[method-assign]
+
+    def recognize(self, call, *, deadline=None):
+        with self._lock:
+            self.open += 1
+            self.peak = max(self.peak, self.open)
+        try:
+            try:
+                self._barrier.wait(timeout=10)
+                self.met.append(True)
+            except threading.BrokenBarrierError:
+                self.met.append(False)
+            return self._answer(call, deadline=deadline)
+        finally:
+            with self._lock:
+                self.open -= 1
+
+
+def test_a_messages_pages_are_with_the_model_at_once_up_to_the_calls_per_instance():
+    # Given a 4-page TIFF in one message, and two calls per instance
+    p = Pipeline(page_chunk_size=4, calls_per_instance=2)
+    upload(p, "docs/fax.tiff", multipage_tiff(4))
+    calls = OpenCalls(p, meet=2)
+
+    # When the message is processed
+    p.drain()
+
+    # Then the pages went to the model two at a time, never more
+    assert calls.met == [True] * 4
+    assert calls.peak == 2
+    # And each page was stored, recorded and billed once, and the document completed
+    assert sorted(e.data["page"] for e in p.bus.of_type("usage.recorded")) == [1, 2, 3, 4]
+    assert len(p.bus.of_type("document.completed")) == 1
+    job_id = next(iter(p.jobs.jobs))
+    for page in range(1, 5):
+        (key,) = p.store.list_keys(RESULTS, f"jobs/{job_id}/pages/{page:06d}-")
+        assert p.jobs.get_page(job_id, page).result_key == key
+
+
+def test_a_page_that_fails_leaves_its_siblings_stored_and_only_it_is_asked_for_again():
+    # Given a 3-page TIFF in one message, three calls per instance, and a model that fails page 2 once
+    p = Pipeline(page_chunk_size=3, calls_per_instance=3)
+    upload(p, "docs/fax.tiff", multipage_tiff(3))
+    (body,) = p.queue.bodies
+    work = PageWork.model_validate_json(body)
+    calls = OpenCalls(p, meet=3)
+    lock = threading.Lock()
+    answered: list[int] = []
+
+    def failing_second_answer(call):
+        # The second answer fails (retryable), whichever page it is for; the others succeed.
+        with lock:
+            answered.append(len(answered) + 1)
+            number = answered[-1]
+        return OcrServerError("the service is busy") if number == 2 else None
+
+    p.ocr.fail = failing_second_answer
+
+    # When the message is delivered: the three pages were with the model together
+    with pytest.raises(OcrServerError):
+        p.pages.process(work)
+    assert calls.met == [True] * 3 and calls.peak == 3
+
+    # Then the two others were stored and recorded, and the document is not finished
+    job_id = work.job_id
+    recorded = [page for page in (1, 2, 3) if p.jobs.get_page(job_id, page) is not None]
+    assert len(recorded) == 2
+    assert p.bus.of_type("document.completed") == []
+
+    # And the redelivery asks the model only for the page that failed
+    calls_before = len(p.ocr.calls)
+    p.ocr.recognize = calls._answer  # type: ignore[method-assign]
+    p.pages.process(work)
+    assert len(p.ocr.calls) == calls_before + 1
+    assert sorted(e.data["page"] for e in p.bus.of_type("usage.recorded")) == [1, 2, 3]
+    assert len(p.bus.of_type("document.completed")) == 1
+
+
+def test_pages_are_prepared_no_further_ahead_than_one_page_past_the_calls():
+    # Given a 5-page TIFF in one message, one call per instance, and a model that holds its first answer
+    # for up to a second, or until a third page has been prepared
+    p = Pipeline(page_chunk_size=5, calls_per_instance=1)
+    upload(p, "docs/fax.tiff", multipage_tiff(5))
+    prepared: list[int] = []
+    third_prepared = threading.Event()
+    prepare = p.pages._prepare
+
+    def watched_prepare(spec, page, source):
+        image = prepare(spec, page, source)
+        prepared.append(page)
+        if len(prepared) == 3:
+            third_prepared.set()
+        return image
+
+    seen_while_first_call_was_open: list[list[int]] = []
+    answer = p.ocr.recognize
+
+    def recognize(call, *, deadline=None):
+        if not p.ocr.calls:
+            third_prepared.wait(timeout=1)
+            seen_while_first_call_was_open.append(list(prepared))
+        return answer(call, deadline=deadline)
+
+    p.pages._prepare = watched_prepare  # type: ignore[method-assign]
+    p.ocr.recognize = recognize  # type: ignore[method-assign]
+
+    # When the message is processed
+    p.drain()
+
+    # Then while page 1 was with the model only page 2 was prepared ahead, and every page was billed once
+    assert seen_while_first_call_was_open == [[1, 2]]
+    assert sorted(e.data["page"] for e in p.bus.of_type("usage.recorded")) == [1, 2, 3, 4, 5]
+
+
+def test_work_handed_to_another_thread_keeps_the_log_keys_of_its_unit_of_work():
+    # Given two units of work on their own threads, each with its own value of a context variable
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ocr_pipeline.pipeline.concurrency import in_context
+
+    job = contextvars.ContextVar("job", default=None)
+    seen: dict[str, object] = {}
+
+    def unit(name: str, helpers: ThreadPoolExecutor) -> None:
+        job.set(name)
+        # When each hands work to a shared pool of helper threads
+        in_context(helpers, lambda: seen.__setitem__(name, job.get())).result()
+
+    with ThreadPoolExecutor(max_workers=1) as helpers, ThreadPoolExecutor(max_workers=2) as units:
+        for future in [units.submit(contextvars.Context().run, unit, name, helpers) for name in ("a", "b")]:
+            future.result()
+        kept_by_the_pool = helpers.submit(job.get).result()
+
+    # Then each helper saw its own unit's value, and the pool's thread kept none of it
+    assert seen == {"a": "a", "b": "b"}
+    assert kept_by_the_pool is None
