@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The finest resolution worth drawing a PDF page at: beyond it, more pixels cost tokens without
+# helping recognition. At the default budget only pages under about 23 square inches (smaller
+# than A6: labels, receipts, cards) reach it; on bigger ones the budget binds first.
+MAX_RENDER_DPI = 600
+# The resolution a PDF page of text and drawings is drawn at (the template's PdfRenderDpi): the
+# lowest at which the emulator's OCR engine reads text-heavy pages, 6-pt print included, exactly as
+# it reads them drawn to the budget (benchmarks/pdf_dpi.py measures it).
+DEFAULT_PDF_RENDER_DPI = 200
+# PdfRenderDpi = 0: every PDF page, scans included, is drawn to the pixel budget, as before the
+# resolution was chosen per page.
+PDF_RENDER_TO_BUDGET = 0
+
 
 class PreparationLimits(BaseModel):
     """What we refuse, and how far we go to make an image acceptable."""
@@ -22,6 +34,9 @@ class PreparationLimits(BaseModel):
     min_side: int = Field(default=11, ge=1)
     # Padding may at most multiply the short side by this; the bound keeps the search short.
     max_pad_factor: float = Field(default=2.0, ge=1.0, le=16.0)
+    # Dots per inch of a PDF page of text and drawings; a scanned page is drawn at its scan's own
+    # resolution (pdf_resolution.py). PDF_RENDER_TO_BUDGET draws every page to the budget.
+    pdf_render_dpi: float = Field(default=DEFAULT_PDF_RENDER_DPI, ge=0, le=MAX_RENDER_DPI)
 
 
 DEFAULT_LIMITS = PreparationLimits()
