@@ -1,8 +1,9 @@
 """`ocr-pipeline estimate`: pages, tokens and cost of files before sending them, with no API call.
 
 Image tokens are exact: each page is sized the way the pipeline will size it (`render_target`,
-the same geometry `prepare_image` and `prepare_pdf_page` use, padding included) and counted with
-the vendor's formula (`image_tokens`). The text of the prompt is counted with the emulator's
+the same geometry `prepare_image` and `prepare_pdf_page` use, padding included; a PDF page at the
+resolution `prepare_pdf_page` chooses for it, its scan's or PdfRenderDpi) and counted with the
+vendor's formula (`image_tokens`). The text of the prompt is counted with the emulator's
 stand-in tokenizer, so it is close but not exact; it is small next to the image.
 
 Output tokens cannot be known before the model reads the page, so they are given as a range from
@@ -40,9 +41,15 @@ from typing import Any
 
 from ocr_pipeline.catalog import ModelSpec, Region, model_spec
 from ocr_pipeline.errors import OcrPipelineError
-from ocr_pipeline.imaging import DEFAULT_LIMITS, PreparationLimits, probe_image, render_target
+from ocr_pipeline.imaging import (
+    DEFAULT_LIMITS,
+    DEFAULT_PDF_RENDER_DPI,
+    PreparationLimits,
+    probe_image,
+    render_target,
+)
 from ocr_pipeline.ocr_service import prompt_for
-from ocr_pipeline.pdf import MAX_RENDER_DPI, POINTS_PER_INCH, pdf_page_count
+from ocr_pipeline.pdf import POINTS_PER_INCH, pdf_page_count, pdf_page_resolutions
 from ocr_pipeline.pipeline.documents import SNIFF_BYTES, detect_kind
 from ocr_pipeline.pipeline.model import DocumentKind
 from ocr_pipeline.pricing import PriceNotFound, PriceTable, default_price_table, format_money
@@ -79,7 +86,7 @@ class TokenRange(BaseModel):
 
 
 class PageSource(BaseModel):
-    """A page's size before preparation: pixels of an image, or PDF points times the finest render scale."""
+    """A page's size before preparation: pixels of an image, or PDF points at the resolution chosen for the page."""
 
     width: float
     height: float
@@ -171,9 +178,12 @@ def measure_file(path: Path, limits: PreparationLimits = DEFAULT_LIMITS) -> Meas
 
 def _page_sources(file: Any, kind: DocumentKind, limits: PreparationLimits) -> list[PageSource]:
     if kind is DocumentKind.PDF:
-        count = pdf_page_count(file)  # typed errors for encrypted, empty and broken files
-        finest = MAX_RENDER_DPI / POINTS_PER_INCH
-        return [PageSource(width=w * finest, height=h * finest) for w, h in _pdf_page_sizes(file, count)]
+        pdf_page_count(file)  # typed errors for encrypted, empty and broken files, as the pipeline gives
+        pages = []
+        for content, resolution in pdf_page_resolutions(file, limits):
+            scale = resolution.dpi / POINTS_PER_INCH
+            pages.append(PageSource(width=content.width * scale, height=content.height * scale))
+        return pages
     info = probe_image(file, limits)
     if kind is DocumentKind.TIFF and info.frame_count > 1:
         return [PageSource(width=w, height=h) for w, h in _frame_sizes(file, info.frame_count)]
@@ -181,24 +191,6 @@ def _page_sources(file: Any, kind: DocumentKind, limits: PreparationLimits) -> l
     # As a person sees it: an EXIF-rotated photo's stored size is transposed.
     width, height = info.upright_size
     return [PageSource(width=width, height=height)]
-
-
-def _pdf_page_sizes(file: Any, count: int) -> list[tuple[float, float]]:
-    import pypdfium2 as pdfium
-
-    file.seek(0)
-    document = pdfium.PdfDocument(file.read())
-    try:
-        sizes = []
-        for index in range(count):
-            page = document[index]
-            try:
-                sizes.append(page.get_size())
-            finally:
-                page.close()
-        return sizes
-    finally:
-        document.close()
 
 
 def _frame_sizes(file: Any, count: int) -> list[tuple[int, int]]:
@@ -408,8 +400,9 @@ def command_estimate(args: argparse.Namespace) -> int:
     )
     models = list(dict.fromkeys(args.model or [DEFAULT_MODEL]))
     regions = list(dict.fromkeys(Region(r) for r in (args.region or [DEFAULT_REGION.value])))
+    limits = PreparationLimits(pdf_render_dpi=args.pdf_render_dpi)
     try:
-        report = estimate([Path(p) for p in args.paths], options, models, regions)
+        report = estimate([Path(p) for p in args.paths], options, models, regions, limits=limits)
     except (FileNotFoundError, ValueError) as error:
         raise InvalidRequest(str(error)) from None
     if args.json:
@@ -442,6 +435,13 @@ def add_commands(commands: Any) -> None:
         type=int,
         default=None,
         help="pixel budget cap (default the model's: 8388608, or 6422528 at 28 px)",
+    )
+    parser.add_argument(
+        "--pdf-render-dpi",
+        type=float,
+        default=DEFAULT_PDF_RENDER_DPI,
+        help=f"the stack's PdfRenderDpi: dpi of a PDF page of text (default {DEFAULT_PDF_RENDER_DPI:g}; "
+        "0 = to the pixel budget)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=command_estimate)

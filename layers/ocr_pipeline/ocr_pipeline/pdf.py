@@ -41,12 +41,20 @@ from .imaging import (
     RenderTarget,
     render_target,
 )
-from .pdf_resolution import POINTS_PER_INCH, RenderResolution, choose_resolution, inspect_page
+from .pdf_resolution import POINTS_PER_INCH, PageContent, RenderResolution, choose_resolution, inspect_page
 from .tokens import PixelBudget
 
 PdfSource = bytes | BinaryIO
 
-__all__ = ["MAX_RENDER_DPI", "POINTS_PER_INCH", "open_page", "pdf_page_count", "prepare_pdf_page", "render_plan"]
+__all__ = [
+    "MAX_RENDER_DPI",
+    "POINTS_PER_INCH",
+    "open_page",
+    "pdf_page_count",
+    "pdf_page_resolutions",
+    "prepare_pdf_page",
+    "render_plan",
+]
 
 # PDFium keeps global state and must not be entered from two threads at once.
 _PDFIUM = threading.Lock()
@@ -106,6 +114,22 @@ def prepare_pdf_page(
     if forms_error is not None:
         steps.append(PreparationStep(action="forms_ignored", detail=f"form fields not drawn: {forms_error}"))
     return prepare_rendered(image, target, limits, source_format="PDF", original_size=(width, height), steps=steps)
+
+
+def pdf_page_resolutions(
+    source: PdfSource, limits: PreparationLimits = DEFAULT_LIMITS
+) -> list[tuple[PageContent, RenderResolution]]:
+    """Every page's content summary and the resolution it will be drawn at, read once, drawing nothing."""
+    with _PDFIUM, _document(source) as (document, _):
+        resolutions = []
+        for index in range(len(document)):
+            page = document[index]
+            try:
+                content = inspect_page(page)
+            finally:
+                page.close()
+            resolutions.append((content, choose_resolution(content, limits.pdf_render_dpi)))
+        return resolutions
 
 
 def render_plan(
