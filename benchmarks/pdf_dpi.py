@@ -87,7 +87,7 @@ def measure(reader: EmulatorReader, log: Any = print) -> dict[str, Any]:
         "lowest_matching_dpi": chosen,
         "default_dpi": DEFAULT_PDF_RENDER_DPI,
         "sample": _sample(reader, budget, log),
-        "met": chosen is not None and DEFAULT_PDF_RENDER_DPI == chosen,
+        "met": chosen is not None and chosen == DEFAULT_PDF_RENDER_DPI,
     }
 
 

@@ -36,9 +36,9 @@ from .imaging import (
     PreparationLimits,
     PreparationStep,
     PreparedImage,
+    RenderTarget,
     is_grey,
     prepare_rendered,
-    RenderTarget,
     render_target,
 )
 from .pdf_resolution import POINTS_PER_INCH, PageContent, RenderResolution, choose_resolution, inspect_page

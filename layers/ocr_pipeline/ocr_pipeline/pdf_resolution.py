@@ -128,10 +128,7 @@ def _walk(page: object, form: object | None, scale: float, depth: int, largest: 
     `scale` is the area factor of the enclosing forms: an object's area on the page is the
     determinant of its matrix times theirs, whatever rotation or skew they apply.
     """
-    if form is None:
-        count = pdfium_c.FPDFPage_CountObjects(page)
-    else:
-        count = pdfium_c.FPDFFormObj_CountObjects(form)
+    count = pdfium_c.FPDFPage_CountObjects(page) if form is None else pdfium_c.FPDFFormObj_CountObjects(form)
     visible_text = False
     for index in range(max(0, count)):
         obj = pdfium_c.FPDFPage_GetObject(page, index) if form is None else pdfium_c.FPDFFormObj_GetObject(form, index)
