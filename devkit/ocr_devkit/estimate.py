@@ -8,7 +8,8 @@ stand-in tokenizer, so it is close but not exact; it is small next to the image.
 
 Output tokens cannot be known before the model reads the page, so they are given as a range from
 a heuristic, per page, in proportion to the page's image tokens (a page that becomes more patches
-can hold more text), scaled by what the task writes around the text:
+can hold more text; a PDF page's tokens drawn to the budget, whatever resolution it is sent at, since
+a page drawn coarser holds as much text), scaled by what the task writes around the text:
 
 - plain text (text_recognition, multi_lan, a free prompt): 0.5 % to 25 % of the image tokens. A
   full A4 page at the default budget is 8,194 image tokens; a dense page of English is about
@@ -49,7 +50,7 @@ from ocr_pipeline.imaging import (
     render_target,
 )
 from ocr_pipeline.ocr_service import prompt_for
-from ocr_pipeline.pdf import POINTS_PER_INCH, pdf_page_count, pdf_page_resolutions
+from ocr_pipeline.pdf import MAX_RENDER_DPI, POINTS_PER_INCH, pdf_page_count, pdf_page_resolutions
 from ocr_pipeline.pipeline.documents import SNIFF_BYTES, detect_kind
 from ocr_pipeline.pipeline.model import DocumentKind
 from ocr_pipeline.pricing import PriceNotFound, PriceTable, default_price_table, format_money
@@ -90,6 +91,9 @@ class PageSource(BaseModel):
 
     width: float
     height: float
+    # A PDF page drawn to the budget: how much text it can hold does not shrink with the resolution it
+    # is sent at, so output tokens are guessed from this size (None: the page's own size).
+    capacity: tuple[float, float] | None = None
 
 
 class MeasuredFile(BaseModel):
@@ -182,7 +186,14 @@ def _page_sources(file: Any, kind: DocumentKind, limits: PreparationLimits) -> l
         pages = []
         for content, resolution in pdf_page_resolutions(file, limits):
             scale = resolution.dpi / POINTS_PER_INCH
-            pages.append(PageSource(width=content.width * scale, height=content.height * scale))
+            finest = MAX_RENDER_DPI / POINTS_PER_INCH
+            pages.append(
+                PageSource(
+                    width=content.width * scale,
+                    height=content.height * scale,
+                    capacity=(content.width * finest, content.height * finest),
+                )
+            )
         return pages
     info = probe_image(file, limits)
     if kind is DocumentKind.TIFF and info.frame_count > 1:
@@ -239,6 +250,7 @@ def estimate_file(
     text_tokens = prompt_tokens(prompt_for(options))
     sizes: list[tuple[int, int]] = []
     tokens: list[int] = []
+    capacities: list[int] = []
     error_code, error_message = measured.error_code, measured.error_message
     if error_code is None:
         try:
@@ -246,10 +258,15 @@ def estimate_file(
                 canvas = render_target(page.width, page.height, budget, limits).canvas
                 sizes.append(canvas)
                 tokens.append(image_tokens(canvas[1], canvas[0], budget))
+                if page.capacity is None:
+                    capacities.append(tokens[-1])
+                else:
+                    full = render_target(*page.capacity, budget, limits).canvas
+                    capacities.append(image_tokens(full[1], full[0], budget))
         except OcrPipelineError as error:
             error_code, error_message = error.code, error.message
-            sizes, tokens = [], []
-    output = sum((output_range(t, options, spec) for t in tokens), TokenRange(low=0, high=0))
+            sizes, tokens, capacities = [], [], []
+    output = sum((output_range(t, options, spec) for t in capacities), TokenRange(low=0, high=0))
     return FileEstimate(
         path=measured.path,
         kind=measured.kind,

@@ -206,3 +206,14 @@ def test_an_exif_rotated_photo_is_measured_upright_as_it_is_sent(tmp_path):
     prepared = prepare_image(path.read_bytes(), PixelBudget(patch=32))
     assert prepared.height > prepared.width
     assert model.files[0].sent_sizes == [(prepared.width, prepared.height)]
+
+
+def test_a_pdf_page_sent_coarser_is_guessed_to_hold_as_much_text(tmp_path):
+    # Given an A4 PDF page, estimated as drawn by default (its 72-dpi scan) and drawn to the budget
+    pdf = a4_pdf(tmp_path / "a4.pdf")
+    options, models, regions = TaskOptions(), ["qwen-vl-ocr-2025-11-20"], [Region.INTL]
+    (ours,) = estimate([pdf], options, models, regions).models
+    (before,) = estimate([pdf], options, models, regions, limits=PreparationLimits(pdf_render_dpi=0)).models
+    # Then fewer image tokens are sent, but the output guess is that of the whole page
+    assert ours.image_tokens < before.image_tokens
+    assert ours.output_tokens == before.output_tokens
