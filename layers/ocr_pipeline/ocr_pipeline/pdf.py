@@ -137,8 +137,8 @@ def render_plan(
 ) -> tuple[RenderResolution, RenderTarget]:
     """The resolution chosen for the page and the size it is drawn at, within the budget.
 
-    The caller holds the PDFium lock. `ocr-pipeline estimate` calls this too, so an estimate
-    sizes every page as the pipeline draws it.
+    The caller holds the PDFium lock. `pdf_page_resolutions` makes the same decision for
+    `ocr-pipeline estimate`, so an estimate sizes every page as the pipeline draws it.
     """
     content = inspect_page(page)
     resolution = choose_resolution(content, limits.pdf_render_dpi)
