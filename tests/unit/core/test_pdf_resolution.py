@@ -21,6 +21,9 @@ from PIL import Image, ImageDraw
 BUDGET = PixelBudget()
 A4 = (595.28, 841.89)
 AT_BUDGET = PreparationLimits(pdf_render_dpi=PDF_RENDER_TO_BUDGET)
+# A PdfRenderDpi under the budget's 294 dpi for A4, named here so that the tests do not hang on the default.
+VECTOR_DPI = 180
+AT_VECTOR_DPI = PreparationLimits(pdf_render_dpi=VECTOR_DPI)
 
 
 # --- making PDFs --------------------------------------------------------------------
@@ -166,12 +169,12 @@ def test_a_scan_in_a_scaled_form_xobject_counts_its_size_on_the_page() -> None:
     document.save(buffer)
 
     # When its resolution is chosen
-    ((content, resolution),) = pdf_page_resolutions(buffer.getvalue())
+    ((content, resolution),) = pdf_page_resolutions(buffer.getvalue(), AT_VECTOR_DPI)
 
     # Then the scan covers a quarter of the page at twice the pixels per point: a detail, not the page
     assert content.image_coverage == pytest.approx(0.25, rel=0.01)
     assert content.image_dpi == pytest.approx(200, rel=0.01)
-    assert resolution.dpi == DEFAULT_PDF_RENDER_DPI
+    assert resolution.dpi == VECTOR_DPI
 
 
 # --- vector pages -------------------------------------------------------------------
@@ -181,14 +184,21 @@ def test_a_vector_page_is_drawn_at_pdf_render_dpi() -> None:
     # Given an A4 page of text
     data = make_pdf(text="Invoice 2024-001 total due 1,234.56")
 
-    # When prepared by default and with PdfRenderDpi 120
-    default = prepare_pdf_page(data, 1, BUDGET)
+    # When prepared with PdfRenderDpi 180 and 120
+    finer = prepare_pdf_page(data, 1, BUDGET, AT_VECTOR_DPI)
     coarse = prepare_pdf_page(data, 1, BUDGET, PreparationLimits(pdf_render_dpi=120))
 
     # Then each is drawn at its dpi, and the step names PdfRenderDpi
-    assert drawn_dpi(default) == pytest.approx(DEFAULT_PDF_RENDER_DPI, rel=0.02)
+    assert drawn_dpi(finer) == pytest.approx(VECTOR_DPI, rel=0.02)
     assert drawn_dpi(coarse) == pytest.approx(120, rel=0.02)
-    assert "PdfRenderDpi, for a page of text and drawings" in default.steps[0].detail
+    assert "PdfRenderDpi, for a page of text and drawings" in finer.steps[0].detail
+
+
+def test_the_default_pdf_render_dpi_is_what_a_vector_page_gets() -> None:
+    prepared = prepare_pdf_page(make_pdf(text="Invoice"), 1, BUDGET)
+    expected = min(DEFAULT_PDF_RENDER_DPI, 72 * (budget_size(A4, BUDGET)[0] / A4[0]))
+    assert drawn_dpi(prepared) == pytest.approx(expected, rel=0.02)
+    assert f"{DEFAULT_PDF_RENDER_DPI:.0f} dpi asked: PdfRenderDpi" in prepared.steps[0].detail
 
 
 def test_a_vector_page_is_capped_by_the_budget() -> None:
@@ -203,8 +213,8 @@ def test_a_page_with_a_small_logo_is_a_vector_page() -> None:
     data = make_pdf(scan_dpi=600, image_box=(40.0, 740.0, 144.0, 72.0), text="Letterhead")
 
     # When prepared, Then the logo does not decide the resolution: PdfRenderDpi does
-    prepared = prepare_pdf_page(data, 1, BUDGET)
-    assert drawn_dpi(prepared) == pytest.approx(DEFAULT_PDF_RENDER_DPI, rel=0.02)
+    prepared = prepare_pdf_page(data, 1, BUDGET, AT_VECTOR_DPI)
+    assert drawn_dpi(prepared) == pytest.approx(VECTOR_DPI, rel=0.02)
     assert "PdfRenderDpi, for a page of text" in prepared.steps[0].detail
 
 
@@ -216,13 +226,13 @@ def test_a_coarse_scan_with_visible_text_on_it_is_drawn_at_the_larger_resolution
     data = make_pdf(scan_dpi=100, text="APPROVED 2024-05-01")
 
     # When prepared, Then the text gets PdfRenderDpi, which is above the scan's
-    prepared = prepare_pdf_page(data, 1, BUDGET)
-    assert drawn_dpi(prepared) == pytest.approx(DEFAULT_PDF_RENDER_DPI, rel=0.02)
+    prepared = prepare_pdf_page(data, 1, BUDGET, AT_VECTOR_DPI)
+    assert drawn_dpi(prepared) == pytest.approx(VECTOR_DPI, rel=0.02)
     assert "for the text drawn over it" in prepared.steps[0].detail
 
 
 def test_a_fine_scan_with_visible_text_keeps_the_scan_resolution() -> None:
-    prepared = prepare_pdf_page(make_pdf(scan_dpi=280, text="APPROVED"), 1, BUDGET)
+    prepared = prepare_pdf_page(make_pdf(scan_dpi=280, text="APPROVED"), 1, BUDGET, AT_VECTOR_DPI)
     assert drawn_dpi(prepared) == pytest.approx(280, rel=0.02)
 
 
@@ -231,7 +241,7 @@ def test_an_invisible_text_layer_over_a_scan_does_not_raise_its_resolution() -> 
     data = make_pdf(scan_dpi=100, text="searchable words", invisible_text=True)
 
     # When prepared, Then it is drawn at the scan's resolution
-    prepared = prepare_pdf_page(data, 1, BUDGET)
+    prepared = prepare_pdf_page(data, 1, BUDGET, AT_VECTOR_DPI)
     assert drawn_dpi(prepared) == pytest.approx(100, rel=0.02)
 
 
