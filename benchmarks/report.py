@@ -192,7 +192,8 @@ def _pdf_dpi_rows(r: dict[str, Any]) -> list[Row]:
     rows: list[Row] = [
         (
             f"6. PdfRenderDpi {row['dpi']}: text-heavy pages read as drawn to the budget",
-            f"{row['pages_matched']}/{row['pages']} pages unchanged (least similar {row['similarity_min']:.2%}), "
+            f"{row['pages_matched']}/{row['pages']} pages unchanged ({row['pages_matched_ignoring_spaces']} ignoring "
+            f"spaces; least similar {row['similarity_min']:.2%}), "
             f"{row['image_tokens_per_page']:,} image tokens a page (budget: {r['budget_image_tokens_per_page']:,})",
             "measured",
             "unchanged" if row["text_unchanged"] else "changed",
@@ -204,7 +205,8 @@ def _pdf_dpi_rows(r: dict[str, Any]) -> list[Row]:
     rows += [
         (
             "6. PdfRenderDpi default",
-            f"{r['default_dpi']:g} dpi; lowest measured with every page unchanged: {r['lowest_matching_dpi']}",
+            f"{r['default_dpi']:g} dpi; lowest measured with every page unchanged: "
+            f"{r['lowest_matching_dpi'] or 'none below the budget'}",
             "the lowest unchanged",
             _status(r["met"]),
             "pages: " + ", ".join(r["pages"]) + "; read by the emulator's OCR engine, not the model",
@@ -216,7 +218,7 @@ def _pdf_dpi_rows(r: dict[str, Any]) -> list[Row]:
             "text unchanged",
             _status(sample["text_unchanged"]),
             "before: drawn to the budget (PdfRenderDpi=0); after: the defaults, which draw this 150-dpi scan at "
-            "its own resolution",
+            f"its own resolution; unchanged ignoring spaces: {sample['text_unchanged_ignoring_spaces']}",
         ),
     ]
     return rows
