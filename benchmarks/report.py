@@ -192,8 +192,8 @@ def _pdf_dpi_rows(r: dict[str, Any]) -> list[Row]:
     rows: list[Row] = [
         (
             f"6. PdfRenderDpi {row['dpi']}: text-heavy pages read as drawn to the budget",
-            f"{row['pages_matched']}/{row['pages']} pages unchanged ({row['pages_matched_ignoring_spaces']} ignoring "
-            f"spaces; least similar {row['similarity_min']:.2%}), "
+            f"{row['pages_matched_ignoring_spaces']}/{row['pages']} pages unchanged ignoring spaces "
+            f"({row['pages_matched']} exactly; least similar {row['similarity_min']:.2%}), "
             f"{row['image_tokens_per_page']:,} image tokens a page (budget: {r['budget_image_tokens_per_page']:,})",
             "measured",
             "unchanged" if row["text_unchanged"] else "changed",
@@ -218,7 +218,8 @@ def _pdf_dpi_rows(r: dict[str, Any]) -> list[Row]:
             "text unchanged",
             _status(sample["text_unchanged"]),
             "before: drawn to the budget (PdfRenderDpi=0); after: the defaults, which draw this 150-dpi scan at "
-            f"its own resolution; unchanged ignoring spaces: {sample['text_unchanged_ignoring_spaces']}",
+            f"its own resolution; text unchanged exactly: {sample['text_unchanged_exactly']}, ignoring spaces: "
+            f"{sample['text_unchanged']}",
         ),
     ]
     return rows
@@ -293,9 +294,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "- **Token accuracy**: `image_tokens` of the prepared page against the usage the emulator returns.",
         "- **PDF resolution**: four text-heavy A4 pages (10-pt Helvetica, 8-pt Helvetica, 7-pt Times, 6-pt "
         "Helvetica; 64 lines each) drawn to the budget (PdfRenderDpi=0) and at each candidate dpi, read by "
-        "the emulator through the pipeline's client; a dpi matches when every page's text equals its text "
-        "drawn to the budget, and the default is the lowest from which every higher candidate matches. Tokens "
-        "are the usage the emulator returns.",
+        "the emulator through the pipeline's client; a dpi matches when every page's text has the same "
+        "characters as drawn to the budget, spaces between words aside (the engine's spacing shifts between "
+        "any two drawings; exact equality is reported too), and the default is the lowest from which every "
+        "higher candidate matches. Tokens are the usage the emulator returns.",
         "",
     ]
     return "\n".join(lines)
