@@ -100,7 +100,7 @@ def test_with_pdf_render_dpi_0_an_a4_page_is_counted_at_the_budget(tmp_path):
 
 
 def test_vector_and_scanned_pages_are_each_counted_as_they_are_drawn(tmp_path):
-    # Given a PDF whose first page is text and whose second is a 150-dpi scan
+    # Given a PDF whose first page is text and whose second is a 100-dpi scan
     document = pdfium.PdfDocument.new()
     text_page = document.new_page(595.0, 842.0)
     text = pdfium_c.FPDFPageObj_NewTextObj(document.raw, b"Helvetica", ctypes.c_float(10.0))
@@ -110,7 +110,7 @@ def test_vector_and_scanned_pages_are_each_counted_as_they_are_drawn(tmp_path):
     text_page.gen_content()
     scan_page = document.new_page(595.0, 842.0)
     scan = pdfium.PdfImage.new(document)
-    scan.set_bitmap(pdfium.PdfBitmap.from_pil(Image.new("L", (round(595 / 72 * 150), round(842 / 72 * 150)), 200)))
+    scan.set_bitmap(pdfium.PdfBitmap.from_pil(Image.new("L", (round(595 / 72 * 100), round(842 / 72 * 100)), 200)))
     scan.set_matrix(pdfium.PdfMatrix().scale(595.0, 842.0))
     scan_page.insert_obj(scan)
     scan_page.gen_content()
@@ -118,7 +118,7 @@ def test_vector_and_scanned_pages_are_each_counted_as_they_are_drawn(tmp_path):
     document.save(path)
     # When estimated
     (model,) = estimate([path], TaskOptions(), ["qwen-vl-ocr-2025-11-20"], [Region.INTL]).models
-    # Then each page is the size the pipeline draws it at: PdfRenderDpi for text, 150 dpi for the scan
+    # Then each page is the size the pipeline draws it at: PdfRenderDpi for text, 100 dpi for the scan
     budget = PixelBudget(patch=32)
     drawn = [prepare_pdf_page(path.read_bytes(), page, budget) for page in (1, 2)]
     assert model.files[0].sent_sizes == [(page.width, page.height) for page in drawn]

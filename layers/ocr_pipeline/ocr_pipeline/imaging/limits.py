@@ -9,11 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 # than A6: labels, receipts, cards) reach it; on bigger ones the budget binds first.
 MAX_RENDER_DPI = 600
 # The resolution a PDF page of text and drawings is drawn at (the template's PdfRenderDpi): the
-# lowest at which the emulator's OCR engine reads text-heavy pages, 6-pt print included, exactly as
-# it reads them drawn to the budget (benchmarks/pdf_dpi.py). No lower resolution measured so far
-# does (at 250 dpi two of four pages still read differently), so a vector page is drawn as finely as
-# the budget allows, as before: about 294 dpi for A4 at the default budget.
-DEFAULT_PDF_RENDER_DPI = MAX_RENDER_DPI
+# lowest at which the emulator's OCR engine reads text-heavy pages, 6-pt print included, with the
+# same characters as drawn to the budget (spaces between words aside, which shift between any two
+# drawings); benchmarks/pdf_dpi.py measures it.
+DEFAULT_PDF_RENDER_DPI = 150
 # PdfRenderDpi = 0: every PDF page, scans included, is drawn to the pixel budget, as before the
 # resolution was chosen per page.
 PDF_RENDER_TO_BUDGET = 0
