@@ -91,9 +91,38 @@ def text_pdf(pages: int, *, distinct: int | None = None, seed: int = 7) -> bytes
         document.close()
 
 
-def _add_text(document: pdfium.PdfDocument, page: pdfium.PdfPage, text: str, *, x: float, y: float) -> None:
+def small_print_pdf(prints: list[tuple[str, float]], seed: int = 7) -> bytes:
+    """One A4 page per (standard font, point size): the lines of `page_lines`, set solid at that size.
+
+    Small print (6-8 pt: footnotes, terms, dense tables) is what a lower drawing resolution loses first.
+    """
+    document = pdfium.PdfDocument.new()
+    try:
+        for index, (font, size) in enumerate(prints):
+            page = document.new_page(*A4_POINTS)
+            for row, text in enumerate(page_lines(index + 1, seed)):
+                _add_text(document, page, text, x=50.0, y=800.0 - 1.25 * size * row, font=font, size=size)
+            page.gen_content()
+            page.close()
+        buffer = io.BytesIO()
+        document.save(buffer)
+        return buffer.getvalue()
+    finally:
+        document.close()
+
+
+def _add_text(
+    document: pdfium.PdfDocument,
+    page: pdfium.PdfPage,
+    text: str,
+    *,
+    x: float,
+    y: float,
+    font: str = "Helvetica",
+    size: float = 10.0,
+) -> None:
     # pypdfium2 has no helper that creates text, so this goes through PDFium's own editing API.
-    text_object = pdfium_c.FPDFPageObj_NewTextObj(document.raw, b"Helvetica", ctypes.c_float(10.0))
+    text_object = pdfium_c.FPDFPageObj_NewTextObj(document.raw, font.encode("ascii"), ctypes.c_float(size))
     utf16 = (text + "\0").encode("utf-16-le")
     pdfium_c.FPDFText_SetText(text_object, ctypes.cast(ctypes.c_char_p(utf16), pdfium_c.FPDF_WIDESTRING))
     pdfium_c.FPDFPageObj_Transform(text_object, 1, 0, 0, 1, x, y)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ocr_pipeline import pdf
-from ocr_pipeline.imaging import DEFAULT_LIMITS, PreparedImage, prepare_image, prepare_rendered, render_target
+from ocr_pipeline.imaging import DEFAULT_LIMITS, PreparedImage, prepare_image, prepare_rendered
 from ocr_pipeline.pdf import prepare_pdf_page
 
 from . import workloads
@@ -84,8 +84,7 @@ def pdf_breakdown(repeats: int = 9) -> dict[str, float]:
     with pdf._PDFIUM, pdf._document(document, forms=True) as (opened, _):
         page = opened[0]
         width, height = page.get_size()
-        finest = pdf.MAX_RENDER_DPI / pdf.POINTS_PER_INCH
-        target = render_target(width * finest, height * finest, workloads.DEFAULT_BUDGET, DEFAULT_LIMITS)
+        _, target = pdf.render_plan(page, workloads.DEFAULT_BUDGET, DEFAULT_LIMITS)
         for _ in range(repeats):
             started = time.perf_counter()
             drawn = pdf._draw(page, target.content, grey=pdf._looks_grey(page, target.content))

@@ -1,6 +1,6 @@
 """`make bench`: run every measurement, then write benchmarks/report.json and BENCHMARKS.md.
 
-python -m benchmarks.run [--only prep,throughput,cold_start,fanout,tokens,memory]
+python -m benchmarks.run [--only prep,throughput,cold_start,fanout,tokens,memory,pdf_dpi]
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import cold_start, fanout, machine, memory_share, page_prep, throughput, token_accuracy
+from . import cold_start, fanout, machine, memory_share, page_prep, pdf_dpi, throughput, token_accuracy
 from .recognition import emulator_reader
 from .report import render_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "benchmarks" / "report.json"
 MARKDOWN = ROOT / "BENCHMARKS.md"
-MEASUREMENTS = ("prep", "throughput", "cold_start", "fanout", "tokens", "memory")
+MEASUREMENTS = ("prep", "throughput", "cold_start", "fanout", "tokens", "memory", "pdf_dpi")
 
 
 def log(message: str) -> None:
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     with emulator_reader() as reader:
         step("tokens", lambda: token_accuracy.measure(reader))
         step("prep", lambda: page_prep.measure(reader, log))
+        step("pdf_dpi", lambda: pdf_dpi.measure(reader, log))
     step("cold_start", lambda: cold_start.measure(log))
     step("memory", lambda: memory_share.measure(log))
     step("throughput", lambda: throughput.measure(log=log))

@@ -1,13 +1,15 @@
 """`ocr-pipeline estimate`: pages, tokens and cost of files before sending them, with no API call.
 
 Image tokens are exact: each page is sized the way the pipeline will size it (`render_target`,
-the same geometry `prepare_image` and `prepare_pdf_page` use, padding included) and counted with
-the vendor's formula (`image_tokens`). The text of the prompt is counted with the emulator's
+the same geometry `prepare_image` and `prepare_pdf_page` use, padding included; a PDF page at the
+resolution `prepare_pdf_page` chooses for it, its scan's or PdfRenderDpi) and counted with the
+vendor's formula (`image_tokens`). The text of the prompt is counted with the emulator's
 stand-in tokenizer, so it is close but not exact; it is small next to the image.
 
 Output tokens cannot be known before the model reads the page, so they are given as a range from
 a heuristic, per page, in proportion to the page's image tokens (a page that becomes more patches
-can hold more text), scaled by what the task writes around the text:
+can hold more text; a PDF page's tokens drawn to the budget, whatever resolution it is sent at, since
+a page drawn coarser holds as much text), scaled by what the task writes around the text:
 
 - plain text (text_recognition, multi_lan, a free prompt): 0.5 % to 25 % of the image tokens. A
   full A4 page at the default budget is 8,194 image tokens; a dense page of English is about
@@ -40,9 +42,15 @@ from typing import Any
 
 from ocr_pipeline.catalog import ModelSpec, Region, model_spec
 from ocr_pipeline.errors import OcrPipelineError
-from ocr_pipeline.imaging import DEFAULT_LIMITS, PreparationLimits, probe_image, render_target
+from ocr_pipeline.imaging import (
+    DEFAULT_LIMITS,
+    DEFAULT_PDF_RENDER_DPI,
+    PreparationLimits,
+    probe_image,
+    render_target,
+)
 from ocr_pipeline.ocr_service import prompt_for
-from ocr_pipeline.pdf import MAX_RENDER_DPI, POINTS_PER_INCH, pdf_page_count
+from ocr_pipeline.pdf import MAX_RENDER_DPI, POINTS_PER_INCH, pdf_page_count, pdf_page_resolutions
 from ocr_pipeline.pipeline.documents import SNIFF_BYTES, detect_kind
 from ocr_pipeline.pipeline.model import DocumentKind
 from ocr_pipeline.pricing import PriceNotFound, PriceTable, default_price_table, format_money
@@ -79,10 +87,13 @@ class TokenRange(BaseModel):
 
 
 class PageSource(BaseModel):
-    """A page's size before preparation: pixels of an image, or PDF points times the finest render scale."""
+    """A page's size before preparation: pixels of an image, or PDF points at the resolution chosen for the page."""
 
     width: float
     height: float
+    # A PDF page drawn to the budget: how much text it can hold does not shrink with the resolution it
+    # is sent at, so output tokens are guessed from this size (None: the page's own size).
+    capacity: tuple[float, float] | None = None
 
 
 class MeasuredFile(BaseModel):
@@ -171,9 +182,19 @@ def measure_file(path: Path, limits: PreparationLimits = DEFAULT_LIMITS) -> Meas
 
 def _page_sources(file: Any, kind: DocumentKind, limits: PreparationLimits) -> list[PageSource]:
     if kind is DocumentKind.PDF:
-        count = pdf_page_count(file)  # typed errors for encrypted, empty and broken files
-        finest = MAX_RENDER_DPI / POINTS_PER_INCH
-        return [PageSource(width=w * finest, height=h * finest) for w, h in _pdf_page_sizes(file, count)]
+        pdf_page_count(file)  # typed errors for encrypted, empty and broken files, as the pipeline gives
+        pages = []
+        for content, resolution in pdf_page_resolutions(file, limits):
+            scale = resolution.dpi / POINTS_PER_INCH
+            finest = MAX_RENDER_DPI / POINTS_PER_INCH
+            pages.append(
+                PageSource(
+                    width=content.width * scale,
+                    height=content.height * scale,
+                    capacity=(content.width * finest, content.height * finest),
+                )
+            )
+        return pages
     info = probe_image(file, limits)
     if kind is DocumentKind.TIFF and info.frame_count > 1:
         return [PageSource(width=w, height=h) for w, h in _frame_sizes(file, info.frame_count)]
@@ -181,24 +202,6 @@ def _page_sources(file: Any, kind: DocumentKind, limits: PreparationLimits) -> l
     # As a person sees it: an EXIF-rotated photo's stored size is transposed.
     width, height = info.upright_size
     return [PageSource(width=width, height=height)]
-
-
-def _pdf_page_sizes(file: Any, count: int) -> list[tuple[float, float]]:
-    import pypdfium2 as pdfium
-
-    file.seek(0)
-    document = pdfium.PdfDocument(file.read())
-    try:
-        sizes = []
-        for index in range(count):
-            page = document[index]
-            try:
-                sizes.append(page.get_size())
-            finally:
-                page.close()
-        return sizes
-    finally:
-        document.close()
 
 
 def _frame_sizes(file: Any, count: int) -> list[tuple[int, int]]:
@@ -247,6 +250,7 @@ def estimate_file(
     text_tokens = prompt_tokens(prompt_for(options))
     sizes: list[tuple[int, int]] = []
     tokens: list[int] = []
+    capacities: list[int] = []
     error_code, error_message = measured.error_code, measured.error_message
     if error_code is None:
         try:
@@ -254,10 +258,15 @@ def estimate_file(
                 canvas = render_target(page.width, page.height, budget, limits).canvas
                 sizes.append(canvas)
                 tokens.append(image_tokens(canvas[1], canvas[0], budget))
+                if page.capacity is None:
+                    capacities.append(tokens[-1])
+                else:
+                    full = render_target(*page.capacity, budget, limits).canvas
+                    capacities.append(image_tokens(full[1], full[0], budget))
         except OcrPipelineError as error:
             error_code, error_message = error.code, error.message
-            sizes, tokens = [], []
-    output = sum((output_range(t, options, spec) for t in tokens), TokenRange(low=0, high=0))
+            sizes, tokens, capacities = [], [], []
+    output = sum((output_range(t, options, spec) for t in capacities), TokenRange(low=0, high=0))
     return FileEstimate(
         path=measured.path,
         kind=measured.kind,
@@ -408,8 +417,9 @@ def command_estimate(args: argparse.Namespace) -> int:
     )
     models = list(dict.fromkeys(args.model or [DEFAULT_MODEL]))
     regions = list(dict.fromkeys(Region(r) for r in (args.region or [DEFAULT_REGION.value])))
+    limits = PreparationLimits(pdf_render_dpi=args.pdf_render_dpi)
     try:
-        report = estimate([Path(p) for p in args.paths], options, models, regions)
+        report = estimate([Path(p) for p in args.paths], options, models, regions, limits=limits)
     except (FileNotFoundError, ValueError) as error:
         raise InvalidRequest(str(error)) from None
     if args.json:
@@ -442,6 +452,13 @@ def add_commands(commands: Any) -> None:
         type=int,
         default=None,
         help="pixel budget cap (default the model's: 8388608, or 6422528 at 28 px)",
+    )
+    parser.add_argument(
+        "--pdf-render-dpi",
+        type=float,
+        default=DEFAULT_PDF_RENDER_DPI,
+        help=f"the stack's PdfRenderDpi: dpi of a PDF page of text (default {DEFAULT_PDF_RENDER_DPI:g}; "
+        "0 = to the pixel budget)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=command_estimate)

@@ -1,11 +1,13 @@
-"""PDF pages as images for the model, drawn by PDFium straight at the task's pixel budget.
+"""PDF pages as images for the model, drawn by PDFium once, at the size the model will use.
 
-A page has no pixels of its own, so there is nothing to shrink: we work out the size the
-model would resize a finely drawn page to (smart_resize of the page at MAX_RENDER_DPI, which
-the budget caps: about 294 dpi for A4 at the default 8,388,608 pixels) and draw it once at
-exactly that size. PDFium maps a page onto whatever rectangle it is given, so the drawing
-fills the patch-multiple size with no padding or cropping; horizontal and vertical scales
-differ by the same fraction of a percent that smart_resize gives a raster image.
+A page has no pixels of its own, so there is nothing to shrink: we choose the resolution its
+content needs (pdf_resolution.py: a scan's own, else PdfRenderDpi), work out the size the model
+would resize the page drawn at that resolution to (smart_resize, which the budget caps: about
+294 dpi for A4 at the default 8,388,608 pixels) and draw it once at exactly that size. PDFium
+maps a page onto whatever rectangle it is given, so the drawing fills the patch-multiple size
+with no padding or cropping; horizontal and vertical scales differ by the same fraction of a
+percent that smart_resize gives a raster image. The page's `render` step says which resolution
+was used and why.
 
 PDFium is not thread-safe, so every call into it holds `_PDFIUM`. A file source is read on
 demand through a PDFium file-access callback (trailer, cross-reference table, the page's
@@ -30,22 +32,29 @@ from PIL import Image
 from .errors import DocumentEmpty, DocumentEncrypted, DocumentUnreadable, InvalidRequest, OcrPipelineError
 from .imaging import (
     DEFAULT_LIMITS,
+    MAX_RENDER_DPI,
     PreparationLimits,
     PreparationStep,
     PreparedImage,
+    RenderTarget,
     is_grey,
     prepare_rendered,
     render_target,
 )
+from .pdf_resolution import POINTS_PER_INCH, PageContent, RenderResolution, choose_resolution, inspect_page
 from .tokens import PixelBudget
 
 PdfSource = bytes | BinaryIO
 
-# The finest resolution worth drawing a page at: beyond it, more pixels cost tokens without
-# helping recognition. At the default budget only pages under about 23 square inches (smaller
-# than A6: labels, receipts, cards) reach it; on bigger ones the budget binds first.
-MAX_RENDER_DPI = 600
-POINTS_PER_INCH = 72
+__all__ = [
+    "MAX_RENDER_DPI",
+    "POINTS_PER_INCH",
+    "open_page",
+    "pdf_page_count",
+    "pdf_page_resolutions",
+    "prepare_pdf_page",
+    "render_plan",
+]
 
 # PDFium keeps global state and must not be entered from two threads at once.
 _PDFIUM = threading.Lock()
@@ -87,7 +96,7 @@ def prepare_pdf_page(
     budget: PixelBudget,
     limits: PreparationLimits = DEFAULT_LIMITS,
 ) -> PreparedImage:
-    """Page `page_number` (1-based) drawn at the budget's size and encoded like any image.
+    """Page `page_number` (1-based) drawn at the resolution chosen for it and encoded like any image.
 
     The mapping's original space is the page as displayed (after its /Rotate, within its crop
     box) in PDF points, so the model's boxes map back to positions on the page.
@@ -96,16 +105,45 @@ def prepare_pdf_page(
     with open_page(source, page_number, forms=True) as (page, page_count, forms_error):
         width, height = page.get_size()
         rotation = page.get_rotation()
-        finest = MAX_RENDER_DPI / POINTS_PER_INCH
-        target = render_target(width * finest, height * finest, budget, limits)
+        resolution, target = render_plan(page, budget, limits)
         grey = _looks_grey(page, target.content)
         image = _draw(page, target.content, grey=grey)
-    steps.append(_render_step(page_number, page_count, (width, height), rotation, target.content))
+    steps.append(_render_step(page_number, page_count, (width, height), rotation, resolution, target))
     if grey:
         steps.append(PreparationStep(action="convert_mode", detail=_GREY_DETAIL))
     if forms_error is not None:
         steps.append(PreparationStep(action="forms_ignored", detail=f"form fields not drawn: {forms_error}"))
     return prepare_rendered(image, target, limits, source_format="PDF", original_size=(width, height), steps=steps)
+
+
+def pdf_page_resolutions(
+    source: PdfSource, limits: PreparationLimits = DEFAULT_LIMITS
+) -> list[tuple[PageContent, RenderResolution]]:
+    """Every page's content summary and the resolution it will be drawn at, read once, drawing nothing."""
+    with _PDFIUM, _document(source) as (document, _):
+        resolutions = []
+        for index in range(len(document)):
+            page = document[index]
+            try:
+                content = inspect_page(page)
+            finally:
+                page.close()
+            resolutions.append((content, choose_resolution(content, limits.pdf_render_dpi)))
+        return resolutions
+
+
+def render_plan(
+    page: pdfium.PdfPage, budget: PixelBudget, limits: PreparationLimits = DEFAULT_LIMITS
+) -> tuple[RenderResolution, RenderTarget]:
+    """The resolution chosen for the page and the size it is drawn at, within the budget.
+
+    The caller holds the PDFium lock. `pdf_page_resolutions` makes the same decision for
+    `ocr-pipeline estimate`, so an estimate sizes every page as the pipeline draws it.
+    """
+    content = inspect_page(page)
+    resolution = choose_resolution(content, limits.pdf_render_dpi)
+    scale = resolution.dpi / POINTS_PER_INCH
+    return resolution, render_target(content.width * scale, content.height * scale, budget, limits)
 
 
 @contextmanager
@@ -131,15 +169,26 @@ def open_page(
 
 
 def _render_step(
-    page_number: int, page_count: int, size: tuple[float, float], rotation: int, pixels: tuple[int, int]
+    page_number: int,
+    page_count: int,
+    size: tuple[float, float],
+    rotation: int,
+    resolution: RenderResolution,
+    target: RenderTarget,
 ) -> PreparationStep:
     width, height = size
+    pixels = target.content
     dpi = POINTS_PER_INCH * math.sqrt(pixels[0] * pixels[1] / (width * height))
     turned = f", turned {rotation}° by its /Rotate" if rotation else ""
+    why = f"{resolution.dpi:.0f} dpi asked: {resolution.reason}"
+    if target.bound == "max_pixels":
+        why += f"; capped by the pixel budget (max_pixels {target.bound_pixels:,})"
+    elif target.bound == "min_pixels":
+        why += f"; raised to the pixel budget's floor (min_pixels {target.bound_pixels:,})"
     return PreparationStep(
         action="render",
         detail=f"page {page_number} of {page_count}: {width:.1f}x{height:.1f} pt{turned}, "
-        f"drawn at {pixels[0]}x{pixels[1]} px (about {dpi:.0f} dpi)",
+        f"drawn at {pixels[0]}x{pixels[1]} px (about {dpi:.0f} dpi; {why})",
     )
 
 

@@ -1,4 +1,7 @@
-"""pdf: counting PDF pages and drawing them straight at the task's pixel budget.
+"""pdf: counting PDF pages and drawing them at the size the model will use.
+
+How the resolution is chosen per page (scan, PdfRenderDpi) is tested in test_pdf_resolution.py; the
+sizes here are those of PdfRenderDpi = 0, which draws every page straight to the budget.
 
 Every PDF is made here: with pypdfium2's page-object API where drawing matters, and by hand
 (including a real RC4 password-protected file) where the file structure is the point.
@@ -36,6 +39,8 @@ from tests.support.streams import CountingFile, StorageUnavailable
 
 BUDGET = PixelBudget()
 SMALL = PixelBudget(max_pixels=32 * 32 * 300)
+# PdfRenderDpi = 0: every page drawn to the budget, the geometry these tests pin down.
+AT_BUDGET = PreparationLimits(pdf_render_dpi=0)
 A4 = (595.276, 841.89)
 LETTER = (612.0, 792.0)
 
@@ -196,7 +201,7 @@ def test_a_three_page_pdf_has_three_pages_from_bytes_and_from_a_file() -> None:
     assert pdf_page_count(io.BytesIO(data)) == 3
 
 
-# --- size: straight to the budget ---------------------------------------------------------
+# --- size: straight to the budget (PdfRenderDpi = 0) --------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -210,8 +215,8 @@ def test_each_page_is_drawn_at_smart_resize_of_the_page_at_the_budget(
     # Given a one-page PDF of that size
     data = drawn_pdf([size], [(50, 50, 40, 40)])
 
-    # When it is prepared
-    prepared = prepare_pdf_page(data, 1, budget)
+    # When it is prepared with PdfRenderDpi = 0
+    prepared = prepare_pdf_page(data, 1, budget, AT_BUDGET)
 
     # Then it is exactly smart_resize of the page at MAX_RENDER_DPI, in whole patches, within
     # the budget, drawn once (no resize step) and lossless
@@ -224,9 +229,9 @@ def test_each_page_is_drawn_at_smart_resize_of_the_page_at_the_budget(
     assert decode(prepared).size == (prepared.width, prepared.height)
 
 
-def test_an_a4_page_at_the_default_budget_uses_nearly_all_of_it() -> None:
-    # Given an A4 page, When it is prepared at the default budget
-    prepared = prepare_pdf_page(drawn_pdf([A4], [(50, 50, 40, 40)]), 1, BUDGET)
+def test_an_a4_page_drawn_to_the_default_budget_uses_nearly_all_of_it() -> None:
+    # Given an A4 page, When it is prepared at the default budget with PdfRenderDpi = 0
+    prepared = prepare_pdf_page(drawn_pdf([A4], [(50, 50, 40, 40)]), 1, BUDGET, AT_BUDGET)
 
     # Then it is about 8.3 MP (about 294 dpi), not the 0.5 MP of 72 dpi
     assert prepared.width * prepared.height >= 0.98 * BUDGET.max_pixels
@@ -236,7 +241,7 @@ def test_an_a4_page_at_the_default_budget_uses_nearly_all_of_it() -> None:
 
 def test_a_budget_above_the_vendor_limit_is_capped_at_max_output_pixels() -> None:
     generous = PixelBudget(max_pixels=32 * 32 * 20000)
-    prepared = prepare_pdf_page(drawn_pdf([(1684.0, 2384.0)], [(50, 50, 40, 40)]), 1, generous)
+    prepared = prepare_pdf_page(drawn_pdf([(1684.0, 2384.0)], [(50, 50, 40, 40)]), 1, generous, AT_BUDGET)
     assert prepared.width * prepared.height <= 15_680_000
     capped = generous.model_copy(update={"max_pixels": 15_680_000})
     assert (prepared.width, prepared.height) == finest((1684.0, 2384.0), capped)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import math
 from decimal import Decimal
 from pathlib import Path
 
+import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
 from ocr_devkit.cli import main
 from ocr_devkit.estimate import estimate
 from ocr_pipeline.catalog import Region
-from ocr_pipeline.imaging import prepare_image
+from ocr_pipeline.imaging import PreparationLimits, prepare_image
 from ocr_pipeline.pdf import prepare_pdf_page
 from ocr_pipeline.tasks import OcrTask, TaskOptions
 from ocr_pipeline.tokens import PixelBudget
@@ -70,17 +73,56 @@ def test_the_estimate_matches_what_prepare_image_produces(tmp_path):
 
 
 def test_an_a4_pdf_page_is_counted_at_the_size_it_is_rendered(tmp_path):
-    # Given a two-page A4 PDF
+    # Given a two-page A4 PDF whose pages are 72-dpi images (Pillow writes one image per page)
     pdf = a4_pdf(tmp_path / "a4.pdf", pages=2)
     # When estimated
     (model,) = estimate([pdf], TaskOptions(), ["qwen-vl-ocr-2025-11-20"], [Region.INTL]).models
     (file,) = model.files
-    # Then both pages are counted, at the size prepare_pdf_page renders, and at the formula's tokens
+    # Then both pages are counted, at the size prepare_pdf_page renders, and at the formula's tokens:
+    # each page is a scan, drawn at its own 72 dpi, one pixel per point
     rendered = prepare_pdf_page(pdf.read_bytes(), 1, PixelBudget(patch=32))
     assert file.pages == 2 and file.sent_sizes == [(rendered.width, rendered.height)] * 2
+    assert file.image_tokens == 2 * documented_image_tokens(842, 595, 32) == 2 * (608 * 832 // 1024 + 2)
+
+
+def test_with_pdf_render_dpi_0_an_a4_page_is_counted_at_the_budget(tmp_path):
+    # Given the same PDF, When estimated with PdfRenderDpi = 0 (every page drawn to the budget, as before)
+    pdf = a4_pdf(tmp_path / "a4.pdf", pages=2)
+    limits = PreparationLimits(pdf_render_dpi=0)
+    (model,) = estimate([pdf], TaskOptions(), ["qwen-vl-ocr-2025-11-20"], [Region.INTL], limits=limits).models
+    (file,) = model.files
+    # Then it is the size prepare_pdf_page draws with the same setting:
     # A4 at the 600 dpi the renderer starts from is 4958x7017 px; the budget brings it to 2432x3424.
+    rendered = prepare_pdf_page(pdf.read_bytes(), 1, PixelBudget(patch=32), limits)
+    assert file.sent_sizes == [(rendered.width, rendered.height)] * 2
     per_page = documented_image_tokens(round(842 * 600 / 72), round(595 * 600 / 72), 32)
     assert file.image_tokens == 2 * per_page == 2 * (2432 * 3424 // 1024 + 2)
+
+
+def test_vector_and_scanned_pages_are_each_counted_as_they_are_drawn(tmp_path):
+    # Given a PDF whose first page is text and whose second is a 100-dpi scan
+    document = pdfium.PdfDocument.new()
+    text_page = document.new_page(595.0, 842.0)
+    text = pdfium_c.FPDFPageObj_NewTextObj(document.raw, b"Helvetica", ctypes.c_float(10.0))
+    wide = ctypes.create_string_buffer("Total due 1,234.56\x00".encode("utf-16-le"))
+    pdfium_c.FPDFText_SetText(text, ctypes.cast(wide, pdfium_c.FPDF_WIDESTRING))
+    pdfium_c.FPDFPage_InsertObject(text_page.raw, text)
+    text_page.gen_content()
+    scan_page = document.new_page(595.0, 842.0)
+    scan = pdfium.PdfImage.new(document)
+    scan.set_bitmap(pdfium.PdfBitmap.from_pil(Image.new("L", (round(595 / 72 * 100), round(842 / 72 * 100)), 200)))
+    scan.set_matrix(pdfium.PdfMatrix().scale(595.0, 842.0))
+    scan_page.insert_obj(scan)
+    scan_page.gen_content()
+    path = tmp_path / "mixed.pdf"
+    document.save(path)
+    # When estimated
+    (model,) = estimate([path], TaskOptions(), ["qwen-vl-ocr-2025-11-20"], [Region.INTL]).models
+    # Then each page is the size the pipeline draws it at: PdfRenderDpi for text, 100 dpi for the scan
+    budget = PixelBudget(patch=32)
+    drawn = [prepare_pdf_page(path.read_bytes(), page, budget) for page in (1, 2)]
+    assert model.files[0].sent_sizes == [(page.width, page.height) for page in drawn]
+    assert drawn[0].width != drawn[1].width
 
 
 def test_cost_is_input_and_output_at_the_table_prices_and_unpriced_pairs_say_so(tmp_path):
@@ -164,3 +206,14 @@ def test_an_exif_rotated_photo_is_measured_upright_as_it_is_sent(tmp_path):
     prepared = prepare_image(path.read_bytes(), PixelBudget(patch=32))
     assert prepared.height > prepared.width
     assert model.files[0].sent_sizes == [(prepared.width, prepared.height)]
+
+
+def test_a_pdf_page_sent_coarser_is_guessed_to_hold_as_much_text(tmp_path):
+    # Given an A4 PDF page, estimated as drawn by default (its 72-dpi scan) and drawn to the budget
+    pdf = a4_pdf(tmp_path / "a4.pdf")
+    options, models, regions = TaskOptions(), ["qwen-vl-ocr-2025-11-20"], [Region.INTL]
+    (ours,) = estimate([pdf], options, models, regions).models
+    (before,) = estimate([pdf], options, models, regions, limits=PreparationLimits(pdf_render_dpi=0)).models
+    # Then fewer image tokens are sent, but the output guess is that of the whole page
+    assert ours.image_tokens < before.image_tokens
+    assert ours.output_tokens == before.output_tokens

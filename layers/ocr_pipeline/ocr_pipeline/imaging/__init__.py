@@ -33,15 +33,24 @@ from .cropping import crop_rows
 from .decoding import MAX_DECODER_MESSAGES, ImageSource
 from .encoding import JPEG_FALLBACK_QUALITIES, PNG_COMPRESS_LEVEL, PNG_DEFLATE_LEVEL, MimeType
 from .geometry import CoordinateMapping, RenderTarget, render_target
-from .limits import DEFAULT_LIMITS, PreparationLimits
+from .limits import (
+    DEFAULT_LIMITS,
+    DEFAULT_PDF_RENDER_DPI,
+    MAX_RENDER_DPI,
+    PDF_RENDER_TO_BUDGET,
+    PreparationLimits,
+)
 from .modes import is_grey
 from .preparation import ImageInfo, PreparedImage, prepare_image, prepare_rendered, probe_image
 from .steps import PreparationStep
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "DEFAULT_PDF_RENDER_DPI",
     "JPEG_FALLBACK_QUALITIES",
     "MAX_DECODER_MESSAGES",
+    "MAX_RENDER_DPI",
+    "PDF_RENDER_TO_BUDGET",
     "PNG_COMPRESS_LEVEL",
     "PNG_DEFLATE_LEVEL",
     "CoordinateMapping",

@@ -203,18 +203,30 @@ class RenderTarget:
 
     content: tuple[int, int]
     canvas: tuple[int, int]
+    # The budget bound that resized the page ("max_pixels" or "min_pixels", with its value in
+    # pixels after `limits.max_output_pixels`), or None when the page is drawn at the size asked.
+    bound: str | None = None
+    bound_pixels: int | None = None
 
 
 def render_target(width: float, height: float, budget: PixelBudget, limits: PreparationLimits) -> RenderTarget:
-    """Where to draw a page that measures `width` x `height` pixels at the finest resolution worth drawing.
+    """Where to draw a page that measures `width` x `height` pixels at the resolution chosen for it.
 
-    The budget (capped at `limits.max_output_pixels`) usually binds before that resolution does.
-    The geometry is that of a decoded image of that size, with the same errors for pages too
-    small or too elongated.
+    The budget (capped at `limits.max_output_pixels`) caps it and sets its floor, as smart_resize
+    does for an image. The geometry is that of a decoded image of that size, with the same errors
+    for pages too small or too elongated.
     """
     if not (math.isfinite(width) and math.isfinite(height)):
         raise ImageTooSmall(f"the page measures {width}x{height} pixels", width=width, height=height)
     plan = plan_geometry(round(width), round(height), budget, limits)
+    # smart_resize's own test of which branch it takes: the page in whole patches against the bounds.
+    effective = _effective_budget(budget, limits)
+    patch = effective.patch
+    in_patches = round(round(width) / patch) * patch * round(round(height) / patch) * patch
+    if in_patches > effective.max_pixels:
+        return RenderTarget(plan.content, plan.canvas, bound="max_pixels", bound_pixels=effective.max_pixels)
+    if in_patches < effective.min_pixels:
+        return RenderTarget(plan.content, plan.canvas, bound="min_pixels", bound_pixels=effective.min_pixels)
     return RenderTarget(content=plan.content, canvas=plan.canvas)
 
 

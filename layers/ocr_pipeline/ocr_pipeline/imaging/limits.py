@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Pillow-free, so that settings can name them without importing the imaging stack (cold start).
+from ..render_dpi import DEFAULT_PDF_RENDER_DPI as DEFAULT_PDF_RENDER_DPI
+from ..render_dpi import MAX_RENDER_DPI as MAX_RENDER_DPI
+from ..render_dpi import PDF_RENDER_TO_BUDGET as PDF_RENDER_TO_BUDGET
+
 
 class PreparationLimits(BaseModel):
     """What we refuse, and how far we go to make an image acceptable."""
@@ -22,6 +27,9 @@ class PreparationLimits(BaseModel):
     min_side: int = Field(default=11, ge=1)
     # Padding may at most multiply the short side by this; the bound keeps the search short.
     max_pad_factor: float = Field(default=2.0, ge=1.0, le=16.0)
+    # Dots per inch of a PDF page of text and drawings; a scanned page is drawn at its scan's own
+    # resolution (pdf_resolution.py). PDF_RENDER_TO_BUDGET draws every page to the budget.
+    pdf_render_dpi: float = Field(default=DEFAULT_PDF_RENDER_DPI, ge=0, le=MAX_RENDER_DPI)
 
 
 DEFAULT_LIMITS = PreparationLimits()

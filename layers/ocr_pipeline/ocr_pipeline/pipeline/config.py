@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from ..catalog import OcrDefaults
+from ..render_dpi import DEFAULT_PDF_RENDER_DPI, MAX_RENDER_DPI
 from ..tasks import DEFAULT_TASK, OcrTask
 from .routing import RequestTenants, RoutingRule, TenantRule, parse_routing_rules
 from .sources import SourcePolicy
@@ -80,6 +81,10 @@ class PipelineSettings(BaseModel):
     # "prefer": a PDF page whose embedded text layer is complete is read from it, not OCR'd,
     # when the task is plain text recognition (other tasks need the model's structure).
     pdf_text_layer: Literal["ocr", "prefer"] = Field(default="ocr", validation_alias=env("PDF_TEXT_LAYER"))
+    # Dots per inch a PDF page of text and drawings is drawn at (pdf_resolution.py); 0: to the pixel budget.
+    pdf_render_dpi: float = Field(
+        default=DEFAULT_PDF_RENDER_DPI, ge=0, le=MAX_RENDER_DPI, validation_alias=env("PDF_RENDER_DPI")
+    )
     truncation_policy: TruncationPolicy = Field(
         default=TruncationPolicy.SPLIT, validation_alias=env("TRUNCATION_POLICY")
     )

@@ -54,7 +54,9 @@ class PageRecognitionService:
         self.jobs = jobs
         self.recognizers = recognizers
         self.settlement = settlement
-        self.limits = limits or PreparationLimits(max_input_bytes=settings.max_input_bytes)
+        self.limits = limits or PreparationLimits(
+            max_input_bytes=settings.max_input_bytes, pdf_render_dpi=settings.pdf_render_dpi
+        )
 
     def job_spec(self, job_id: str) -> JobSpec:
         return self.settlement.job_spec(job_id)
