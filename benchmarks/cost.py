@@ -25,7 +25,8 @@ from __future__ import annotations
 import io
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -91,9 +92,7 @@ def page_images(pages: int, dpi: int = IMAGE_DPI) -> list[bytes]:
     return images
 
 
-def measure(
-    *, configurations: list[tuple[str, dict[str, str]]] | None = None, log: Log = print
-) -> dict[str, Any]:
+def measure(*, configurations: list[tuple[str, dict[str, str]]] | None = None, log: Log = print) -> dict[str, Any]:
     prices = load_prices()
     images = page_images(DISTINCT_PAGES)
     document = text_pdf(PDF_PAGES, distinct=DISTINCT_PAGES)
@@ -121,12 +120,20 @@ def measure(
                         prefix = f"cost/{len(rows)}/"
                         log(f"    L = {latency_ms} ms: {label}")
                         row = run.measure(prefix, uploads)
-                        row.update(configuration=name, overrides=overrides, latency_ms=latency_ms, input=kind, label=label)
+                        row.update(
+                            configuration=name, overrides=overrides, latency_ms=latency_ms, input=kind, label=label
+                        )
                         rows.append(row)
                 idle[name] = run.idle_receives_per_minute
     goal_rows = [r for r in rows if r["input"] == "pdf" and r["latency_ms"] == GOAL_LATENCY_MS]
     return {
-        "prices": {"date_read": prices.date_read, "note": prices.note, "sources": prices.sources, "region": "us-east-1"},
+        "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "prices": {
+            "date_read": prices.date_read,
+            "note": prices.note,
+            "sources": prices.sources,
+            "region": "us-east-1",
+        },
         "latencies_ms": list(LATENCIES_MS),
         "concurrency": CONCURRENCY,
         "rows": rows,
@@ -147,7 +154,10 @@ class _ConfiguredRun:
         self.log = log
         stack = pipeline.stack
         self.functions = {
-            logical_id: (spec.memory_mb, str((stack.template.properties(logical_id).get("Architectures") or ["x86_64"])[0]))
+            logical_id: (
+                spec.memory_mb,
+                str((stack.template.properties(logical_id).get("Architectures") or ["x86_64"])[0]),
+            )
             for logical_id, spec in stack.runner.functions.items()
         }
         self.idle_receives_per_minute: float | None = None
@@ -173,13 +183,20 @@ class _ConfiguredRun:
         for number, image in enumerate(images):
             self._upload_and_wait([(f"warm-up/distinct-{number}.png", image, "image/png")])
         parallel = [(f"warm-up/parallel-{n}.png", images[n % len(images)], "image/png") for n in range(CONCURRENCY)]
-        self._upload_and_wait([*parallel, ("warm-up/parallel.pdf", text_pdf(DISTINCT_PAGES * 4, distinct=DISTINCT_PAGES), "application/pdf")])
+        self._upload_and_wait(
+            [
+                *parallel,
+                ("warm-up/parallel.pdf", text_pdf(DISTINCT_PAGES * 4, distinct=DISTINCT_PAGES), "application/pdf"),
+            ]
+        )
         # The pollers' empty receives while nothing happens: what a quiet stack pays for by the minute.
         meter = self.pipeline.stack.meter
         meter.reset()
         started = time.monotonic()
         time.sleep(10.0)
-        empty = sum(r.calls for r in meter.snapshot() if r.action == "ReceiveMessage (empty)" and r.caller != ADMIN_CALLER)
+        empty = sum(
+            r.calls for r in meter.snapshot() if r.action == "ReceiveMessage (empty)" and r.caller != ADMIN_CALLER
+        )
         self.idle_receives_per_minute = round(empty * 60 / (time.monotonic() - started), 1)
 
     def measure(self, prefix: str, uploads: list[tuple[str, bytes, str]]) -> dict[str, Any]:
@@ -209,11 +226,15 @@ class _ConfiguredRun:
             if r.action != "ReceiveMessage (empty)"
             and (r.caller != ADMIN_CALLER or (r.service, r.action, r.resource) == ("s3", "PutObject", input_bucket))
         ]
-        empty_receives = sum(r.calls for r in metered if r.action == "ReceiveMessage (empty)" and r.caller != ADMIN_CALLER)
+        empty_receives = sum(
+            r.calls for r in metered if r.action == "ReceiveMessage (empty)" and r.caller != ADMIN_CALLER
+        )
         pages = sum(int(final[key].data["page_count"]) for key in keys)
         qwen = _qwen_usd(self.pipeline.recorder.envelopes, keys)
         items = lambda_items(functions, self.prices) + request_items(counted, self.prices)
-        return _row(items, functions, counted, pages=pages, qwen_usd=qwen, elapsed_s=elapsed, empty_receives=empty_receives)
+        return _row(
+            items, functions, counted, pages=pages, qwen_usd=qwen, elapsed_s=elapsed, empty_receives=empty_receives
+        )
 
 
 def _qwen_usd(envelopes: list[Any], keys: set[str]) -> tuple[Decimal, int, str | None]:
@@ -254,12 +275,9 @@ def _row(
             for item in largest(items)
         ],
         "line_items": [item.to_dict(pages) for item in items],
-        "units_per_page": {name: round(count / pages, 3) for name, count in requests_by_service(counted, functions).items()},
+        "units_per_page": {
+            name: round(count / pages, 3) for name, count in requests_by_service(counted, functions).items()
+        },
         "lambda_ms_per_page": {f.function: round(f.billed_ms / pages, 1) for f in functions if f.invocations},
         "empty_receives": empty_receives,
     }
-
-
-def qwen_prices_note(rows: list[Mapping[str, Any]]) -> str:
-    currencies = sorted({str(r.get("qwen_currency")) for r in rows if r.get("qwen_currency")})
-    return ", ".join(currencies) or "n/a"

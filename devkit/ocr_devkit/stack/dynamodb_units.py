@@ -30,10 +30,10 @@ _ELEMENT_OVERHEAD = 1
 def number_size(text: str) -> int:
     """Bytes of a number: one per two significant digits (leading and trailing zeros dropped), plus one."""
     try:
-        digits = Decimal(text).normalize().as_tuple().digits
+        digits = "".join(str(d) for d in Decimal(text).normalize().as_tuple().digits)
     except InvalidOperation:
-        digits = tuple(c for c in text if c.isdigit())
-    significant = "".join(str(d) for d in digits).strip("0") or "0"
+        digits = "".join(c for c in text if c.isdigit())
+    significant = digits.strip("0") or "0"
     return math.ceil(len(significant) / 2) + 1
 
 

@@ -235,7 +235,9 @@ def s3_action(method: str, key: str, query: Mapping[str, Any], copy_source: bool
         return "PostObject", "s3_tier1"
     if method == "GET":
         if not key:
-            listing = not query or bool({"list-type", "prefix", "delimiter", "marker", "uploads", "versions"} & set(query))
+            listing = not query or bool(
+                {"list-type", "prefix", "delimiter", "marker", "uploads", "versions"} & set(query)
+            )
             return ("ListObjects", "s3_tier1") if listing else ("GetBucketConfiguration", "s3_tier2")
         return ("ListParts", "s3_tier1") if "uploadId" in query else ("GetObject", "s3_tier2")
     if method == "HEAD":

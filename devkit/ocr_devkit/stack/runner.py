@@ -37,7 +37,15 @@ from .async_invoke import AsyncEventPoller, AsyncInvoker
 from .cfn import FUNCTION_TYPES, ResolvedTemplate
 from .clients import ClientFactory
 from .functions import FunctionSpec, SqsEventSource, function_specs
-from .invocation import BilledUsage, FunctionStats, IdleTimeoutError, InvocationResult, Ledger, RunnerOptions, UnknownFunctionError
+from .invocation import (
+    BilledUsage,
+    FunctionStats,
+    IdleTimeoutError,
+    InvocationResult,
+    Ledger,
+    RunnerOptions,
+    UnknownFunctionError,
+)
 from .polling import QueuePoller
 from .pool import FunctionPool, worker_environment
 from .provision import StackResources
