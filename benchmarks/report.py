@@ -310,6 +310,8 @@ def _cost_section(r: dict[str, Any] | None) -> list[str]:
         ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.1%}"
         top = "; ".join(f"{item['name']} {_usd(item['usd'])} ({item['share']:.0%})" for item in row["largest"])
         counts = ", ".join(f"{name} {value:g}" for name, value in row["units_per_page"].items())
+        durations = ", ".join(f"{name} {ms:g}" for name, ms in row["lambda_ms_per_page"].items())
+        counts += f"; billed Lambda ms/page: {durations}"
         cells = [
             row["configuration"],
             f"{row['latency_ms'] / 1000:g} s",
@@ -331,6 +333,10 @@ def _cost_section(r: dict[str, Any] | None) -> list[str]:
         "requests (each 64 KB of payload one more), SNS publishes (64 KB chunks), S3 requests by price class, "
         "DynamoDB read and write units from the items' sizes before and after each request (transactions "
         "twice, refused conditional writes included), Secrets Manager calls; and the upload's own PutObject.",
+        "- **Inputs**: the PDF repeats one dense A4 page (64 lines of 10 pt vector text) and the images are "
+        "that page drawn at 150 dpi, each image its own upload; a warm-up at L = 0 reads the page once (the "
+        "emulator's OCR engine answers from its cache after that) and starts every function's workers, so no "
+        "cold start falls in a measured run.",
         "- **Durations are this machine's**: its CPU, shared with other work, not the share of a core Lambda "
         "gives a function of that memory size; the model's latency L is a wait, the same on both.",
         f"- **Empty receives** (the SQS pollers finding nothing) follow the clock, not the pages, and are left "
