@@ -318,6 +318,7 @@ _ROWS = {
     "tokens": _token_rows,
     "memory": _memory_rows,
     "pdf_dpi": _pdf_dpi_rows,
+    "cost": lambda r: _cost_rows(r),
 }
 
 
@@ -395,4 +396,92 @@ def render_markdown(report: dict[str, Any]) -> str:
         "higher candidate matches. Tokens are the usage the emulator returns.",
         "",
     ]
+    lines += _cost_section(report["results"].get("cost"))
     return "\n".join(lines)
+
+
+# --- cost per page ----------------------------------------------------------------------------------------------
+
+
+def _usd(value: float | None) -> str:
+    return "n/a" if value is None else f"${value:.7f}"
+
+
+def _cost_rows(r: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for row in r["rows"]:
+        if row["input"] != "pdf" or row["latency_ms"] != r["goal_latency_ms"]:
+            continue
+        ratio = row["ratio"]
+        met = ratio is not None and ratio <= r["goal_ratio"]
+        top = row["largest"][0]["name"] if row["largest"] else "n/a"
+        rows.append(
+            (
+                f"6. AWS bill per dense A4 page, {row['configuration']}",
+                f"{_usd(row['aws_usd_per_page'])} = {ratio:.1%} of Qwen's {_usd(row['qwen_usd_per_page'])} "
+                f"(L = {row['latency_ms'] / 1000:g} s)"
+                if ratio is not None
+                else f"{_usd(row['aws_usd_per_page'])} (no Qwen cost reported)",
+                f"≤ {r['goal_ratio']:.0%} of Qwen",
+                _status(met),
+                "" if met else f"largest line item: {top}; see Cost per page below",
+            )
+        )
+    return rows
+
+
+def _cost_section(r: dict[str, Any] | None) -> list[str]:
+    if not r or "error" in r:
+        return []
+    prices = r["prices"]
+    lines = [
+        "## Cost per page",
+        "",
+        f"AWS list prices, {prices['region']}, on-demand, without free tiers (`benchmarks/aws_prices.json`, "
+        f"dated {prices['date_read']}: {prices['note']}). Qwen's cost is what the pipeline's `usage.recorded` "
+        f"events report. Measured {r.get('measured_at', 'in this run')}, OcrMaxConcurrency = {r['concurrency']}.",
+        "",
+        "| configuration | L | input | pages | AWS $/page | Qwen $/page | AWS/Qwen | largest line items, $/page "
+        "| billing units per page |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.1%}"
+        top = "; ".join(f"{item['name']} {_usd(item['usd'])} ({item['share']:.0%})" for item in row["largest"])
+        counts = ", ".join(f"{name} {value:g}" for name, value in row["units_per_page"].items())
+        durations = ", ".join(f"{name} {ms:g}" for name, ms in row["lambda_ms_per_page"].items())
+        counts += f"; billed Lambda ms/page: {durations}"
+        cells = [
+            row["configuration"],
+            f"{row['latency_ms'] / 1000:g} s",
+            row["label"],
+            str(row["pages"]),
+            _usd(row["aws_usd_per_page"]),
+            _usd(row["qwen_usd_per_page"]),
+            ratio,
+            top,
+            counts,
+        ]
+        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+    idle = ", ".join(f"{name}: {value}" for name, value in r["idle_empty_receives_per_minute"].items())
+    lines += [
+        "",
+        "- **Counted from the local stack**: every invocation of every function and its billed duration (rounded "
+        "up to 1 ms, with a cold start's initialization) times the function's MemorySize at its Architectures' "
+        "price; every request the functions and Lambda's SQS pollers sign, as the local endpoint meters it: SQS "
+        "requests (each 64 KB of payload one more), SNS publishes (64 KB chunks), S3 requests by price class, "
+        "DynamoDB read and write units from the items' sizes before and after each request (transactions "
+        "twice, refused conditional writes included), Secrets Manager calls; and the upload's own PutObject.",
+        "- **Inputs**: the PDF repeats one dense A4 page (64 lines of 10 pt vector text) and the images are "
+        "that page drawn at 150 dpi, each image its own upload; a warm-up at L = 0 reads the page once (the "
+        "emulator's OCR engine answers from its cache after that) and starts every function's workers, so no "
+        "cold start falls in a measured run.",
+        "- **Durations are this machine's**: its CPU, shared with other work, not the share of a core Lambda "
+        "gives a function of that memory size; the model's latency L is a wait, the same on both.",
+        f"- **Empty receives** (the SQS pollers finding nothing) follow the clock, not the pages, and are left "
+        f"out of the figures above; a quiet local stack makes {idle} per minute (locally a poll waits 1 s; "
+        "on AWS, Lambda's pollers wait up to 20 s).",
+        "- **Not counted**: " + "; ".join(r["not_counted"]) + ".",
+        "",
+    ]
+    return lines

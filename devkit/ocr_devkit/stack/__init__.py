@@ -9,6 +9,7 @@
       async_invoke.py  S3/SNS events as asynchronous invocations, with retries and destinations
       invocation.py    the runner's options and its record of what ran
     worker.py     the worker process (standard library only)
+    metering.py   every signed request counted in AWS's billing units (dynamodb_units.py: DynamoDB's)
     local.py      LocalStack: all of the above as one context manager
 
 Import from the modules themselves: a worker process imports `ocr_devkit.stack.worker`, and should not

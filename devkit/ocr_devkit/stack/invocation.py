@@ -7,6 +7,7 @@ invocations, the async events that failed every attempt, and how many deliveries
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import threading
 from collections import deque
@@ -77,6 +78,22 @@ class FunctionStats:
         return data
 
 
+@dataclass(frozen=True)
+class BilledUsage:
+    """What Lambda bills a function for: invocations, and the duration of each rounded up to 1 ms.
+
+    A cold start's initialization counts too (Lambda bills the INIT phase of on-demand functions). The
+    milliseconds are this machine's: its CPU, not the share of a core that Lambda gives the memory size.
+    """
+
+    invocations: int = 0
+    billed_ms: int = 0
+
+    def plus(self, result: InvocationResult) -> BilledUsage:
+        init_ms = result.init_ms if result.cold_start and result.init_ms is not None else 0.0
+        return BilledUsage(self.invocations + 1, self.billed_ms + math.ceil(init_ms + result.duration_ms))
+
+
 class IdleTimeoutError(TimeoutError):
     """wait_until_idle gave up; the message says what was still busy."""
 
@@ -91,6 +108,7 @@ class Ledger:
     def __init__(self, functions: list[str], options: RunnerOptions) -> None:
         self._lock = threading.Lock()
         self._stats = {logical_id: FunctionStats() for logical_id in functions}
+        self._billed = {logical_id: BilledUsage() for logical_id in functions}
         self._history: deque[InvocationResult] = deque(maxlen=options.history_size)
         self._failed_events: deque[dict[str, Any]] = deque(maxlen=options.history_size)
         self._random = random.Random(options.seed)
@@ -100,6 +118,7 @@ class Ledger:
     def record(self, result: InvocationResult, *, killed: bool) -> None:
         with self._lock:
             stats = self._stats[result.function]
+            self._billed[result.function] = self._billed[result.function].plus(result)
             stats.invocations += 1
             stats.failures += 0 if result.ok else 1
             stats.timeouts += 1 if result.timed_out else 0
@@ -154,6 +173,10 @@ class Ledger:
             return {
                 name: replace(stats, cold_start_ms=list(stats.cold_start_ms)) for name, stats in self._stats.items()
             }
+
+    def billing(self) -> dict[str, BilledUsage]:
+        with self._lock:
+            return dict(self._billed)
 
     def history(self) -> list[InvocationResult]:
         with self._lock:

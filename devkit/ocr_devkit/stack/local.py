@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from .cfn import MOTO_ACCOUNT_ID, ResolvedTemplate, resolve_template
-from .clients import ClientFactory
+from .clients import ADMIN_ACCESS_KEY_ID, ClientFactory
 from .invocation import RunnerOptions
+from .metering import ADMIN_CALLER, RequestMeter
 from .provision import StackResources, provision
 from .runner import Runner
 
@@ -153,7 +154,10 @@ class LocalStack:
                 self.log_dir = Path(tempfile.mkdtemp(prefix=f"{self.stack_name}-logs-"))
             if self.run_functions:
                 options = RunnerOptions(log_dir=self.log_dir, extra_env=self.extra_env, **self._runner_settings)
-                self._runner = Runner(self._resolved, self._resources, self.endpoint_url, options).start()
+                self._runner = Runner(self._resolved, self._resources, self.endpoint_url, options)
+                for function, access_key_id in self._runner.access_keys().items():
+                    self.meter.name_caller(access_key_id, function)
+                self._runner.start()
         except BaseException:
             self.close()
             raise
@@ -175,6 +179,7 @@ class LocalStack:
             ip_address=self.host, port=self.port, verbose=False, account_id=MOTO_ACCOUNT_ID
         )
         self._server.start()
+        self._server.meter.name_caller(ADMIN_ACCESS_KEY_ID, ADMIN_CALLER)
         self._clients = ClientFactory(self.endpoint_url, self.region)
         _wait_until_answers(self.endpoint_url, timeout_s=10)
         self._iam_enforcement = contextlib.ExitStack()
@@ -226,6 +231,14 @@ class LocalStack:
         if self._resolved is None:
             raise LocalStackError("the stack is not started")
         return self._resolved
+
+    @property
+    def meter(self) -> RequestMeter:
+        """Every signed request the endpoint served, by caller (a function's logical id, or the admin's)."""
+        if self._server is None:
+            raise LocalStackError("the stack is not started")
+        meter: RequestMeter = self._server.meter
+        return meter
 
     @property
     def runner(self) -> Runner:

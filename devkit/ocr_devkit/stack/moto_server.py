@@ -19,6 +19,7 @@ from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
 from .cfn import MOTO_ACCOUNT_ID
+from .metering import RequestMeter, metered
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -37,19 +38,58 @@ def one_dynamodb_request_at_a_time(app: WsgiApp) -> WsgiApp:
     return serve
 
 
+class MotoDynamoItems:
+    """The items of moto's DynamoDB tables in one account, as `metering` reads them to size a request."""
+
+    def __init__(self, account_id: str) -> None:
+        self.account_id = account_id
+
+    def _table(self, region: str, table: str) -> Any:
+        from moto.dynamodb.models import dynamodb_backends
+
+        try:
+            return dynamodb_backends[self.account_id][region].get_table(table)
+        except Exception:  # an unknown table: the request fails on its own, and reads or writes nothing
+            return None
+
+    def item(self, region: str, table: str, key: Any) -> dict[str, Any] | None:
+        from moto.dynamodb.models import dynamodb_backends
+
+        if self._table(region, table) is None:
+            return None
+        try:
+            found = dynamodb_backends[self.account_id][region].get_item(table, dict(key))
+        except Exception:  # a malformed key: the request is refused and writes nothing
+            return None
+        return dict(found.to_json()["Attributes"]) if found is not None else None
+
+    def key_names(self, region: str, table: str) -> tuple[str, ...]:
+        found = self._table(region, table)
+        if found is None:
+            return ()
+        return tuple(name for name in (found.hash_key_attr, found.range_key_attr) if name)
+
+
 class AtomicDynamoMotoServer(ThreadedMotoServer):
-    """ThreadedMotoServer whose DynamoDB requests are atomic, and whose S3 answers a missing key as S3 does
-    (403 unless the caller may list the bucket: `strict_iam.missing_keys_as_aws`)."""
+    """ThreadedMotoServer whose DynamoDB requests are atomic, whose S3 answers a missing key as S3 does
+    (403 unless the caller may list the bucket: `strict_iam.missing_keys_as_aws`), and which counts every
+    signed request in the units AWS bills it by (`meter`, see `metering.py`)."""
 
     def __init__(self, *args: Any, account_id: str = MOTO_ACCOUNT_ID, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.account_id = account_id
+        self.meter = RequestMeter()
 
     def _server_entry(self) -> None:
         from .strict_iam import missing_keys_as_aws
 
+        # The meter sits inside the DynamoDB lock: it reads an item's size before and after its request.
         app = one_dynamodb_request_at_a_time(
-            missing_keys_as_aws(DomainDispatcherApplication(create_backend_app), self.account_id)
+            metered(
+                missing_keys_as_aws(DomainDispatcherApplication(create_backend_app), self.account_id),
+                self.meter,
+                MotoDynamoItems(self.account_id),
+            )
         )
         self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
         self._server_ready_event.set()

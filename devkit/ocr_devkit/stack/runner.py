@@ -37,7 +37,15 @@ from .async_invoke import AsyncEventPoller, AsyncInvoker
 from .cfn import FUNCTION_TYPES, ResolvedTemplate
 from .clients import ClientFactory
 from .functions import FunctionSpec, SqsEventSource, function_specs
-from .invocation import FunctionStats, IdleTimeoutError, InvocationResult, Ledger, RunnerOptions, UnknownFunctionError
+from .invocation import (
+    BilledUsage,
+    FunctionStats,
+    IdleTimeoutError,
+    InvocationResult,
+    Ledger,
+    RunnerOptions,
+    UnknownFunctionError,
+)
 from .polling import QueuePoller
 from .pool import FunctionPool, worker_environment
 from .provision import StackResources
@@ -244,6 +252,14 @@ class Runner:
             return pool.invoke(event, source="invoke")
 
     # -- observing ------------------------------------------------------------------------------------------------
+
+    def access_keys(self) -> dict[str, str]:
+        """Each function's access key id: its workers and its SQS pollers sign with it."""
+        return {function: credentials["AWS_ACCESS_KEY_ID"] for function, credentials in self._credentials.items()}
+
+    def billing(self) -> dict[str, BilledUsage]:
+        """Invocations and billed milliseconds per function since the stack started (see `BilledUsage`)."""
+        return self._ledger.billing()
 
     def busy(self) -> dict[str, int]:
         """What is still pending: invocations in flight and messages per event-source queue."""

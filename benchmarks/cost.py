@@ -1,0 +1,286 @@
+"""The pipeline's own AWS bill per page, against the Qwen bill it exists to run.
+
+For each configuration (named template-parameter overrides, `CONFIGURATIONS`) the local stack runs
+with the emulator answering every call after a model latency L (`LATENCIES_MS`) on three inputs: a
+dense text PDF, a batch of page images (each its own upload), and one page sent as a single image.
+What AWS would bill is counted from the local stack, not estimated:
+
+* Lambda: every invocation of every function, its billed duration (rounded up to 1 ms, a cold start's
+  initialization included) times the function's configured MemorySize, at its Architectures' price.
+* Every request the functions and Lambda's SQS pollers sign (`ocr_devkit.stack.metering`), in AWS's
+  billing units, plus the upload's own PutObject (the bucket owner pays it).
+* Qwen: the cost the pipeline's `usage.recorded` events report, page by page.
+
+A receive that found the queue empty is left out of the per-page figure and reported apart: how many
+there are follows the clock, not the pages (locally a poll waits 1 s, on AWS up to 20 s).
+
+The PDF repeats one dense A4 page and the images are that page drawn at 150 dpi, so the emulator's OCR
+engine answers from its cache (a warm-up at L = 0 reads the page once, as PDF page and as image),
+and the warm-up also starts every function's workers, so no cold start falls in a measured run.
+Durations are this machine's: its CPU (shared with other work), not the share of a core Lambda gives
+a function of that memory size; at L = 8 s the model's wait dominates them.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pypdfium2 as pdfium
+from ocr_devkit.run import RunOptions, local_pipeline
+from ocr_devkit.stack.metering import ADMIN_CALLER
+
+from .cost_pricing import (
+    FunctionUsage,
+    LineItem,
+    Metered,
+    PriceList,
+    lambda_items,
+    largest,
+    load_prices,
+    request_items,
+    requests_by_service,
+    total_usd,
+)
+from .documents import text_pdf
+
+# Each row: a name and the template parameters it overrides ("as deployed" keeps every default).
+CONFIGURATIONS: list[tuple[str, dict[str, str]]] = [
+    ("as deployed", {}),
+]
+LATENCIES_MS = (2000, 8000)
+PDF_PAGES = 50
+IMAGES = 12
+# One distinct dense page, repeated: the emulator's CPU OCR engine reads it once (minutes on a loaded machine)
+# and answers from its cache after that. What AWS bills per page does not depend on what the page says.
+DISTINCT_PAGES = 1
+IMAGE_DPI = 150
+CONCURRENCY = 4
+GOAL_RATIO = 0.05
+GOAL_LATENCY_MS = 8000
+TIMEOUT_S = 900.0
+NOT_COUNTED = [
+    "CloudWatch Logs ingestion and storage (each function's log lines; Lambda's REPORT lines)",
+    "CloudWatch metrics (Powertools' embedded-metric-format metrics) and alarms",
+    "X-Ray traces (Tracing: Active)",
+    "KMS requests (the topic's and queues' encryption keys: SNS and SQS ask KMS for data keys)",
+    "data transfer (none inside one region; to DashScope over the internet)",
+    "S3 and DynamoDB storage (per GB-month, not per page), and S3 lifecycle transitions",
+    "the free tiers (every figure is at the list price)",
+    "SQS receives that found the queue empty (reported apart: they follow the clock, not the pages)",
+]
+
+Log = Callable[[str], None]
+
+
+def page_images(pages: int, dpi: int = IMAGE_DPI) -> list[bytes]:
+    """PNG images of the text PDF's pages at `dpi`, as a scanner would deliver them."""
+    document = pdfium.PdfDocument(text_pdf(pages))
+    images: list[bytes] = []
+    try:
+        for page in document:
+            bitmap = page.render(scale=dpi / 72, grayscale=True)
+            buffer = io.BytesIO()
+            bitmap.to_pil().save(buffer, "PNG")
+            images.append(buffer.getvalue())
+            page.close()
+    finally:
+        document.close()
+    return images
+
+
+def measure(*, configurations: list[tuple[str, dict[str, str]]] | None = None, log: Log = print) -> dict[str, Any]:
+    prices = load_prices()
+    images = page_images(DISTINCT_PAGES)
+    document = text_pdf(PDF_PAGES, distinct=DISTINCT_PAGES)
+    rows: list[dict[str, Any]] = []
+    idle: dict[str, Any] = {}
+    for name, overrides in configurations or CONFIGURATIONS:
+        log(f"  configuration {name!r}: {overrides or 'template defaults'}")
+        with tempfile.TemporaryDirectory(prefix="ocr-bench-cost-") as scratch:
+            options = RunOptions(paths=[], out_dir=Path(scratch), max_concurrency=CONCURRENCY)
+            with local_pipeline(options, log_dir=Path(scratch) / "logs", extra_parameters=overrides) as pipeline:
+                run = _ConfiguredRun(pipeline, prices, log)
+                run.warm_up(images)
+                for latency_ms in LATENCIES_MS:
+                    pipeline.emulator.faults.latency_ms = latency_ms
+                    inputs = [
+                        ("pdf", f"{PDF_PAGES}-page text PDF", [("doc.pdf", document, "application/pdf")]),
+                        (
+                            "images",
+                            f"{IMAGES} page images (PNG, {IMAGE_DPI} dpi)",
+                            [(f"img-{i:02d}.png", images[i % DISTINCT_PAGES], "image/png") for i in range(IMAGES)],
+                        ),
+                        ("single", "1 page image (PNG)", [("single.png", images[0], "image/png")]),
+                    ]
+                    for kind, label, uploads in inputs:
+                        prefix = f"cost/{len(rows)}/"
+                        log(f"    L = {latency_ms} ms: {label}")
+                        row = run.measure(prefix, uploads)
+                        row.update(
+                            configuration=name, overrides=overrides, latency_ms=latency_ms, input=kind, label=label
+                        )
+                        rows.append(row)
+                idle[name] = run.idle_receives_per_minute
+    goal_rows = [r for r in rows if r["input"] == "pdf" and r["latency_ms"] == GOAL_LATENCY_MS]
+    return {
+        "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "prices": {
+            "date_read": prices.date_read,
+            "note": prices.note,
+            "sources": prices.sources,
+            "region": "us-east-1",
+        },
+        "latencies_ms": list(LATENCIES_MS),
+        "concurrency": CONCURRENCY,
+        "rows": rows,
+        "idle_empty_receives_per_minute": idle,
+        "not_counted": NOT_COUNTED,
+        "goal_ratio": GOAL_RATIO,
+        "goal_latency_ms": GOAL_LATENCY_MS,
+        "met": bool(goal_rows) and all(r["ratio"] is not None and r["ratio"] <= GOAL_RATIO for r in goal_rows),
+    }
+
+
+class _ConfiguredRun:
+    """One configuration's running stack: warms it up, then measures one input at a time."""
+
+    def __init__(self, pipeline: Any, prices: PriceList, log: Log) -> None:
+        self.pipeline = pipeline
+        self.prices = prices
+        self.log = log
+        stack = pipeline.stack
+        self.functions = {
+            logical_id: (
+                spec.memory_mb,
+                str((stack.template.properties(logical_id).get("Architectures") or ["x86_64"])[0]),
+            )
+            for logical_id, spec in stack.runner.functions.items()
+        }
+        self.idle_receives_per_minute: float | None = None
+
+    def _upload_and_wait(self, uploads: list[tuple[str, bytes, str]]) -> dict[str, Any]:
+        for key, body, content_type in uploads:
+            self.pipeline.upload(key, body, content_type=content_type)
+        final = self.pipeline.wait_for_documents({key for key, _, _ in uploads}, TIMEOUT_S)
+        failed = [key for key, _, _ in uploads if getattr(final.get(key), "event_type", None) != "document.completed"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} document(s) did not complete: {failed[:3]}")
+        # A page's usage.recorded may follow its document.completed: wait for the stack to settle.
+        self.pipeline.stack.wait_until_idle(timeout=120.0)
+        self.pipeline.recorder.poll(wait_s=1)
+        return final
+
+    def warm_up(self, images: list[bytes]) -> None:
+        """Each distinct page read once at L = 0 (the emulator's cache), one at a time; then every function's
+        workers started with as many uploads at once as the stack runs in parallel."""
+        self.pipeline.emulator.faults.latency_ms = 0
+        self.log("    warm-up at L = 0")
+        self._upload_and_wait([("warm-up/distinct.pdf", text_pdf(DISTINCT_PAGES), "application/pdf")])
+        for number, image in enumerate(images):
+            self._upload_and_wait([(f"warm-up/distinct-{number}.png", image, "image/png")])
+        parallel = [(f"warm-up/parallel-{n}.png", images[n % len(images)], "image/png") for n in range(CONCURRENCY)]
+        self._upload_and_wait(
+            [
+                *parallel,
+                ("warm-up/parallel.pdf", text_pdf(DISTINCT_PAGES * 4, distinct=DISTINCT_PAGES), "application/pdf"),
+            ]
+        )
+        # The pollers' empty receives while nothing happens: what a quiet stack pays for by the minute.
+        meter = self.pipeline.stack.meter
+        meter.reset()
+        started = time.monotonic()
+        time.sleep(10.0)
+        empty = sum(
+            r.calls for r in meter.snapshot() if r.action == "ReceiveMessage (empty)" and r.caller != ADMIN_CALLER
+        )
+        self.idle_receives_per_minute = round(empty * 60 / (time.monotonic() - started), 1)
+
+    def measure(self, prefix: str, uploads: list[tuple[str, bytes, str]]) -> dict[str, Any]:
+        stack = self.pipeline.stack
+        keys = {prefix + key for key, _, _ in uploads}
+        billed_before = stack.runner.billing()
+        stack.meter.reset()
+        started = time.monotonic()
+        final = self._upload_and_wait([(prefix + key, body, kind) for key, body, kind in uploads])
+        elapsed = time.monotonic() - started
+        metered = stack.meter.snapshot()
+        billed_after = stack.runner.billing()
+        functions = [
+            FunctionUsage(
+                logical_id,
+                memory_mb,
+                architecture,
+                billed_after[logical_id].invocations - billed_before[logical_id].invocations,
+                billed_after[logical_id].billed_ms - billed_before[logical_id].billed_ms,
+            )
+            for logical_id, (memory_mb, architecture) in self.functions.items()
+        ]
+        input_bucket = self.pipeline.input_bucket
+        counted = [
+            Metered(r.service, r.action, r.unit, r.calls, r.quantity)
+            for r in metered
+            if r.action != "ReceiveMessage (empty)"
+            and (r.caller != ADMIN_CALLER or (r.service, r.action, r.resource) == ("s3", "PutObject", input_bucket))
+        ]
+        empty_receives = sum(
+            r.calls for r in metered if r.action == "ReceiveMessage (empty)" and r.caller != ADMIN_CALLER
+        )
+        pages = sum(int(final[key].data["page_count"]) for key in keys)
+        qwen = _qwen_usd(self.pipeline.recorder.envelopes, keys)
+        items = lambda_items(functions, self.prices) + request_items(counted, self.prices)
+        return _row(
+            items, functions, counted, pages=pages, qwen_usd=qwen, elapsed_s=elapsed, empty_receives=empty_receives
+        )
+
+
+def _qwen_usd(envelopes: list[Any], keys: set[str]) -> tuple[Decimal, int, str | None]:
+    """The Qwen cost the usage events of `keys` report, how many pages they bill, and their currency."""
+    total, billed, currency = Decimal(0), 0, None
+    for envelope in envelopes:
+        if envelope.event_type != "usage.recorded" or (envelope.data.get("source") or {}).get("key") not in keys:
+            continue
+        billed += 1
+        currency = envelope.data.get("currency") or currency
+        if envelope.data.get("cost") is not None:
+            total += Decimal(str(envelope.data["cost"]))
+    return total, billed, currency
+
+
+def _row(
+    items: list[LineItem],
+    functions: list[FunctionUsage],
+    counted: list[Metered],
+    *,
+    pages: int,
+    qwen_usd: tuple[Decimal, int, str | None],
+    elapsed_s: float,
+    empty_receives: int,
+) -> dict[str, Any]:
+    aws = total_usd(items)
+    qwen, usage_events, currency = qwen_usd
+    return {
+        "pages": pages,
+        "elapsed_s": round(elapsed_s, 1),
+        "aws_usd_per_page": float(aws / pages),
+        "qwen_usd_per_page": float(qwen / pages),
+        "qwen_currency": currency,
+        "usage_events": usage_events,
+        "ratio": float(aws / qwen) if qwen else None,
+        "largest": [
+            {**item.to_dict(pages), "share": round(float(item.usd / aws), 3) if aws and item.usd else 0.0}
+            for item in largest(items)
+        ],
+        "line_items": [item.to_dict(pages) for item in items],
+        "units_per_page": {
+            name: round(count / pages, 3) for name, count in requests_by_service(counted, functions).items()
+        },
+        "lambda_ms_per_page": {f.function: round(f.billed_ms / pages, 1) for f in functions if f.invocations},
+        "empty_receives": empty_receives,
+    }
