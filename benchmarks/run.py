@@ -1,6 +1,6 @@
 """`make bench`: run every measurement, then write benchmarks/report.json and BENCHMARKS.md.
 
-python -m benchmarks.run [--only prep,throughput,cold_start,fanout,tokens]
+python -m benchmarks.run [--only prep,throughput,cold_start,fanout,tokens,run_memory]
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import cold_start, fanout, machine, page_prep, throughput, token_accuracy
+from . import cold_start, fanout, machine, page_prep, run_memory, throughput, token_accuracy
 from .recognition import emulator_reader
 from .report import render_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "benchmarks" / "report.json"
 MARKDOWN = ROOT / "BENCHMARKS.md"
-MEASUREMENTS = ("prep", "throughput", "cold_start", "fanout", "tokens")
+MEASUREMENTS = ("prep", "throughput", "cold_start", "fanout", "tokens", "run_memory")
 
 
 def log(message: str) -> None:
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         step("prep", lambda: page_prep.measure(reader, log))
     step("cold_start", lambda: cold_start.measure(log))
     step("throughput", lambda: throughput.measure(log=log))
+    step("run_memory", lambda: run_memory.measure(log))
 
     report["machine"]["load_average_at_end"] = machine.load_average()
     report["duration_s"] = round(time.monotonic() - started, 1)

@@ -39,7 +39,7 @@ DEFAULT_MAX_WAIT_S = 30.0
 POLL_INTERVAL_S = 0.2
 # The mean engine time is of the last calls only: a machine's load changes during a run.
 SERVICE_TIME_WINDOW = 8
-# Before the first engine call has been timed, a waiting request is not shed on an estimate.
+# The shortest Retry-After sent with a shed request (the header takes whole seconds).
 MIN_RETRY_AFTER_S = 1
 
 
@@ -101,7 +101,7 @@ def peer_closed(connection: socket.socket) -> bool:
         return True
 
 
-class Refused(Exception):  # noqa: N818 - a request refused a place at the engine, not a failure of ours
+class Refused(Exception):
     """A request that does not get the engine: why, and for a shed one, when to come back."""
 
     def __init__(self, why: Verdict, retry_after_s: int = MIN_RETRY_AFTER_S) -> None:
