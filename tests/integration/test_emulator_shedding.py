@@ -78,19 +78,28 @@ def test_a_request_that_cannot_be_served_in_time_gets_the_vendors_throttling_rep
     engine = HeldEngine()
     with EmulatorServer(engine=engine, max_queue_wait_s=0.5) as emulator:
         url = emulator.native_base + NATIVE_PATH
-        first = threading.Thread(target=lambda: httpx.post(url, headers=AUTH, json=body(10), timeout=30))
-        first.start()
+        callers = [
+            threading.Thread(target=lambda shade=shade: httpx.post(url, headers=AUTH, json=body(shade), timeout=30))
+            for shade in (10, 60)
+        ]
+        callers[0].start()
         assert engine.entered.wait(10)
+        # And one request next in line
+        callers[1].start()
+        wait_for(lambda: emulator.stats["requests"]["native"] == 2)
 
         # When another request arrives
         reply = httpx.post(url, headers=AUTH, json=body(200), timeout=30)
         engine.release.set()
-        first.join(10)
+        for caller in callers:
+            caller.join(10)
         stats = emulator.stats
 
-    # Then it is answered at once with 429 Throttling.RateQuota and when to come back, and never read
+    # Then it is answered with 429 Throttling.RateQuota and when to come back, and never read
     assert reply.status_code == 429
     assert reply.json()["code"] == "Throttling.RateQuota"
     assert int(reply.headers["Retry-After"]) >= 1
-    assert engine.calls == 1
     assert stats["shed"] == 1
+    # And the engine read the other two pages
+    assert engine.calls == 2
+    assert stats["successes"] == 2

@@ -15,8 +15,9 @@ So a request waiting for the engine is, in this order:
   backs off and retries, or gives the page back to its queue, instead of timing out;
 * otherwise it keeps waiting, and enters the engine when its turn comes (`Verdict.ADMIT`).
 
-The expected wait is the requests ahead (the one in the engine included) times the mean time of the
-recent engine calls.
+The next request in line is never shed: it keeps the engine busy when the current page is done, where
+shedding it would leave the engine idle until some retry comes. The expected wait is the requests
+ahead (the one in the engine included) times the mean time of the recent engine calls.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def verdict(
         return Verdict.ABANDONED
     if turn_free:
         return Verdict.ADMIT
+    if ahead <= 1:
+        return Verdict.WAIT
     if waited_s >= max_wait_s:
         return Verdict.SHED
     if mean_service_s is not None and waited_s + ahead * mean_service_s > max_wait_s:

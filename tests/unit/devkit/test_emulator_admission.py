@@ -36,8 +36,13 @@ def test_a_request_that_can_be_served_in_time_waits():
     assert verdict(**CALM) is Verdict.WAIT
 
 
-def test_a_request_that_has_waited_its_bound_is_shed():
-    assert verdict(**{**CALM, "waited_s": 30.0}) is Verdict.SHED
+def test_a_request_that_has_waited_its_bound_behind_others_is_shed():
+    assert verdict(**{**CALM, "waited_s": 30.0, "ahead": 2}) is Verdict.SHED
+
+
+def test_the_next_request_in_line_is_never_shed_so_the_engine_always_has_work():
+    # Given a request next in line behind a page that takes a minute, having waited past its bound
+    assert verdict(**{**CALM, "waited_s": 45.0, "ahead": 1, "mean_service_s": 60.0}) is Verdict.WAIT
 
 
 def test_a_request_the_queue_ahead_would_make_late_is_shed_at_once():
@@ -89,15 +94,29 @@ def test_a_waiting_request_is_refused_once_its_client_is_gone():
     assert admission.stats.admitted == 1
 
 
-def test_a_request_waiting_past_its_bound_is_shed_with_a_retry_after():
-    # Given an engine held far longer than the 0.1 s a request may wait
+def test_a_request_waiting_past_its_bound_behind_the_next_in_line_is_shed_with_a_retry_after():
+    # Given an engine held far longer than the 0.1 s a request may wait, and a request next in line
     admission = EngineAdmission(max_wait_s=0.1, stopping=threading.Event(), poll_interval_s=0.01)
-    # When another request arrives, Then it is shed, told to come back in a whole number of seconds
-    with admission.turn(lambda: False), pytest.raises(Refused) as refused, admission.turn(lambda: False):
-        pass
+    outcome: list[object] = []
+    with admission.turn(lambda: False):
+
+        def next_in_line() -> None:
+            with admission.turn(lambda: False):
+                outcome.append("admitted")
+
+        waiter = threading.Thread(target=next_in_line)
+        waiter.start()
+        while len(admission._queue) < 1:
+            time.sleep(0.005)
+        # When a third request arrives, Then it is shed, told to come back in a whole number of seconds
+        with pytest.raises(Refused) as refused, admission.turn(lambda: False):
+            pass
+    waiter.join(5)
     assert refused.value.why is Verdict.SHED
     assert refused.value.retry_after_s >= 1
     assert admission.stats.shed == 1
+    # And the next in line got the engine
+    assert outcome == ["admitted"]
 
 
 def test_requests_get_the_engine_first_come_first_served():
