@@ -83,10 +83,14 @@ def verdict(
 
 
 def retry_after_s(ahead: int, mean_service_s: float | None) -> int:
-    """Whole seconds until the engine has read what is ahead of a shed request: when a retry could get in."""
+    """Whole seconds until a shed request, sent again, would be next in line (and so not shed again).
+
+    No longer: a client retries within its own invocation when the wait fits its deadline, where a
+    longer one would give the page back to its queue and spend one of its receives.
+    """
     if mean_service_s is None:
         return MIN_RETRY_AFTER_S
-    return max(MIN_RETRY_AFTER_S, math.ceil(ahead * mean_service_s))
+    return max(MIN_RETRY_AFTER_S, math.ceil((ahead - 1) * mean_service_s))
 
 
 def peer_closed(connection: socket.socket) -> bool:

@@ -63,9 +63,9 @@ def test_stopping_comes_before_everything():
 
 
 @pytest.mark.parametrize(
-    ("ahead", "mean", "expected"), [(0, None, 1), (3, None, 1), (0, 4.0, 1), (3, 4.0, 12), (2, 0.3, 1), (5, 2.5, 13)]
+    ("ahead", "mean", "expected"), [(2, None, 1), (3, None, 1), (2, 4.0, 4), (3, 4.0, 8), (3, 0.3, 1), (5, 2.5, 10)]
 )
-def test_retry_after_is_when_the_queue_ahead_is_read_in_whole_seconds(ahead, mean, expected):
+def test_retry_after_is_when_a_retry_would_be_next_in_line_in_whole_seconds(ahead, mean, expected):
     assert retry_after_s(ahead, mean) == expected
 
 
