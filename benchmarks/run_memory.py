@@ -193,7 +193,11 @@ def measure_run(pages: int, *, distinct: int | None = None, log: Callable[[str],
     completed = bool(documents) and all(d.get("status") == "completed" for d in documents)
     emulator = (report.get("stats") or {}).get("emulator") or {}
     peak = sampler.peak or TreeSample(0.0)
-    functions = (report.get("stats") or {}).get("functions") or {}
+    functions = {
+        name: {key: stats.get(key) for key in ("invocations", "records_failed", "retries", "cold_starts")}
+        for name, stats in ((report.get("stats") or {}).get("functions") or {}).items()
+        if stats.get("invocations")
+    }
     result = {
         "pages": pages,
         "distinct_pages": distinct or pages,
