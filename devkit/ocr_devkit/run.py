@@ -398,8 +398,9 @@ def termination_as_interrupt() -> Iterator[None]:
 
 
 def release_emulator_engine() -> None:
-    """Unload the emulator's OCR models once no emulator uses them: nothing of onnxruntime is left for
-    the interpreter to tear down at exit. A later emulator in this process loads them again."""
+    """Unload the emulator's OCR models at the end of a run, its emulator stopped: nothing of onnxruntime
+    is left for the interpreter to tear down at exit. Any emulator still running in this process (a
+    test's) loads them again on its next page."""
     from ocr_devkit.emulator.engine import shared_engine
 
     if shared_engine.cache_info().currsize:
