@@ -1,6 +1,6 @@
 """`make bench`: run every measurement, then write benchmarks/report.json and BENCHMARKS.md.
 
-python -m benchmarks.run [--only prep,throughput,cold_start,fanout,tokens,memory,pdf_dpi,cost]
+python -m benchmarks.run [--only prep,throughput,cold_start,fanout,tokens,memory,pdf_dpi,cost,run_memory]
 """
 
 from __future__ import annotations
@@ -13,14 +13,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import cold_start, cost, fanout, machine, memory_share, page_prep, pdf_dpi, throughput, token_accuracy
+from . import (
+    cold_start,
+    cost,
+    fanout,
+    machine,
+    memory_share,
+    page_prep,
+    pdf_dpi,
+    run_memory,
+    throughput,
+    token_accuracy,
+)
 from .recognition import emulator_reader
 from .report import render_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "benchmarks" / "report.json"
 MARKDOWN = ROOT / "BENCHMARKS.md"
-MEASUREMENTS = ("prep", "throughput", "cold_start", "fanout", "tokens", "memory", "pdf_dpi", "cost")
+MEASUREMENTS = ("prep", "throughput", "cold_start", "fanout", "tokens", "memory", "pdf_dpi", "cost", "run_memory")
 
 
 def log(message: str) -> None:
@@ -65,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     step("memory", lambda: memory_share.measure(log))
     step("throughput", lambda: throughput.measure(log=log))
     step("cost", lambda: cost.measure(log=log))
+    step("run_memory", lambda: run_memory.measure(log))
 
     report["machine"]["load_average_at_end"] = machine.load_average()
     report["duration_s"] = round(time.monotonic() - started, 1)

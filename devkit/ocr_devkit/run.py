@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -28,6 +30,10 @@ LOCAL_SECRET_NAME = "ocr-pipeline/local/dashscope-api-key"
 FAULT_RUN_READ_TIMEOUT_S = 10.0
 FAULT_RUN_HANG_S = 12.0
 EMULATOR_API_KEY = "emulator-local-key"
+# Function instances per event source when the emulator answers: it reads one page at a time, so more
+# callers only wait in its queue, and each instance is a process of its own (about 100 MB resident).
+# `--max-concurrency` (RunOptions.max_concurrency) sets another bound.
+EMULATOR_RUN_CONCURRENCY = 3
 SUPPORTED_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif", ".gif", ".pdf"}
 CONTENT_TYPES = {
     ".bmp": "image/bmp",
@@ -359,6 +365,9 @@ def local_stack(
         if calls:
             parameters["OcrCallsPerInstance"] = str(calls)
         parameters.update(extra_parameters or {})
+        runner_options: dict[str, Any] = {"kill_rate": options.kill_rate}
+        if emulator is not None:
+            runner_options["concurrency_cap"] = options.max_concurrency or EMULATOR_RUN_CONCURRENCY
         local = stack.enter_context(
             LocalStack(
                 options.template,
@@ -367,7 +376,7 @@ def local_stack(
                 extra_env={**fault_run_environment(options), **options.function_env},
                 duplicate_rate=options.duplicate_rate,
                 seed=options.seed,
-                runner_options={"kill_rate": options.kill_rate},
+                runner_options=runner_options,
                 port=options.stack_port,
                 before_provision=store_api_key,
             )
@@ -384,7 +393,47 @@ def local_pipeline(
         yield LocalPipeline(local, emulator)
 
 
+@contextmanager
+def termination_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a run as Ctrl-C does: the stack and the emulator are stopped in order (exit 130).
+
+    Without it the default action ends the process at once (143, not a documented exit code) and
+    leaves the interpreter no chance to stop the emulator's engine and the function workers first.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def release_emulator_engine() -> None:
+    """Unload the emulator's OCR models at the end of a run, its emulator stopped: nothing of onnxruntime
+    is left for the interpreter to tear down at exit. Any emulator still running in this process (a
+    test's) loads them again on its next page."""
+    from ocr_devkit.emulator.engine import shared_engine
+
+    if shared_engine.cache_info().currsize:
+        shared_engine().close()
+
+
 def run_pipeline(options: RunOptions, *, on_progress: ProgressCallback | None = None) -> RunReport:
+    with termination_as_interrupt():
+        try:
+            return _run_pipeline(options, on_progress=on_progress)
+        finally:
+            if options.backend == "emulator":
+                release_emulator_engine()
+
+
+def _run_pipeline(options: RunOptions, *, on_progress: ProgressCallback | None) -> RunReport:
     started = time.monotonic()
     uploads = collect_uploads(options.paths)
     out = options.out_dir

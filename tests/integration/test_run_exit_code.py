@@ -150,3 +150,35 @@ def test_stopping_the_emulator_waits_for_the_engine_call_in_progress_and_starts_
     assert journal == ["engine call ended", "stopped"]
     assert engine.calls == 1
     assert not [t for t in threading.enumerate() if t.name == "dashscope-emulator-request"]
+
+
+@pytest.mark.timeout(600)
+def test_a_run_terminated_while_pages_are_being_read_stops_in_order_and_exits_130(tmp_path):
+    # Given a run busy recognizing a long PDF
+    pdf = write_pdf(tmp_path / "long report.pdf", PAGES)
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ocr_devkit.cli", "run", str(pdf), "--out", str(out), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "logs" / "RecognizeFunction.log").exists():
+            assert process.poll() is None, process.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the recognize function never started"
+            time.sleep(0.5)
+
+        # When it is sent SIGTERM (as a service manager or `timeout` stops it)
+        process.terminate()
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+    # Then it stops as on Ctrl-C, with the documented 130, not killed by the signal (-15, 143) or aborted (134)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+from .admission import DEFAULT_MAX_WAIT_S
 from .engine import shared_engine
 from .faults import FaultKind
 from .server import EmulatorServer
@@ -32,6 +33,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds sent with a 429")
     parser.add_argument("--hang-seconds", type=float, default=30.0, help="how long a hang fault holds the connection")
+    parser.add_argument(
+        "--max-queue-wait",
+        type=float,
+        default=DEFAULT_MAX_WAIT_S,
+        help=f"seconds a request may wait for the OCR engine before a 429 (default {DEFAULT_MAX_WAIT_S:g})",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request")
     return parser.parse_args(argv)
 
@@ -51,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             latency_ms=args.latency_ms,
             retry_after_seconds=args.retry_after,
             hang_seconds=args.hang_seconds,
+            max_queue_wait_s=args.max_queue_wait,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,6 +7,9 @@ emulator package) stays cheap, and the layer package `ocr_pipeline` never pulls 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import functools
 import math
 import threading
@@ -27,6 +30,36 @@ MIN_SCORE = 0.5
 WORD_GAP_IN_HEIGHTS = 1.0
 # Two boxes share a row when they overlap vertically by at least this share of the smaller one.
 ROW_OVERLAP = 0.5
+# onnxruntime's own threads per session. With more than one, each of the three sessions keeps a pool of
+# C++ threads that spin while they wait for work: CPU taken from a busy machine between calls, and
+# threads alive when the interpreter exits. The emulator reads one page at a time and its speed does
+# not matter. (rapidocr already turns onnxruntime's CPU memory arena off: `enable_cpu_mem_arena`.)
+ONNX_THREADS = 1
+
+
+@functools.cache
+def _libc() -> Any:
+    """glibc, for malloc_trim; None elsewhere (musl, macOS), where there is nothing to trim this way."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def release_free_memory() -> None:
+    """Give the heap's free pages back to the system.
+
+    One page's detection allocates about half a gigabyte in onnxruntime, in blocks glibc serves from
+    its heap once its mmap threshold has grown; freed, they stay resident until trimmed.
+    """
+    libc = _libc()
+    if libc is not None:
+        with contextlib.suppress(OSError):
+            libc.malloc_trim(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +168,13 @@ class OcrEngine:
     def __init__(self, **rapidocr_options: Any) -> None:
         # "max" keeps small images at their size instead of blowing the short side up to 736 px,
         # which is several times faster on CPU and reads printed text just as well.
-        self._options = {"det_limit_type": "max", "det_limit_side_len": 960, **rapidocr_options}
+        self._options = {
+            "det_limit_type": "max",
+            "det_limit_side_len": 960,
+            "intra_op_num_threads": ONNX_THREADS,
+            "inter_op_num_threads": ONNX_THREADS,
+            **rapidocr_options,
+        }
         self._ocr: Any = None
         self._lock = threading.Lock()
 
@@ -145,6 +184,12 @@ class OcrEngine:
 
             self._ocr = RapidOCR(**self._options)
         return self._ocr
+
+    def close(self) -> None:
+        """Release the models (after the last call; a later call loads them again)."""
+        with self._lock:
+            self._ocr = None
+        release_free_memory()
 
     def warm_up(self) -> None:
         """Load the models and run them once, so that the first real request is not the slow one."""
@@ -159,17 +204,21 @@ class OcrEngine:
         """
         bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
         with self._lock:
-            ocr = self._load()
-            detected, _ = ocr(bgr, use_det=True, use_cls=False, use_rec=False)
-            if not detected:
-                return []
-            quads = _merge_words([_as_quad(box) for box in detected])
-            crops = [_crop(bgr, quad) for quad in quads]
-            if correct_rotation:
-                crops, _, _ = ocr.text_cls(crops)
-            # rapidocr 1.4's reader takes a batch of crops; reading each line crop (rather than each
-            # detected word) gives line-level text like the vendor's.
-            readings, _ = ocr.text_rec(crops)
+            try:
+                ocr = self._load()
+                detected, _ = ocr(bgr, use_det=True, use_cls=False, use_rec=False)
+                if not detected:
+                    return []
+                quads = _merge_words([_as_quad(box) for box in detected])
+                crops = [_crop(bgr, quad) for quad in quads]
+                if correct_rotation:
+                    crops, _, _ = ocr.text_cls(crops)
+                # rapidocr 1.4's reader takes a batch of crops; reading each line crop (rather than each
+                # detected word) gives line-level text like the vendor's.
+                readings, _ = ocr.text_rec(crops)
+            finally:
+                del bgr
+                release_free_memory()
         lines = [
             Line(text=str(text).strip(), quad=quad, score=float(score))
             for quad, (text, score, *_) in zip(quads, readings, strict=True)

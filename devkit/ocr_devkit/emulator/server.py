@@ -6,7 +6,8 @@
 Besides the vendor's endpoints it serves a small control API for tests and the local stack:
 
     GET    /_emulator/health      {"status": "ok"}
-    GET    /_emulator/stats       requests by endpoint, faults by kind, successes, errors, statuses
+    GET    /_emulator/stats       requests by endpoint, faults by kind, successes, errors, statuses,
+                                  requests shed or abandoned before the OCR engine
     GET    /_emulator/requests    the last request bodies, images replaced by length and sha256
     DELETE /_emulator/requests    forget them
     GET    /_emulator/faults      the fault settings
@@ -16,6 +17,11 @@ Besides the vendor's endpoints it serves a small control API for tests and the l
 
 Faults apply to the vendor endpoints only, as soon as a request's body has been read (before
 authentication), so a scripted fault always hits the next request whatever it contains.
+
+The OCR engine reads one image at a time. A request waits for its turn at most `max_queue_wait_s`
+(or less, when the pages ahead of it would take longer): past that it is answered 429
+Throttling.RateQuota with a Retry-After, as the vendor throttles, and its client backs off. A request
+whose client has closed the connection never reaches the engine (see `admission`).
 
 Once `stop()` returns, no thread of the emulator is left inside the OCR engine, and none will enter
 it: onnxruntime and OpenCV release the GIL while they compute, and a thread that takes it back after
@@ -35,7 +41,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -44,6 +50,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
+from .admission import DEFAULT_MAX_WAIT_S, EngineAdmission, Refused, Verdict, peer_closed
 from .engine import Line, shared_engine
 from .faults import FaultInjector, FaultKind, Recorder
 from .protocol import (
@@ -75,10 +82,6 @@ MAX_BODY_BYTES = 11 * 1024 * 1024
 OCR_CACHE_SIZE = 32
 
 
-class _Stopping(Exception):
-    """The emulator is stopping: the request is dropped before it reaches the OCR engine."""
-
-
 class Recognizer(Protocol):
     """What the server needs from an OCR engine (the real one, or a fake in unit tests)."""
 
@@ -103,6 +106,7 @@ class EmulatorServer:
         retry_after_seconds: float = 1.0,
         hang_seconds: float = 30.0,
         max_logged_requests: int = 200,
+        max_queue_wait_s: float = DEFAULT_MAX_WAIT_S,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -124,10 +128,11 @@ class EmulatorServer:
         self._stopping = threading.Event()
         self._cache: OrderedDict[tuple[str, int, int, bool], list[Line]] = OrderedDict()
         self._cache_lock = threading.Lock()
-        # Taken before the engine's own lock, and `stopping` checked once it is held: a request queued
-        # behind another never starts the engine after stop() has begun, so stop() waits for at most the
-        # one call in progress. The engine serializes its calls anyway, so no throughput is lost.
-        self._engine_turn = threading.Lock()
+        # One request at a time gets the engine (which serializes its calls anyway), first come, first
+        # served. A request waiting for its turn never starts the engine once stop() has begun, nor once
+        # its client has gone, and is answered with a throttling error when it waits too long (see
+        # `admission`): stop() waits for at most the one call in progress.
+        self.admission = EngineAdmission(max_wait_s=max_queue_wait_s, stopping=self._stopping)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -211,17 +216,30 @@ class EmulatorServer:
 
     @property
     def stats(self) -> dict[str, Any]:
-        return self.recorder.stats()
+        admission = self.admission.stats
+        return {
+            **self.recorder.stats(),
+            # Requests turned away before the engine: throttled for lack of time, or whose client had gone.
+            "shed": admission.shed,
+            "abandoned": admission.abandoned,
+            "engine_calls": admission.admitted,
+            "longest_engine_wait_s": admission.longest_wait_s,
+        }
 
     def reset(self) -> None:
         """No faults, no latency, empty stats and request log."""
         self.faults.reset()
         self.recorder.reset()
+        self.admission.reset_stats()
 
     # --- the model --------------------------------------------------------------------------
 
-    def recognize(self, request: OcrRequest) -> list[Line]:
-        """Lines read in the image the model sees: the received image after the vendor's smart_resize."""
+    def recognize(self, request: OcrRequest, client_gone: Callable[[], bool] = lambda: False) -> list[Line]:
+        """Lines read in the image the model sees: the received image after the vendor's smart_resize.
+
+        Raises `Refused` when the request does not get the engine (`admission`); `client_gone` tells
+        whether its caller has stopped waiting for the answer.
+        """
         height, width = request.model_view
         key = (request.image.sha256, height, width, request.enable_rotate)
         with self._cache_lock:
@@ -229,13 +247,13 @@ class EmulatorServer:
             if cached is not None:
                 self._cache.move_to_end(key)
                 return cached
-        image = request.image.image
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.BICUBIC)
-        with self._engine_turn:
-            if self._stopping.is_set():
-                raise _Stopping
+        with self.admission.turn(client_gone):
+            # Resized only now: a request waiting for its turn holds no second copy of its page.
+            image = request.image.image
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BICUBIC)
             lines = self.engine.recognize(image, correct_rotation=request.enable_rotate)
+            del image
         with self._cache_lock:
             self._cache[key] = lines
             while len(self._cache) > OCR_CACHE_SIZE:
@@ -412,9 +430,9 @@ class _Handler(BaseHTTPRequestHandler):
             if body is None:
                 raise ApiError(400, "InvalidParameter", "the request body is not valid JSON")
             request = parse_native(body) if mode == "native" else parse_compatible(body)
-            reply = answer(request, self.emulator.recognize(request))
-        except _Stopping:
-            self.close_connection = True
+            reply = answer(request, self.emulator.recognize(request, lambda: peer_closed(self.connection)))
+        except Refused as refused:
+            self._refuse(refused, entry, mode, request_id)
             return
         except ApiError as error:
             self.emulator.recorder.answered(entry, status=error.status, request_id=request_id, error_code=error.code)
@@ -436,6 +454,15 @@ class _Handler(BaseHTTPRequestHandler):
         # Recorded before the reply leaves, so a client that reads the log right after its reply sees it complete.
         self.emulator.recorder.answered(entry, status=200, request_id=request_id, usage=payload.get("usage"))
         self._send_json(200, payload)
+
+    def _refuse(self, refused: Refused, entry: dict[str, Any], mode: Mode, request_id: str) -> None:
+        """A request that did not get the engine: throttled when shed, dropped when nobody waits for it."""
+        if refused.why is Verdict.SHED:
+            self.emulator.recorder.answered(entry, status=429, request_id=request_id, error_code=THROTTLED.code)
+            self._send_error(mode, THROTTLED, request_id, headers={"Retry-After": str(refused.retry_after_s)})
+            return
+        # Its client has gone, or the emulator is stopping: nobody is left to read a reply.
+        self.close_connection = True
 
     def _authenticate(self, mode: Mode) -> None:
         header = self.headers.get("Authorization", "")
