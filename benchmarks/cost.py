@@ -27,6 +27,7 @@ import io
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -51,9 +52,20 @@ from .cost_pricing import (
 from .documents import text_pdf
 
 # Each row: a name and the template parameters it overrides ("as deployed" keeps every default).
+# Each lever that is a template parameter is one row; the template's defaults are the first. The
+# stack-wide limit is the template's default (12 calls in flight) in every row, so rows differ only in
+# how those calls are spread over instances, or in what a page costs Qwen.
 CONFIGURATIONS: list[tuple[str, dict[str, str]]] = [
-    ("as deployed", {}),
+    ("as deployed", {"OcrMaxConcurrency": "12", "OcrCallsPerInstance": "4"}),
+    ("one call per instance", {"OcrMaxConcurrency": "12", "OcrCallsPerInstance": "1"}),
+    ("8 calls per instance", {"OcrMaxConcurrency": "16", "OcrCallsPerInstance": "8"}),
+    ("PDF pages drawn to the budget", {"OcrMaxConcurrency": "12", "OcrCallsPerInstance": "4", "PdfRenderDpi": "0"}),
 ]
+# Architecture and memory are not parameters: each row is priced again as the functions were before
+# (x86_64, RecognizeFunction at 1,536 MB), on the same measured durations (the local stack does not
+# slow a function down by its memory size, so only the price differs).
+BEFORE_ARCHITECTURE = "x86_64"
+BEFORE_MEMORY_MB = {"RecognizeFunction": 1536}
 LATENCIES_MS = (2000, 8000)
 PDF_PAGES = 50
 IMAGES = 12
@@ -235,9 +247,16 @@ class _ConfiguredRun:
         pages = sum(int(final[key].data["page_count"]) for key in keys)
         qwen = _qwen_usd(self.pipeline.recorder.envelopes, keys)
         items = lambda_items(functions, self.prices) + request_items(counted, self.prices)
-        return _row(
+        row = _row(
             items, functions, counted, pages=pages, qwen_usd=qwen, elapsed_s=elapsed, empty_receives=empty_receives
         )
+        before = [
+            replace(f, architecture=BEFORE_ARCHITECTURE, memory_mb=BEFORE_MEMORY_MB.get(f.function, f.memory_mb))
+            for f in functions
+        ]
+        aws_before = total_usd(lambda_items(before, self.prices) + request_items(counted, self.prices))
+        row["aws_usd_per_page_x86_64_1536"] = float(aws_before / pages)
+        return row
 
 
 def _qwen_usd(envelopes: list[Any], keys: set[str]) -> tuple[Decimal, int, str | None]:

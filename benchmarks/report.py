@@ -484,11 +484,13 @@ def _cost_section(r: dict[str, Any] | None) -> list[str]:
         "",
         f"AWS list prices, {prices['region']}, on-demand, without free tiers (`benchmarks/aws_prices.json`, "
         f"dated {prices['date_read']}: {prices['note']}). Qwen's cost is what the pipeline's `usage.recorded` "
-        f"events report. Measured {r.get('measured_at', 'in this run')}, OcrMaxConcurrency = {r['concurrency']}.",
+        f"events report. Measured {r.get('measured_at', 'in this run')}; each configuration's template "
+        "parameters are in `benchmarks/cost.py`. The last AWS column prices the same run as the functions were "
+        "before arm64 and memory sizing (x86_64, RecognizeFunction 1,536 MB).",
         "",
         "| configuration | L | input | pages | AWS $/page | Qwen $/page | AWS/Qwen | largest line items, $/page "
-        "| billing units per page |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| billing units per page | AWS $/page at x86_64, 1,536 MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
         ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.1%}"
@@ -506,13 +508,14 @@ def _cost_section(r: dict[str, Any] | None) -> list[str]:
             ratio,
             top,
             counts,
+            _usd(row["aws_usd_per_page_x86_64_1536"]) if "aws_usd_per_page_x86_64_1536" in row else "n/a",
         ]
         lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
     idle = ", ".join(f"{name}: {value}" for name, value in r["idle_empty_receives_per_minute"].items())
     lines += [
         "",
         "- **Counted from the local stack**: every invocation of every function and its billed duration (rounded "
-        "up to 1 ms, with a cold start's initialization) times the function's MemorySize at its Architectures' "
+        "up to the millisecond, with a cold start's initialization) times the function's MemorySize at its Architectures' "
         "price; every request the functions and Lambda's SQS pollers sign, as the local endpoint meters it: SQS "
         "requests (each 64 KB of payload one more), SNS publishes (64 KB chunks), S3 requests by price class, "
         "DynamoDB read and write units from the items' sizes before and after each request (transactions "
