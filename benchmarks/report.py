@@ -530,6 +530,10 @@ def _cost_section(r: dict[str, Any] | None) -> list[str]:
         f"out of the figures above; a quiet local stack makes {idle} per minute (locally a poll waits 1 s; "
         "on AWS, Lambda's pollers wait up to 20 s).",
         "- **Not counted**: " + "; ".join(r["not_counted"]) + ".",
+        *(
+            f"- **Not measured**: {failed['configuration']} ({failed['overrides']}): {failed['error']}"
+            for failed in r.get("failed_configurations", [])
+        ),
         "",
     ]
     return lines
