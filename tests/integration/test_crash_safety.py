@@ -98,7 +98,7 @@ def test_a_worker_killed_after_storing_a_page_result_neither_loses_nor_rebills_i
     assert marker.exists()
     log = (tmp_path / "out" / "logs" / "RecognizeFunction.log").read_text()
     assert log.count(f"[devkit] {CRASH_AFTER_PUT}") == 1
-    stored_before_dying = int(re.search(r"s3 key jobs/[^/]+/pages/(\d{6})-", log).group(1))
+    stored_before_dying = int(re.search(r"s3 key jobs/[^/]+/pages/(\d{6})\.json", log).group(1))
     recognize = report["stats"]["functions"]["RecognizeFunction"]
     assert recognize["failures"] >= 1 and recognize["retries"] >= 1
 

@@ -32,7 +32,7 @@ def template_with_a_short_upload_timeout_and_no_page_consumer(directory: Path) -
     upload = text[upload_start:upload_end]
     assert upload.count("      Timeout: 60\n") == 1
     text = text[:upload_start] + upload.replace("      Timeout: 60\n", "      Timeout: 2\n") + text[upload_end:]
-    pages_event = "            Queue: !GetAtt PageQueue.Arn\n            BatchSize: 1\n"
+    pages_event = "            Queue: !GetAtt PageQueue.Arn\n"
     assert text.count(pages_event) == 1
     text = text.replace(pages_event, pages_event + "            Enabled: false\n")
     return write_template_copy(directory, text)
