@@ -472,3 +472,20 @@ def test_documented_commands_run_in_order(tmp_path: Path) -> None:
     finally:
         session.close()
         print("\n".join(timings))
+
+
+def test_the_readme_cost_line_is_the_last_benchmark_s() -> None:
+    """README.md's one line on the cost per page repeats BENCHMARKS.md's goal row; both come from report.json."""
+    cost = json.loads((REPO / "benchmarks" / "report.json").read_text(encoding="utf-8"))["results"]["cost"]
+    deployed = cost["rows"][0]["configuration"]
+    (row,) = [
+        r
+        for r in cost["rows"]
+        if r["configuration"] == deployed and r["input"] == "pdf" and r["latency_ms"] == cost["goal_latency_ms"]
+    ]
+    line = next(
+        line
+        for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+        if "in AWS requests and Lambda time" in line
+    )
+    assert f"({row['ratio'] * 100:.1f} %)" in line, line
