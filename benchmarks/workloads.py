@@ -17,7 +17,7 @@ from ocr_pipeline.imaging import prepare_image
 from ocr_pipeline.pdf import prepare_pdf_page
 from ocr_pipeline.pipeline.config import PipelineSettings
 from ocr_pipeline.pipeline.intake import DocumentIntake, IntakeOutcome
-from ocr_pipeline.pipeline.model import PageWork
+from ocr_pipeline.pipeline.model import PAGE_QUEUE_MESSAGE, PageWork
 from ocr_pipeline.pipeline.upload import UploadedObject, UploadService
 from ocr_pipeline.tokens import PixelBudget
 from PIL import Image
@@ -101,7 +101,10 @@ class CountingQueue:
     def send_all(self, bodies: Iterable[str]) -> None:
         for body in bodies:
             self.messages += 1
-            self.pages += len(PageWork.model_validate_json(body).pages)
+            # A large document's later pages follow a PageDispatch message, sent on by the page function.
+            work = PAGE_QUEUE_MESSAGE.validate_json(body)
+            if isinstance(work, PageWork):
+                self.pages += len(work.pages)
 
 
 class Planner:
@@ -116,7 +119,7 @@ class Planner:
             topic_arn="arn:aws:sns:us-east-1:123456789012:bench",
             page_queue_url="https://sqs.local/bench",
             jobs_table="bench-jobs",
-            ocr=OcrServiceSettings(api_key="bench"),
+            ocr=OcrServiceSettings(api_key="bench").defaults(),
         )
         intake = DocumentIntake(settings, self.store, self.queue, MemoryJobStore(), MemoryEventBus())
         self.upload = UploadService(settings, intake)
