@@ -382,6 +382,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- measured {m['measured_at']}; load average (1, 5, 15 min) {m['load_average_at_start']} at the start, "
         f"{m.get('load_average_at_end')} at the end: other work on the machine makes timings noisy",
         f"- the whole run took {report.get('duration_s', 0):.0f} s",
+        *(
+            [f"- assembled from separate runs of `python -m benchmarks.run --only ...`: {report['assembled_from']}"]
+            if report.get("assembled_from")
+            else []
+        ),
         "",
         "## Results",
         "",
