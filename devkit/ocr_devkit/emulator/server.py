@@ -284,15 +284,11 @@ class _HttpServer(ThreadingHTTPServer):
             daemon=True,
         )
         with self._connections_lock:
+            # Ended threads are dropped here, not by themselves on their way out: a thread that removed
+            # itself would still be alive for a moment after, where join_request_threads could not see it.
+            self._request_threads = {alive for alive in self._request_threads if alive.is_alive()}
             self._request_threads.add(thread)
         thread.start()
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._connections_lock:
-                self._request_threads.discard(threading.current_thread())
 
     def join_request_threads(self) -> None:
         """Wait for every request thread; call after `shutdown()`, so that no new one starts."""
