@@ -144,6 +144,19 @@ def import_times(
     code_dir: Path, module: str, layer: Path, runtime: Path, environment: dict[str, str]
 ) -> tuple[float, float]:
     """(wall, CPU) ms of importing `module` in a fresh interpreter, as Lambda orders the paths."""
+    wall, cpu, _ = _import_probe(code_dir, module, layer, runtime, environment)
+    return wall, cpu
+
+
+def full_collections(code_dir: Path, module: str, layer: Path, runtime: Path, environment: dict[str, str]) -> int:
+    """How many full garbage collections importing `module` runs (the same in every run: allocations decide)."""
+    return int(_import_probe(code_dir, module, layer, runtime, environment)[2])
+
+
+def _import_probe(
+    code_dir: Path, module: str, layer: Path, runtime: Path, environment: dict[str, str]
+) -> tuple[float, float, float]:
+    """Wall ms, CPU ms and full collections of importing `module` in a fresh interpreter."""
     path = os.pathsep.join((str(code_dir), str(layer), str(runtime)))
     result = subprocess.run(
         [sys.executable, "-S", "-B", "-c", _IMPORT_PROBE.format(module=module)],
@@ -155,22 +168,8 @@ def import_times(
     )
     if result.returncode != 0:
         raise RuntimeError(f"importing {module} from {code_dir} failed: {result.stderr[-2000:]}")
-    wall, cpu, _ = result.stdout.strip().splitlines()[-1].split()
-    return float(wall), float(cpu)
-
-
-def full_collections(code_dir: Path, module: str, layer: Path, runtime: Path, environment: dict[str, str]) -> int:
-    """How many full garbage collections importing `module` runs (the same in every run: allocations decide)."""
-    path = os.pathsep.join((str(code_dir), str(layer), str(runtime)))
-    result = subprocess.run(
-        [sys.executable, "-S", "-B", "-c", _IMPORT_PROBE.format(module=module)],
-        env={**environment, "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return int(result.stdout.strip().splitlines()[-1].split()[2])
+    wall, cpu, collections = result.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu), float(collections)
 
 
 def import_tree(

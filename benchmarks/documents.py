@@ -84,9 +84,7 @@ def text_pdf(pages: int, *, distinct: int | None = None, seed: int = 7) -> bytes
                 _add_text(document, page, text, x=50.0, y=800.0 - 12.0 * row)
             page.gen_content()
             page.close()
-        buffer = io.BytesIO()
-        document.save(buffer)
-        return buffer.getvalue()
+        return _saved(document)
     finally:
         document.close()
 
@@ -104,9 +102,7 @@ def small_print_pdf(prints: list[tuple[str, float]], seed: int = 7) -> bytes:
                 _add_text(document, page, text, x=50.0, y=800.0 - 1.25 * size * row, font=font, size=size)
             page.gen_content()
             page.close()
-        buffer = io.BytesIO()
-        document.save(buffer)
-        return buffer.getvalue()
+        return _saved(document)
     finally:
         document.close()
 
@@ -168,3 +164,9 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         return ImageFont.truetype("DejaVuSans.ttf", size)
     except OSError:
         return ImageFont.load_default(size)
+
+
+def _saved(document: pdfium.PdfDocument) -> bytes:
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
