@@ -23,7 +23,7 @@ from ocr_pipeline.adapters import aws, idempotency
 from ocr_pipeline.adapters.aws import DynamoJobStore, S3ObjectStore, SnsEventBus, SqsWorkQueue
 from ocr_pipeline.adapters.dashscope import OcrServiceSettings
 from ocr_pipeline.adapters.idempotency import Once
-from ocr_pipeline.bootstrap import PAGE_GUARD, UPLOAD_GUARD
+from ocr_pipeline.bootstrap import PAGE_GUARD, UPLOAD_GUARD, pricer
 from ocr_pipeline.catalog import Region
 from ocr_pipeline.pipeline.config import PipelineSettings
 from ocr_pipeline.pipeline.intake import DocumentIntake
@@ -33,7 +33,7 @@ from ocr_pipeline.pipeline.settlement import SettlementService
 from ocr_pipeline.pipeline.upload import UploadedObject, UploadService
 from ocr_pipeline.pricing import Cost
 from ocr_pipeline.recognition import Recognizer
-from ocr_pipeline.usage import Usage
+from ocr_pipeline.usage import Pricing, Usage
 
 from tests.support.fakes import FakeOcrService
 from tests.support.lambda_helpers import FakeLambdaContext
@@ -176,8 +176,8 @@ class AwsPipeline:
             self.recognizers[(model, region)] = Recognizer(self.ocr, settings.target())
         return self.recognizers[(model, region)]
 
-    def _price(self, usage: Usage, model: str, region: Region) -> Cost | None:
-        return self._recognizer(model, region).price(usage)
+    def _price(self, usage: Usage, model: str, region: Region, pricing: Pricing = "realtime") -> Cost | None:
+        return pricer(self._recognizer)(usage, model, region, pricing)
 
     def put_source(self, key: str, body: bytes) -> None:
         """Store a document without counting it: the uploader's PUT is not the pipeline's."""

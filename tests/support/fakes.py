@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 
 from ocr_pipeline.adapters.dashscope import OcrServiceSettings
+from ocr_pipeline.bootstrap import pricer
 from ocr_pipeline.catalog import Region
 from ocr_pipeline.ocr_service import CallOutcome, OcrCall, OcrReply
 from ocr_pipeline.pipeline.config import PipelineSettings
@@ -17,7 +18,7 @@ from ocr_pipeline.pipeline.upload import UploadService
 from ocr_pipeline.pricing import Cost
 from ocr_pipeline.recognition import Recognizer
 from ocr_pipeline.results import parse_model_output
-from ocr_pipeline.usage import Usage
+from ocr_pipeline.usage import Pricing, Usage
 from PIL import Image, ImageDraw, ImageFont
 
 from tests.support.memory import MemoryEventBus, MemoryJobStore, MemoryObjectStore, MemoryWorkQueue
@@ -92,8 +93,8 @@ class Pipeline:
             self.recognizers[(model, region)] = Recognizer(self.ocr, settings.target())
         return self.recognizers[(model, region)]
 
-    def _price(self, usage: Usage, model: str, region: Region) -> Cost | None:
-        return self._recognizer(model, region).price(usage)
+    def _price(self, usage: Usage, model: str, region: Region, pricing: Pricing = "realtime") -> Cost | None:
+        return pricer(self._recognizer)(usage, model, region, pricing)
 
     def spec_of(self, body: str):
         """The job spec a page message refers to, as a worker reads it from the job record."""

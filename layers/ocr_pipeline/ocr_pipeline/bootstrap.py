@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .pipeline.upload import UploadService
     from .pricing import Cost
     from .recognition import Recognizer
-    from .usage import Usage
+    from .usage import Pricing, Usage
 
 # Each function's idempotency guard: its name (the records' key prefix) and the JMESPath of its key,
 # a business identity: the object version for uploads, the job and its pages for page work, the
@@ -115,8 +115,8 @@ def recognizer_factory(ocr: OcrServiceSettings) -> RecognizerFactory:
 def pricer(recognizers: RecognizerFactory) -> Pricer:
     """A page's cost by its job's model and region, as that job's recognizer prices it."""
 
-    def price(usage: Usage, model: str, region: Region) -> Cost | None:
-        return recognizers(model, region).price(usage)
+    def price(usage: Usage, model: str, region: Region, pricing: Pricing) -> Cost | None:
+        return recognizers(model, region).price(usage, batch=pricing == "batch")
 
     return price
 
@@ -135,6 +135,7 @@ def document_intake() -> DocumentIntake:
         queue=SqsWorkQueue(settings.page_queue_url),
         jobs=DynamoJobStore(settings.jobs_table),
         bus=MeteredEventBus(SnsEventBus(settings.topic_arn)),
+        batch_queue=SqsWorkQueue(settings.batch_queue_url) if settings.batch_queue_url else None,
     )
 
 

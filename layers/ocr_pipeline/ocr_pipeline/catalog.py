@@ -102,6 +102,12 @@ REGION_MODELS: dict[Region, frozenset[str]] = {
     Region.CN: frozenset(MODELS),
 }
 
+# The OCR models the vendor's Batch File API takes ("OpenAI-compatible – Batch (file input)"): Beijing only, on
+# the compatible-mode base; Singapore's batch list has text models only. Half the real-time price.
+BATCH_MODELS: dict[Region, frozenset[str]] = {
+    Region.CN: frozenset({"qwen-vl-ocr", "qwen-vl-ocr-latest"}),
+}
+
 DEFAULT_MODEL = "qwen-vl-ocr-2025-11-20"
 DEFAULT_REGION = Region.INTL
 
@@ -158,6 +164,16 @@ def offered_model(name: str, region: Region | str) -> ModelSpec:
             region=region.value,
         )
     return spec
+
+
+def batch_offered(name: str, region: Region | str) -> bool:
+    """Whether the vendor's Batch File API takes this model in this region."""
+    return canonical_model_name(name) in BATCH_MODELS.get(Region(region), frozenset())
+
+
+def batch_lanes() -> str:
+    """Where the Batch File API is offered, for messages: "qwen-vl-ocr, qwen-vl-ocr-latest in cn"."""
+    return "; ".join(f"{', '.join(sorted(models))} in {region.value}" for region, models in BATCH_MODELS.items())
 
 
 class OcrDefaults(BaseModel):

@@ -319,3 +319,18 @@ class RequestRetriesExhausted(OcrPipelineError):
     """A request message was delivered until its queue gave up on it and moved it to the dead-letter queue."""
 
     code = "request.retries_exhausted"
+
+
+# --- the batch lane ------------------------------------------------------------------------------
+
+
+class BatchLaneUnsupported(InvalidRequest):
+    """A document sent to the batch lane with a model or region the vendor's Batch File API does not take."""
+
+    code = "request.batch_unsupported"
+
+
+class BatchRetriesExhausted(OcrPipelineError):
+    """A page's batches expired, failed or were cancelled (or its line failed retryably) on every attempt allowed."""
+
+    code = "batch.retries_exhausted"

@@ -6,6 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The price a page's usage is billed at: a real-time call's, or a batch file line's (the vendor's Batch
+# File API, at half the real-time price where it is offered).
+Pricing = Literal["realtime", "batch"]
+
 
 class Usage(BaseModel):
     model_config = ConfigDict(frozen=True)

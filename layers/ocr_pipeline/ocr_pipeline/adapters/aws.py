@@ -437,6 +437,8 @@ def _page_item(job_id: str, record: PageRecord, *, expires_at: int) -> dict[str,
         page_item["request_id"] = {"S": record.request_id}
     if record.method is not None:
         page_item["method"] = {"S": record.method}
+    if record.pricing != "realtime":
+        page_item["pricing"] = {"S": record.pricing}
     return page_item
 
 
@@ -449,5 +451,6 @@ def _page_from_item(item: dict[str, Any]) -> PageRecord:
         error=ErrorInfo.model_validate_json(item["error"]["S"]) if "error" in item else None,
         request_id=item.get("request_id", {}).get("S"),
         method=item.get("method", {}).get("S"),
+        pricing=item.get("pricing", {}).get("S", "realtime"),
         usage_published=bool(item.get("usage_published", {}).get("BOOL", False)),
     )

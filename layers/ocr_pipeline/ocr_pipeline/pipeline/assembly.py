@@ -12,7 +12,7 @@ from ..field_checks import FieldCheck, ValidationSummary, summarize, validate_fi
 from ..image_summary import ImageSummary
 from ..pricing import format_money
 from ..results import Word
-from ..usage import ZERO_USAGE, BilledAttempt, Usage
+from ..usage import ZERO_USAGE, BilledAttempt, Pricing, Usage
 from .events import ErrorInfo, PageMethod
 from .model import JobSpec, SourceRef
 from .records import PageStatus
@@ -57,6 +57,8 @@ class PageResult(BaseModel):
     calls: int | None = None
     # What to know about the page besides its content: a model sent unlisted (cost null), a damaged image.
     warnings: list[str] = Field(default_factory=list)
+    # The price `cost` is at: a real-time call's, or a batch file line's.
+    pricing: Pricing = "realtime"
 
     @field_serializer("cost")
     def _money(self, value: Decimal | None) -> str | None:
@@ -99,6 +101,7 @@ class PageResult(BaseModel):
             split=recognition.split,
             calls=recognition.calls,
             warnings=recognition.warnings,
+            pricing=recognition.pricing,
         )
 
     @classmethod

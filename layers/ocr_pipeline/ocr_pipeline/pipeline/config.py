@@ -28,6 +28,15 @@ class TruncationPolicy(StrEnum):
     SPLIT = "split"
 
 
+class BatchFallback(StrEnum):
+    """What becomes of a batch page whose batches expired, failed or were cancelled on every attempt allowed."""
+
+    # The page fails (batch.retries_exhausted); its document still ends, with the page listed as failed.
+    FAIL = "fail"
+    # The page is sent to the page queue and recognized in real time, at the real-time price.
+    REALTIME = "realtime"
+
+
 def env(variable: str) -> Any:
     """A field read from the environment variable `variable` (template.yaml sets it), or by its own name."""
     return AliasChoices(variable.lower(), variable)
@@ -90,6 +99,21 @@ class PipelineSettings(BaseModel):
     )
     # The model and region of jobs that name none; the OCR service's own settings are the adapter's.
     ocr: OcrDefaults = Field(default_factory=OcrDefaults)
+    # --- the batch lane (pipeline/batch_submission.py, pipeline/batch_collection.py) ---
+    # Its page queue; None in a stack without the lane, where a batch document is refused at intake.
+    batch_queue_url: str | None = Field(default=None, validation_alias=env("BATCH_QUEUE_URL"))
+    # Batches a page may be sent in (a batch that expired, failed or was cancelled, or a line that failed
+    # retryably, sends it again) before BatchFallback decides.
+    batch_max_attempts: int = Field(default=3, ge=1, le=10, validation_alias=env("BATCH_MAX_ATTEMPTS"))
+    batch_fallback: BatchFallback = Field(default=BatchFallback.FAIL, validation_alias=env("BATCH_FALLBACK"))
+    # Lines of one batch file. The vendor takes up to 50,000; each line is a page prepared by the
+    # submitting function, which must prepare them all within its timeout.
+    batch_max_lines: int = Field(default=2000, ge=1, le=50_000, validation_alias=env("BATCH_MAX_LINES"))
+    # Bytes of one batch file: the vendor's limit is 100 MB; kept under it for the JSON around each line.
+    batch_max_file_bytes: int = Field(
+        default=95 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024, validation_alias=env("BATCH_MAX_FILE_BYTES")
+    )
+    batch_prefix: str = "batches/"
 
     @field_validator("routing_rules", mode="before")
     @classmethod
@@ -112,7 +136,7 @@ class PipelineSettings(BaseModel):
         # A CommaDelimitedList, as CloudFormation joins one.
         return read_names(value) if isinstance(value, str) else value
 
-    @field_validator("pdf_text_layer", "truncation_policy", mode="before")
+    @field_validator("pdf_text_layer", "truncation_policy", "batch_fallback", mode="before")
     @classmethod
     def _read_choice(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -122,7 +146,7 @@ class PipelineSettings(BaseModel):
         buckets = {*self.request_source_buckets, *([self.input_bucket] if self.input_bucket else [])}
         return SourcePolicy(buckets=frozenset(buckets), url_hosts=tuple(self.url_allowlist))
 
-    @field_validator("result_prefix", "work_prefix", "source_prefix")
+    @field_validator("result_prefix", "work_prefix", "source_prefix", "batch_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
         return value if not value or value.endswith("/") else value + "/"

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from ..field_checks import ValidationSummary
 from ..pricing import format_money
-from .model import SourceRef
+from ..usage import Pricing
+from .model import Lane, SourceRef
 
 EVENT_VERSION = "1"
 # SNS takes 256 KiB per message including attributes; stay well below it.
@@ -76,6 +77,8 @@ class DocumentCompleted(BaseModel):
     currency: str | None
     # Counts and paths of checked fields, when the job named validators; the values are in the result.
     validation: ValidationSummary | None = None
+    # The lane it was sent in: "realtime" (a call per page) or "batch" (the vendor's Batch File API).
+    lane: Lane = Lane.REALTIME
 
     @field_serializer("cost")
     def _money(self, value: Decimal | None) -> str | None:
@@ -90,6 +93,7 @@ class DocumentFailed(BaseModel):
     task: str | None = None
     page_count: int | None = None
     error: ErrorInfo
+    lane: Lane = Lane.REALTIME
 
 
 # How a page's text was obtained: recognized by the model, or read from the PDF's text layer.
@@ -115,6 +119,8 @@ class UsageRecorded(BaseModel):
     request_id: str | None = None
     # "text_layer": read from the PDF's own text, at no cost; "ocr": recognized by the model.
     method: PageMethod = "ocr"
+    # The price of `cost`: "realtime" (a call) or "batch" (a line of a batch file, half price where offered).
+    pricing: Pricing = "realtime"
 
     @field_serializer("input_price_per_million", "output_price_per_million", "cost")
     def _money(self, value: Decimal | None) -> str | None:

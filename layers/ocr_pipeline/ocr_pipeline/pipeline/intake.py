@@ -15,13 +15,20 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from ..catalog import Region
-from ..errors import DocumentEmpty, DocumentTooManyPages, InputTooLarge, OcrPipelineError
+from ..catalog import Region, batch_lanes, batch_offered
+from ..errors import (
+    BatchLaneUnsupported,
+    ConfigurationError,
+    DocumentEmpty,
+    DocumentTooManyPages,
+    InputTooLarge,
+    OcrPipelineError,
+)
 from ..tasks import TaskOptions
 from .config import PipelineSettings
 from .documents import SNIFF_BYTES, count_pages, detect_kind
 from .events import DocumentFailed, ErrorInfo, deterministic_event_id, failed_event
-from .model import DocumentKind, JobSpec, PageDispatch, PageWork, SourceRef, job_id_for
+from .model import DocumentKind, JobSpec, Lane, PageDispatch, PageWork, SourceRef, job_id_for
 from .port_errors import JobNotFound
 from .ports import EventBus, JobStore, ObjectStore, WorkQueue
 from .records import JobStatus
@@ -61,10 +68,11 @@ class Admission(BaseModel):
     tenant: str
     correlation_id: str | None = None  # the job id when the sender gave none
     requester: str | None = None  # see job_id_for
+    lane: Lane = Lane.REALTIME
 
     @property
     def job_id(self) -> str:
-        return job_id_for(self.source, self.options, self.model, self.region, requester=self.requester)
+        return job_id_for(self.source, self.options, self.model, self.region, requester=self.requester, lane=self.lane)
 
 
 class Rejection(BaseModel):
@@ -81,6 +89,7 @@ class Rejection(BaseModel):
     region: Region
     tenant: str | None
     correlation_id: str | None = None
+    lane: Lane = Lane.REALTIME
 
 
 def rejection_job_id(*identity: object) -> str:
@@ -90,13 +99,21 @@ def rejection_job_id(*identity: object) -> str:
 
 class DocumentIntake:
     def __init__(
-        self, settings: PipelineSettings, store: ObjectStore, queue: WorkQueue, jobs: JobStore, bus: EventBus
+        self,
+        settings: PipelineSettings,
+        store: ObjectStore,
+        queue: WorkQueue,
+        jobs: JobStore,
+        bus: EventBus,
+        batch_queue: WorkQueue | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.queue = queue
         self.jobs = jobs
         self.bus = bus
+        # The batch lane's page queue, drained into batch files on a schedule; None in a stack without one.
+        self.batch_queue = batch_queue
 
     @cached_property
     def limits(self) -> PreparationLimits:
@@ -110,6 +127,8 @@ class DocumentIntake:
         source = admission.source
         job_id = admission.job_id
         try:
+            if admission.lane is Lane.BATCH:
+                self._check_batch_lane(admission)
             if admission.size > self.settings.max_input_bytes:
                 raise InputTooLarge(
                     f"the object is {admission.size} bytes; the limit is {self.settings.max_input_bytes}",
@@ -145,6 +164,7 @@ class DocumentIntake:
             tenant=admission.tenant,
             correlation_id=admission.correlation_id or job_id,
             page_count=page_count,
+            lane=admission.lane,
         )
         if not self.jobs.create_job(spec):
             existing = self.jobs.get_job(job_id)
@@ -170,10 +190,33 @@ class DocumentIntake:
         """
         size = self.settings.page_chunk_size
         last_page = min(spec.page_count, first_page + size * self.settings.dispatch_messages_per_call - 1)
-        self.queue.send_all(self.page_messages(spec, first_page, last_page))
+        self._page_queue_of(spec).send_all(self.page_messages(spec, first_page, last_page))
         if last_page < spec.page_count:
             # Only once this call's pages are all accepted: a retry of this call then starts no second chain.
             self.queue.send_all([PageDispatch(job_id=spec.job_id, next_page=last_page + 1).model_dump_json()])
+
+    def _page_queue_of(self, spec: JobSpec) -> WorkQueue:
+        """Where a job's page messages go: the batch lane's queue for a batch job, the page queue otherwise.
+
+        A PageDispatch message always goes to the page queue, whose function carries the dispatch on.
+        """
+        if spec.lane is not Lane.BATCH:
+            return self.queue
+        if self.batch_queue is None:
+            raise ConfigurationError("this stack has no batch queue (BATCH_QUEUE_URL); a batch job cannot be sent")
+        return self.batch_queue
+
+    def _check_batch_lane(self, admission: Admission) -> None:
+        """Refused here, not silently sent in real time: the lane is what the sender pays for."""
+        if not batch_offered(admission.model, admission.region):
+            raise BatchLaneUnsupported(
+                f"the batch lane is offered for {batch_lanes()}, not for {admission.model} in "
+                f"{admission.region.value}; send it in real time, or name a model and region the lane takes",
+                model=admission.model,
+                region=admission.region.value,
+            )
+        if self.batch_queue is None:
+            raise BatchLaneUnsupported("this stack has no batch lane (no BATCH_QUEUE_URL)")
 
     def continue_dispatch(self, dispatch: PageDispatch) -> None:
         """Carry on sending a job's page messages from where the previous step stopped."""
@@ -231,6 +274,7 @@ class DocumentIntake:
             region=admission.region,
             tenant=admission.tenant,
             correlation_id=admission.correlation_id,
+            lane=admission.lane,
         )
 
     def reject(self, rejection: Rejection, error: OcrPipelineError) -> IntakeOutcome:
@@ -252,6 +296,7 @@ class DocumentIntake:
                 tenant=rejection.tenant or "",
                 correlation_id=correlation_id,
                 page_count=1,
+                lane=rejection.lane,
             )
             created = self.jobs.create_job(spec, failed_with=info)
             existing = None if created else self.jobs.get_job(job_id)
@@ -265,6 +310,7 @@ class DocumentIntake:
                 tenant=rejection.tenant,
                 task=task.value if task else None,
                 error=info,
+                lane=rejection.lane,
             )
             self.bus.publish(failed_event(event, correlation_id))
             if rejection.source is not None:

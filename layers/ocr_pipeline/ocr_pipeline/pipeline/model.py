@@ -40,6 +40,17 @@ class DocumentKind(StrEnum):
     TIFF = "tiff"
 
 
+class Lane(StrEnum):
+    """How a document's pages reach the model: one call each now, or in the vendor's Batch File API at half price.
+
+    Also how a page was priced (`pricing` of its usage event): a batch document's page that fell back to a
+    real-time call is billed at the real-time price.
+    """
+
+    REALTIME = "realtime"
+    BATCH = "batch"
+
+
 class JobSpec(BaseModel):
     """Everything a worker needs to process any page of a document; travels in every page message."""
 
@@ -56,6 +67,7 @@ class JobSpec(BaseModel):
     tenant: str
     correlation_id: str
     page_count: int = Field(ge=1)
+    lane: Lane = Lane.REALTIME
 
 
 class PageWork(BaseModel):
@@ -73,6 +85,9 @@ class PageWork(BaseModel):
     job_id: str = Field(min_length=1)
     pages: list[int] = Field(min_length=1)  # 1-based page numbers
     job: JobSpec | None = None  # version 1 only
+    # On the batch queue: the batch attempt these pages are for (1 the first; a page of an expired batch comes
+    # back with the next). A page goes into one batch per attempt however often its message is delivered.
+    attempt: int = Field(default=1, ge=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -102,7 +117,13 @@ PAGE_QUEUE_MESSAGE: TypeAdapter[PageWork | PageDispatch] = TypeAdapter(PageQueue
 
 
 def job_id_for(
-    source: SourceRef, options: TaskOptions, model: str, region: Region, *, requester: str | None = None
+    source: SourceRef,
+    options: TaskOptions,
+    model: str,
+    region: Region,
+    *,
+    requester: str | None = None,
+    lane: Lane = Lane.REALTIME,
 ) -> str:
     """Deterministic, so a redelivered event finds the job it already created.
 
@@ -120,5 +141,8 @@ def job_id_for(
     }
     if requester is not None:
         identity["requester"] = requester
+    if lane is not Lane.REALTIME:
+        # Real-time jobs keep the ids they always had; a batch job of the same object is another job.
+        identity["lane"] = lane.value
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return digest[:32]

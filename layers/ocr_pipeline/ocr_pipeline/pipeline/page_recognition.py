@@ -167,6 +167,7 @@ class PageRecognitionService:
             error=stored.result.error,
             request_id=stored.result.request_id,
             method=stored.result.method,
+            pricing=stored.result.pricing,
         )
         self.settlement.record_page(spec, record, stored.result)
 

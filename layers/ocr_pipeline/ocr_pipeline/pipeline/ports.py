@@ -8,7 +8,7 @@ from typing import BinaryIO, Protocol
 
 from .events import ErrorInfo, EventEnvelope
 from .model import JobSpec
-from .records import Claim, Download, JobState, JobStatus, ObjectInfo, PageRecord
+from .records import BatchRecord, Claim, Download, JobState, JobStatus, ObjectInfo, PageAssignment, PageRecord
 
 
 class ObjectStore(Protocol):
@@ -91,3 +91,30 @@ class JobStore(Protocol):
     def finish_job(
         self, job_id: str, status: JobStatus, *, result_uri: str | None = None, error: ErrorInfo | None = None
     ) -> None: ...
+
+
+class BatchStore(Protocol):
+    """The batch lane's records (in the jobs table): batches of ours, and which batch holds each page."""
+
+    def assign_page(self, job_id: str, page: int, attempt: int, batch_key: str) -> bool:
+        """Put the page in this batch for this attempt, unless it is in one for this attempt or a later one
+        (a redelivered message): False then, and the page is left out of this batch."""
+        ...
+
+    def page_assignment(self, job_id: str, page: int) -> PageAssignment | None: ...
+
+    def stage_batch(self, batch: BatchRecord) -> None:
+        """Record a new batch (state staged) among the unfinished ones."""
+        ...
+
+    def batch_uploaded(self, batch_key: str, file_id: str) -> None: ...
+
+    def batch_opened(self, batch_key: str, vendor_batch_id: str) -> None: ...
+
+    def unfinished_batches(self) -> list[BatchRecord]:
+        """Every batch not closed (staged, uploaded or open), oldest first."""
+        ...
+
+    def close_batch(self, batch_key: str, vendor_status: str) -> bool:
+        """Close it; False when it was closed already (another run did)."""
+        ...

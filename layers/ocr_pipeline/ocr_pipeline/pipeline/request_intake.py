@@ -21,7 +21,7 @@ from ..errors import ConfigurationError, InvalidRequest, MalformedRequest, OcrPi
 from ..tasks import OcrTask, TaskOptions
 from .config import PipelineSettings
 from .intake import Admission, DocumentIntake, IntakeOutcome, Rejection, rejection_job_id
-from .model import SourceRef
+from .model import Lane, SourceRef
 from .ports import SourceFetcher
 from .records import ObjectInfo
 from .sources import SourcePolicy
@@ -75,6 +75,13 @@ class OcrRequest(BaseModel):
     )
     model: str | None = Field(default=None, min_length=1, max_length=128)
     region: Region | None = None
+    mode: Lane = Field(
+        default=Lane.REALTIME,
+        description=(
+            "batch: through the vendor's Batch File API, at half price, answered within 24 h "
+            "(qwen-vl-ocr and qwen-vl-ocr-latest in cn only; refused otherwise)."
+        ),
+    )
     tenant: Identifier | None = Field(
         default=None,
         description="Who is billed, where the stack's RequestTenants lets this sender choose; refused otherwise.",
@@ -216,6 +223,7 @@ class RequestService:
             tenant=tenant,
             correlation_id=correlation_id,
             requester=f"{tenant}/{correlation_id}",
+            lane=request.mode,
         )
         return self.intake.admit(admission)
 

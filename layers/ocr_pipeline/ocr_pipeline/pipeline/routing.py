@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from ..errors import ConfigurationError, InvalidRequest, TenantNotAllowed
 from ..field_checks import check_validator_names, parse_validators
 from ..tasks import DEFAULT_TASK, OcrTask, TaskOptions, parse_schema_text
+from .model import Lane
 
 META_TASK = "ocr-task"
 META_SCHEMA = "ocr-schema"
@@ -21,6 +22,8 @@ META_PROMPT = "ocr-prompt"
 META_TENANT = "ocr-tenant"
 META_CORRELATION_ID = "ocr-correlation-id"
 META_MODEL = "ocr-model"
+# "batch" sends the document through the vendor's Batch File API (half price, answered within 24 h).
+META_MODE = "ocr-mode"
 # `path=validator,...` or a JSON object {path: validator}; see validation.py.
 META_VALIDATE = "ocr-validate"
 
@@ -40,6 +43,8 @@ class RoutingRule(BaseModel):
     validators: dict[str, str] | None = None
     # Who pays for every object under this prefix, whatever chose its task.
     tenant: str | None = Field(default=None, min_length=1, max_length=128)
+    # The lane of every object under this prefix, unless its own `ocr-mode` metadata names one.
+    mode: Lane | None = None
 
     @field_validator("validators")
     @classmethod
@@ -111,6 +116,24 @@ def choose_task(
             decided_by=f"rule:{rule.prefix}",
         )
     return TaskChoice(task=default, validators=validators, decided_by="default")
+
+
+def choose_lane(key: str, metadata: dict[str, str], rules: list[RoutingRule]) -> Lane:
+    """The object's `ocr-mode` metadata, else the longest matching rule that names a mode, else real time."""
+    meta = {k.lower(): v for k, v in metadata.items()}
+    raw = meta.get(META_MODE)
+    if raw is not None and raw.strip():
+        try:
+            return Lane(raw.strip().lower())
+        except ValueError:
+            known = ", ".join(lane.value for lane in Lane)
+            raise InvalidRequest(f"unknown mode {raw!r} in metadata {META_MODE}; use one of {known}") from None
+    matching = [rule for rule in rules if rule.mode is not None and key.startswith(rule.prefix)]
+    if matching:
+        mode = max(matching, key=lambda r: len(r.prefix)).mode
+        assert mode is not None
+        return mode
+    return Lane.REALTIME
 
 
 def _validators_from_metadata(value: str | None) -> dict[str, str] | None:

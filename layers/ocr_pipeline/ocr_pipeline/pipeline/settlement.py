@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from ..catalog import Region
 from ..errors import OcrPipelineError
 from ..pricing import Cost
-from ..usage import Usage
+from ..usage import Pricing, Usage
 from .assembly import DocumentResult, PageResult, assemble
 from .config import PipelineSettings
 from .events import (
@@ -41,8 +41,9 @@ from .port_errors import ClaimHeld, JobNotFound
 from .ports import EventBus, JobStore, ObjectStore
 from .records import JobStatus, PageRecord, PageStatus
 
-# What a page's usage costs, by the job's model and region: None where no price can be known.
-Pricer = Callable[[Usage, str, Region], Cost | None]
+# What a page's usage costs, by the job's model and region and the page's pricing (a call's, or a batch
+# line's): None where no price can be known.
+Pricer = Callable[[Usage, str, Region, Pricing], Cost | None]
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class SettlementService:
         if method is None:
             # Recorded by an earlier delivery: how it was read is on its record, or else in its stored result.
             method = record.method or self._load_page(record).method
-        cost = self.price(record.usage, spec.model, spec.region)
+        cost = self.price(record.usage, spec.model, spec.region, record.pricing)
         event = UsageRecorded(
             job_id=spec.job_id,
             page=page,
@@ -156,6 +157,7 @@ class SettlementService:
             price_table=cost.unit_price.price_table if cost else None,
             request_id=record.request_id,
             method=method,
+            pricing=record.pricing,
         )
         self._still_within_lease(claimed_at, lease_s, f"page {page} of job {spec.job_id}")
         self.bus.publish(usage_event(event, spec.correlation_id))
@@ -200,6 +202,7 @@ class SettlementService:
                 cost=document.cost,
                 currency=document.currency,
                 validation=document.validation,
+                lane=spec.lane,
             )
             self._still_within_lease(claimed_at, lease_s, f"job {job_id}")
             self.bus.publish(completed_event(completed, spec.correlation_id))
@@ -218,6 +221,7 @@ class SettlementService:
                 task=task,
                 page_count=spec.page_count,
                 error=first,
+                lane=spec.lane,
             )
             self._still_within_lease(claimed_at, lease_s, f"job {job_id}")
             self.bus.publish(failed_event(failed, spec.correlation_id))

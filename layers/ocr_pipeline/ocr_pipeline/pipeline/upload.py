@@ -13,7 +13,7 @@ from .intake import Admission, DocumentIntake, IntakeDecision, IntakeOutcome, Re
 from .model import SourceRef
 from .port_errors import SourceAccessDenied, SourceNotFound
 from .records import ObjectInfo
-from .routing import META_CORRELATION_ID, choose_task, schema_from_object, task_options
+from .routing import META_CORRELATION_ID, choose_lane, choose_task, schema_from_object, task_options
 
 
 class UploadedObject(BaseModel):
@@ -102,6 +102,7 @@ class UploadService:
             region=ocr.region,
             tenant=tenant,
             correlation_id=info.metadata.get(META_CORRELATION_ID),
+            lane=choose_lane(upload.key, info.metadata, self.settings.routing_rules),
         )
 
     def _look_up(self, upload: UploadedObject) -> tuple[ObjectInfo, SourceRef] | None:
