@@ -74,6 +74,21 @@ class Admission(BaseModel):
     def job_id(self) -> str:
         return job_id_for(self.source, self.options, self.model, self.region, requester=self.requester, lane=self.lane)
 
+    def rejection(self) -> Rejection:
+        """How the document is announced when it fails before its pages are counted."""
+        return Rejection(
+            job_id=self.job_id,
+            source=self.source,
+            size=self.size,
+            content_type=self.content_type,
+            options=self.options,
+            model=self.model,
+            region=self.region,
+            tenant=self.tenant,
+            correlation_id=self.correlation_id,
+            lane=self.lane,
+        )
+
 
 class Rejection(BaseModel):
     """What a failed document is announced with, when it failed before its pages were counted."""
@@ -95,6 +110,19 @@ class Rejection(BaseModel):
 def rejection_job_id(*identity: object) -> str:
     """For a document refused before its options were known: identified by whatever raw request there was."""
     return deterministic_event_id("rejected", *identity).replace("-", "")
+
+
+def check_batch_lane(admission: Admission, *, has_batch_queue: bool) -> None:
+    """Refused at intake, never silently sent in real time: the lane is what the sender pays for."""
+    if not batch_offered(admission.model, admission.region):
+        raise BatchLaneUnsupported(
+            f"the batch lane is offered for {batch_lanes()}, not for {admission.model} in "
+            f"{admission.region.value}; send it in real time, or name a model and region the lane takes",
+            model=admission.model,
+            region=admission.region.value,
+        )
+    if not has_batch_queue:
+        raise BatchLaneUnsupported("this stack has no batch lane (no BATCH_QUEUE_URL)")
 
 
 class DocumentIntake:
@@ -128,7 +156,7 @@ class DocumentIntake:
         job_id = admission.job_id
         try:
             if admission.lane is Lane.BATCH:
-                self._check_batch_lane(admission)
+                check_batch_lane(admission, has_batch_queue=self.batch_queue is not None)
             if admission.size > self.settings.max_input_bytes:
                 raise InputTooLarge(
                     f"the object is {admission.size} bytes; the limit is {self.settings.max_input_bytes}",
@@ -151,7 +179,7 @@ class DocumentIntake:
         except OcrPipelineError as error:
             if error.retryable:
                 raise
-            return self.reject(self.rejection_of(admission), error)
+            return self.reject(admission.rejection(), error)
         spec = JobSpec(
             job_id=job_id,
             source=source,
@@ -206,18 +234,6 @@ class DocumentIntake:
             raise ConfigurationError("this stack has no batch queue (BATCH_QUEUE_URL); a batch job cannot be sent")
         return self.batch_queue
 
-    def _check_batch_lane(self, admission: Admission) -> None:
-        """Refused here, not silently sent in real time: the lane is what the sender pays for."""
-        if not batch_offered(admission.model, admission.region):
-            raise BatchLaneUnsupported(
-                f"the batch lane is offered for {batch_lanes()}, not for {admission.model} in "
-                f"{admission.region.value}; send it in real time, or name a model and region the lane takes",
-                model=admission.model,
-                region=admission.region.value,
-            )
-        if self.batch_queue is None:
-            raise BatchLaneUnsupported("this stack has no batch lane (no BATCH_QUEUE_URL)")
-
     def continue_dispatch(self, dispatch: PageDispatch) -> None:
         """Carry on sending a job's page messages from where the previous step stopped."""
         job = self.jobs.get_job(dispatch.job_id)
@@ -242,10 +258,10 @@ class DocumentIntake:
         """
         job = self.jobs.get_job(admission.job_id)
         if job is None:
-            return self.reject(self.rejection_of(admission), error)
+            return self.reject(admission.rejection(), error)
         if job.status is JobStatus.FAILED and not job.dispatched:
             # Refused at admission by a handler that died before announcing it: announce it now.
-            return self.reject(self.rejection_of(admission), error)
+            return self.reject(admission.rejection(), error)
         if job.dispatched:
             return IntakeOutcome(
                 decision=IntakeDecision.DUPLICATE,
@@ -260,21 +276,6 @@ class DocumentIntake:
             job_id=job.spec.job_id,
             page_count=job.spec.page_count,
             reason=f"its handler failed while sending its pages ({error.code}); they were sent again",
-        )
-
-    @staticmethod
-    def rejection_of(admission: Admission) -> Rejection:
-        return Rejection(
-            job_id=admission.job_id,
-            source=admission.source,
-            size=admission.size,
-            content_type=admission.content_type,
-            options=admission.options,
-            model=admission.model,
-            region=admission.region,
-            tenant=admission.tenant,
-            correlation_id=admission.correlation_id,
-            lane=admission.lane,
         )
 
     def reject(self, rejection: Rejection, error: OcrPipelineError) -> IntakeOutcome:
