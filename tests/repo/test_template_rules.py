@@ -133,11 +133,15 @@ def test_dead_letters_waiting_work_and_function_error_rates_raise_alarms():
     alarms = of_type("AWS::CloudWatch::Alarm")
     watched = {pair for alarm in alarms.values() for pair in watched_by(alarm)}
     for name in FUNCTIONS:
-        # an error rate (errors over invocations), not "any error": expected retries are not errors
-        assert ("Errors", str({"Ref": name})) in watched and ("Invocations", str({"Ref": name})) in watched
+        assert ("Errors", str({"Ref": name})) in watched, name
+        events = FUNCTIONS[name]["Properties"].get("Events", {}).values()
+        if not any(event["Type"] == "Schedule" for event in events):
+            # an error rate (errors over invocations), not "any error": expected retries are not errors
+            # (a scheduled function has none: its errors are failed runs, alarmed when they repeat)
+            assert ("Invocations", str({"Ref": name})) in watched, name
     for queue in ("PageDeadLetterQueue", "RequestDeadLetterQueue", "UploadFailureQueue", "LastResortQueue"):
         assert any(value == str({"Fn::GetAtt": [queue, "QueueName"]}) for _, value in watched), queue
-    for queue in ("PageQueue", "RequestQueue"):
+    for queue in ("PageQueue", "RequestQueue", "BatchPageQueue"):
         assert ("ApproximateAgeOfOldestMessage", str({"Fn::GetAtt": [queue, "QueueName"]})) in watched
 
 
@@ -298,9 +302,12 @@ def test_each_function_writes_only_the_result_prefixes_the_layer_writes_it_to():
         for name in FUNCTIONS
     }
     # (page results and document results from the page worker, document results from the dead-letter
-    # function, copies of URL sources from the request function, nothing from the upload function)
+    # function, copies of URL sources from the request function, nothing from the upload function; the
+    # batch lane's functions settle pages as the page worker does, and its submitter keeps batch files)
     writes = {
         "RecognizeFunction": lambda s: {s.work_prefix, s.result_prefix},
+        "BatchSubmitFunction": lambda s: {s.work_prefix, s.result_prefix, s.batch_prefix},
+        "BatchCollectFunction": lambda s: {s.work_prefix, s.result_prefix},
         "DeadLetterFunction": lambda s: {s.result_prefix},
         "RequestFunction": lambda s: {s.source_prefix},
     }

@@ -32,6 +32,8 @@ from .pipeline.intake import DocumentIntake
 
 if TYPE_CHECKING:
     from .adapters.dashscope.settings import OcrServiceSettings
+    from .pipeline.batch_collection import BatchCollectionService
+    from .pipeline.batch_submission import BatchSubmissionService
     from .pipeline.dead_letters import DeadLetterService
     from .pipeline.page_recognition import PageRecognitionService, RecognizerFactory
     from .pipeline.request_intake import RequestService
@@ -194,3 +196,50 @@ def dead_letter_service() -> DeadLetterService:
     from .pipeline.dead_letters import DeadLetterService
 
     return DeadLetterService(upload_service(), settlement_service(), document_intake())
+
+
+def _batch_api() -> Any:
+    # The batch functions' alone: the Batch File API client (httpx).
+    from .adapters.dashscope.batch_client import DashScopeBatchClient
+
+    return DashScopeBatchClient(ocr_service_settings())
+
+
+def _batch_queue_url(settings: PipelineSettings) -> str:
+    if not settings.batch_queue_url:
+        raise ConfigurationError("missing environment variable: BATCH_QUEUE_URL (the batch functions need it)")
+    return settings.batch_queue_url
+
+
+@cache
+def batch_submission_service() -> BatchSubmissionService:
+    from .adapters.batch_store import DynamoBatchStore
+    from .adapters.sqs_inbox import SqsInbox
+    from .pipeline.batch_submission import BatchSubmissionService
+
+    settings = pipeline_settings()
+    return BatchSubmissionService(
+        settings,
+        store=S3ObjectStore(),
+        batches=DynamoBatchStore(settings.jobs_table),
+        api=_batch_api(),
+        inbox=SqsInbox(_batch_queue_url(settings)),
+        pages=page_recognition_service(),
+    )
+
+
+@cache
+def batch_collection_service() -> BatchCollectionService:
+    from .adapters.batch_store import DynamoBatchStore
+    from .pipeline.batch_collection import BatchCollectionService
+
+    settings = pipeline_settings()
+    return BatchCollectionService(
+        settings,
+        store=S3ObjectStore(),
+        batches=DynamoBatchStore(settings.jobs_table),
+        api=_batch_api(),
+        pages=page_recognition_service(),
+        batch_queue=SqsWorkQueue(_batch_queue_url(settings)),
+        page_queue=SqsWorkQueue(settings.page_queue_url),
+    )

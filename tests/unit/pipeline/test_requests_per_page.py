@@ -128,7 +128,7 @@ def test_a_twin_that_stored_the_page_first_keeps_its_result_and_the_bill_matches
         if not twin_ran:
             twin_ran.append(True)
             spec = twin.job_spec(work.job_id)
-            twin._finish_page(spec, twin._start_page(spec, 1, _Source(p)), None)
+            twin._finish_page(spec, twin.start_page(spec, 1, _Source(p)), None)
         return answer(call, deadline=deadline)
 
     p.ocr.recognize = recognize  # type: ignore[method-assign]

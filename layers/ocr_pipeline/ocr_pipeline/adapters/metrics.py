@@ -39,6 +39,18 @@ PAGES_SPLIT = "PagesSplit"
 # Attempts the vendor billed whose reply could not be used, and their tokens: the operator's loss.
 OCR_BILLED_IN_VAIN = "OcrAttemptsBilledInVain"
 OCR_TOKENS_BILLED_IN_VAIN = "OcrTokensBilledInVain"
+# The batch lane: pages put in batch files, batches opened (or waiting for the vendor to take them),
+# batches still open and the age of the oldest (alarmed past the vendor's 24 h window), batches closed by
+# the vendor's status, and what became of their pages.
+BATCH_PAGES_SUBMITTED = "BatchPagesSubmitted"
+BATCHES_OPENED = "BatchesOpened"
+BATCHES_WAITING_TO_OPEN = "BatchesWaitingToOpen"
+BATCHES_OPEN = "BatchesOpen"
+OLDEST_OPEN_BATCH_AGE = "OldestOpenBatchAge"
+BATCHES_CLOSED = "BatchesClosed"
+BATCH_PAGES_SETTLED = "BatchPagesSettled"
+BATCH_PAGES_SENT_AGAIN = "BatchPagesSentAgain"
+BATCH_PAGES_SENT_REALTIME = "BatchPagesSentRealtime"
 METRIC_NAMES = (
     DOCUMENTS_COMPLETED,
     DOCUMENTS_FAILED,
@@ -57,6 +69,15 @@ METRIC_NAMES = (
     PAGES_SPLIT,
     OCR_BILLED_IN_VAIN,
     OCR_TOKENS_BILLED_IN_VAIN,
+    BATCH_PAGES_SUBMITTED,
+    BATCHES_OPENED,
+    BATCHES_WAITING_TO_OPEN,
+    BATCHES_OPEN,
+    OLDEST_OPEN_BATCH_AGE,
+    BATCHES_CLOSED,
+    BATCH_PAGES_SETTLED,
+    BATCH_PAGES_SENT_AGAIN,
+    BATCH_PAGES_SENT_REALTIME,
 )
 
 
@@ -128,3 +149,29 @@ class MetricsCallObserver:
         add_metric(self.metrics, name=OCR_BILLED_IN_VAIN, unit=MetricUnit.Count, value=1)
         tokens = attempt.input_tokens + attempt.output_tokens
         add_metric(self.metrics, name=OCR_TOKENS_BILLED_IN_VAIN, unit=MetricUnit.Count, value=tokens)
+
+
+def emit_batch_submission(metrics: Metrics, pages_submitted: int, opened: int, waiting: int) -> None:
+    add_metric(metrics, name=BATCH_PAGES_SUBMITTED, unit=MetricUnit.Count, value=pages_submitted)
+    add_metric(metrics, name=BATCHES_OPENED, unit=MetricUnit.Count, value=opened)
+    add_metric(metrics, name=BATCHES_WAITING_TO_OPEN, unit=MetricUnit.Count, value=waiting)
+
+
+def emit_batch_collection(
+    metrics: Metrics,
+    *,
+    open_batches: int,
+    oldest_s: float,
+    closed: dict[str, int],
+    settled: int,
+    sent_again: int,
+    sent_realtime: int,
+) -> None:
+    # Gauges every run, so the alarm on the oldest open batch sees a value while nothing else happens.
+    add_metric(metrics, name=BATCHES_OPEN, unit=MetricUnit.Count, value=open_batches)
+    add_metric(metrics, name=OLDEST_OPEN_BATCH_AGE, unit=MetricUnit.Seconds, value=oldest_s)
+    add_metric(metrics, name=BATCH_PAGES_SETTLED, unit=MetricUnit.Count, value=settled)
+    add_metric(metrics, name=BATCH_PAGES_SENT_AGAIN, unit=MetricUnit.Count, value=sent_again)
+    add_metric(metrics, name=BATCH_PAGES_SENT_REALTIME, unit=MetricUnit.Count, value=sent_realtime)
+    for status, count in closed.items():
+        _count_by(BATCHES_CLOSED, "status", status, count)

@@ -70,6 +70,17 @@ class PageRecognitionService:
         """The one key of a page's result: whichever delivery stores it first, every other finds it there."""
         return f"{self.settings.work_prefix}{job_id}/pages/{page:06d}.json"
 
+    def settle_without_model(self, spec: JobSpec, start: PageStart) -> None:
+        """Store, record and bill a page that needs no call: recorded before, stored by a worker that died, read
+        from its text layer, or failed for good. The batch lane's pages that need no line end here."""
+        assert not isinstance(start.ready, PreparedImage)
+        self._settle(spec, start, self._finish_page(spec, start, deadline=None))
+
+    def keep_result(self, spec: JobSpec, result: PageResult) -> None:
+        """Store, record and bill a page's result obtained elsewhere (a batch file's answer), exactly as a call's."""
+        start = PageStart(result.page, ready=result)
+        self._settle(spec, start, self._finish_page(spec, start, deadline=None))
+
     def process(self, work: PageWork, *, deadline: float | None = None) -> None:
         """Process a message's pages; a retryable failure raises so the message is delivered again.
 
@@ -81,7 +92,7 @@ class PageRecognitionService:
         in flight. One more thread records and bills the pages as they come back.
         """
         spec = work.job or self.job_spec(work.job_id)
-        source = _LazySource(lambda: self._open_source(spec))
+        source = LazySource(lambda: self.open_source(spec))
         pages = list(work.pages)
         calls = max(1, min(len(pages), self.settings.calls_per_instance))
         # Pages prepared and not yet answered: one more than the calls, so that the next page is ready
@@ -97,7 +108,7 @@ class PageRecognitionService:
             ):
                 for page in pages:
                     room.acquire()
-                    start = self._start_page(spec, page, source)
+                    start = self.start_page(spec, page, source)
                     handed_over.append(
                         in_context(callers, self._recognize_and_hand_over, spec, start, deadline, settler, room)
                     )
@@ -111,7 +122,7 @@ class PageRecognitionService:
     def _recognize_and_hand_over(
         self,
         spec: JobSpec,
-        start: _PageStart,
+        start: PageStart,
         deadline: float | None,
         settler: ThreadPoolExecutor,
         room: threading.Semaphore,
@@ -122,21 +133,21 @@ class PageRecognitionService:
             room.release()
         return in_context(settler, self._settle, spec, start, stored)
 
-    def _start_page(self, spec: JobSpec, page: int, source: _LazySource) -> _PageStart:
+    def start_page(self, spec: JobSpec, page: int, source: LazySource) -> PageStart:
         """What a page needs: billing only (recorded before), recording (stored by a worker that died), or the model.
 
         Two reads, and no listing: the page's record, then its result's one key (missing, as a rule).
         """
         if self.jobs.get_page(spec.job_id, page) is not None:
-            return _PageStart(page, recorded=True)
+            return PageStart(page, recorded=True)
         key = self.page_key(spec.job_id, page)
         stored = self.store.find_text(self.settings.result_bucket, key)
         if stored is not None:
             # A worker died after paying for this page but before recording it: reuse its result.
-            return _PageStart(page, stored_key=key, ready=PageResult.model_validate_json(stored))
-        return _PageStart(page, ready=self._prepare(spec, page, source.get()))
+            return PageStart(page, stored_key=key, ready=PageResult.model_validate_json(stored))
+        return PageStart(page, ready=self._prepare(spec, page, source.get()))
 
-    def _finish_page(self, spec: JobSpec, start: _PageStart, deadline: float | None) -> _StoredPage | None:
+    def _finish_page(self, spec: JobSpec, start: PageStart, deadline: float | None) -> _StoredPage | None:
         """The page's result, in S3: recognized and stored now if it needed the model. None if recorded before."""
         if start.recorded:
             return None
@@ -154,7 +165,7 @@ class PageRecognitionService:
             result = PageResult.model_validate_json(self.store.get_text(self.settings.result_bucket, key))
         return _StoredPage(key, result)
 
-    def _settle(self, spec: JobSpec, start: _PageStart, stored: _StoredPage | None) -> None:
+    def _settle(self, spec: JobSpec, start: PageStart, stored: _StoredPage | None) -> None:
         """Record a stored page and bill it; bill a page recorded before, unless that was done too."""
         if stored is None:
             self.settlement.publish_usage(spec, start.page)
@@ -171,7 +182,7 @@ class PageRecognitionService:
         )
         self.settlement.record_page(spec, record, stored.result)
 
-    def _open_source(self, spec: JobSpec) -> BinaryIO:
+    def open_source(self, spec: JobSpec) -> BinaryIO:
         if spec.kind is DocumentKind.IMAGE:
             # A single image is read whole by the decoder anyway; one GET beats many ranges.
             return io.BytesIO(self.store.get_bytes(spec.source.bucket, spec.source.key, spec.source.version_id))
@@ -218,7 +229,7 @@ class PageRecognitionService:
 
 
 @dataclass(frozen=True)
-class _PageStart:
+class PageStart:
     """A page of a message, looked up: recorded before, or stored by a worker that died, or ready.
 
     `ready` is the image for the model, or already the page's result (read from its text layer,
@@ -239,7 +250,7 @@ class _StoredPage:
     result: PageResult
 
 
-class _LazySource:
+class LazySource:
     """The document, opened on first use by whichever thread prepares pages, and closed once."""
 
     def __init__(self, opener: Callable[[], BinaryIO]) -> None:

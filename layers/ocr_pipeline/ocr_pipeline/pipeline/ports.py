@@ -8,7 +8,17 @@ from typing import BinaryIO, Protocol
 
 from .events import ErrorInfo, EventEnvelope
 from .model import JobSpec
-from .records import BatchRecord, Claim, Download, JobState, JobStatus, ObjectInfo, PageAssignment, PageRecord
+from .records import (
+    BatchRecord,
+    Claim,
+    Download,
+    InboxMessage,
+    JobState,
+    JobStatus,
+    ObjectInfo,
+    PageAssignment,
+    PageRecord,
+)
 
 
 class ObjectStore(Protocol):
@@ -103,6 +113,15 @@ class BatchStore(Protocol):
 
     def page_assignment(self, job_id: str, page: int) -> PageAssignment | None: ...
 
+    def reassign_page(self, job_id: str, page: int, attempt: int, from_key: str, to_key: str) -> bool:
+        """Move the page's assignment for this attempt from a batch that was never staged (its submitter died
+        while filling it) to another; False when it is no longer assigned to `from_key`."""
+        ...
+
+    def get_batch(self, batch_key: str) -> BatchRecord | None:
+        """The batch, unfinished or closed; None when it was never staged."""
+        ...
+
     def stage_batch(self, batch: BatchRecord) -> None:
         """Record a new batch (state staged) among the unfinished ones."""
         ...
@@ -118,3 +137,14 @@ class BatchStore(Protocol):
     def close_batch(self, batch_key: str, vendor_status: str) -> bool:
         """Close it; False when it was closed already (another run did)."""
         ...
+
+
+class QueueInbox(Protocol):
+    """A queue its consumer reads itself (the batch lane's submitter, on a schedule), not an event source mapping."""
+
+    def receive(self, max_messages: int) -> list[InboxMessage]:
+        """Up to `max_messages` (at most 10) messages, hidden from other readers for the queue's visibility
+        timeout; none when the queue is empty."""
+        ...
+
+    def delete(self, receipts: Iterable[str]) -> None: ...

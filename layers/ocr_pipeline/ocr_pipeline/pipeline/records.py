@@ -106,6 +106,7 @@ class BatchRecord(BaseModel):
     input_key: str
     manifest_key: str
     line_count: int
+    input_bytes: int
     created_at: float
     file_id: str | None = None
     vendor_batch_id: str | None = None
@@ -120,3 +121,13 @@ class PageAssignment(BaseModel):
 
     attempt: int
     batch_key: str
+
+
+class InboxMessage(BaseModel):
+    """A message received from a queue its consumer reads itself: its body, and the receipt that deletes it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message_id: str
+    body: str
+    receipt: str
