@@ -99,7 +99,10 @@ class Api:
             return {}
         reply = self.call("GET", f"/files/{file_id}/content")
         assert reply.content_type == "application/octet-stream"
-        return {record["custom_id"]: record for record in map(json.loads, reply.body.decode().splitlines())}
+        records = [json.loads(line) for line in reply.body.decode().splitlines()]
+        by_id = {record["custom_id"]: record for record in records}
+        assert len(by_id) == len(records), "a custom_id appears twice in a result file"
+        return by_id
 
 
 @pytest.fixture
@@ -556,3 +559,4 @@ def test_a_batch_stopped_midway_goes_on_when_the_emulator_resumes_and_runs_each_
     assert done["status"] == "completed"
     assert set(api.lines(done["output_file_id"])) == {"a", "b"}
     assert engine.calls == 2
+    assert server.stats["batch"]["lines_done"] == 2
