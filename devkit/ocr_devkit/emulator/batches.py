@@ -302,6 +302,7 @@ class BatchService:
             self._check_interrupted(batch)
             if checked.errors:
                 batch.errors = checked.errors
+                batch.data = b""
                 self._move(batch, "failed")
                 return False
             batch.total = checked.requests
@@ -416,7 +417,8 @@ class BatchService:
                 return
             batch.output_file_id = output
             batch.error_file_id = failures
-            batch.output_lines, batch.error_lines = [], []
+            # A finished batch holds no bytes: its input stays in the file store only while the file exists.
+            batch.output_lines, batch.error_lines, batch.data = [], [], b""
             if errors is not None:
                 batch.errors = errors
             self._move(batch, "cancelled" if batch.cancel_requested else status)

@@ -13,10 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from ocr_devkit.emulator import EmulatorServer, batch_files
-from ocr_devkit.emulator.batch_api import Reply
-from ocr_devkit.emulator.batch_files import BatchApiError
+from ocr_devkit.emulator import BatchFaults, BatchService, EmulatorServer, batch_files
+from ocr_devkit.emulator.admission import Refused, Verdict
+from ocr_devkit.emulator.batch_api import BatchApi, Reply
+from ocr_devkit.emulator.batch_files import BatchApiError, FileStore
 from ocr_devkit.emulator.engine import Line
+from ocr_devkit.emulator.faults import Recorder
 from PIL import Image
 
 MODEL = "qwen-vl-ocr"
@@ -63,11 +65,11 @@ def jsonl(lines: list[Any]) -> bytes:
 class Api:
     """The routes as the HTTP handler calls them."""
 
-    def __init__(self, server: EmulatorServer) -> None:
-        self.server = server
+    def __init__(self, routes: BatchApi) -> None:
+        self.routes = routes
 
     def call(self, method: str, path: str, **kwargs: Any) -> Reply:
-        return self.server.batch_api.handle(method, "/compatible-mode/v1" + path, **kwargs)
+        return self.routes.handle(method, "/compatible-mode/v1" + path, **kwargs)
 
     def json(self, method: str, path: str, payload: Any = None, query: str = "") -> Any:
         reply = self.call(method, path, query=query, body=json.dumps(payload).encode() if payload is not None else b"")
@@ -131,7 +133,7 @@ def server(make_server: Callable[..., EmulatorServer], engine: CountingEngine) -
 
 @pytest.fixture
 def api(server: EmulatorServer) -> Api:
-    return Api(server)
+    return Api(server.batch_api)
 
 
 def refusal(call: Callable[[], Any]) -> BatchApiError:
@@ -190,7 +192,7 @@ def test_a_batch_ends_no_earlier_than_the_completion_delay(
     make_server: Callable[..., EmulatorServer], engine: CountingEngine
 ) -> None:
     # Given an emulator whose batches take at least 0.4 s
-    api = Api(make_server(engine, batch_completion_delay_s=0.4))
+    api = Api(make_server(engine, batch_completion_delay_s=0.4).batch_api)
 
     # When a one-line batch is created and polled
     started = time.monotonic()
@@ -338,7 +340,7 @@ def test_a_cancelled_batch_stops_between_lines_and_keeps_those_done(
 ) -> None:
     # Given a three-line batch whose first line is in the engine
     engine = CountingEngine(held=True)
-    api = Api(make_server(engine))
+    api = Api(make_server(engine).batch_api)
     created = api.create([request_line("a", chat_body(1)), request_line("b", chat_body(2)), request_line("c")])
     assert engine.entered.wait(10)
 
@@ -474,7 +476,7 @@ def test_files_beyond_the_storage_cap_are_refused_until_some_are_deleted(
 ) -> None:
     # Given an emulator that keeps 3 kB of files, holding a 2 kB file
     emulator = make_server(engine, max_file_storage_bytes=3000)
-    api = Api(emulator)
+    api = Api(emulator.batch_api)
     data = jsonl([request_line("a", {"model": MODEL, "pad": "x" * 1900})])
     kept = api.upload(data)
 
@@ -540,7 +542,7 @@ def test_a_batch_stopped_midway_goes_on_when_the_emulator_resumes_and_runs_each_
     # Given a two-line batch whose first line is in the engine
     engine = CountingEngine(held=True)
     server = make_server(engine)
-    api = Api(server)
+    api = Api(server.batch_api)
     created = api.create([request_line("a", chat_body(1)), request_line("b", chat_body(2))])
     assert engine.entered.wait(10)
 
@@ -560,3 +562,28 @@ def test_a_batch_stopped_midway_goes_on_when_the_emulator_resumes_and_runs_each_
     assert set(api.lines(done["output_file_id"])) == {"a", "b"}
     assert engine.calls == 2
     assert server.stats["batch"]["lines_done"] == 2
+
+
+def test_a_line_the_admission_sheds_waits_and_is_run_again_not_failed() -> None:
+    # Given a batch service whose chat path sheds the first attempt, as a busy engine does
+    attempts: list[str] = []
+
+    def complete(body: dict[str, Any], request_id: str, give_up: Callable[[], bool]) -> dict[str, Any]:
+        attempts.append(request_id)
+        if len(attempts) == 1:
+            raise Refused(Verdict.SHED, retry_after_s=0)
+        return {"choices": [], "usage": {"total_tokens": 7}}
+
+    service = BatchService(FileStore(), BatchFaults(completion_delay_s=0), complete, Recorder())
+    api = Api(BatchApi(service))
+    try:
+        # When a one-line batch runs
+        done = api.wait(api.create([request_line("a")])["id"])
+    finally:
+        service.close()
+
+    # Then the line succeeded on its second attempt, under the same request id
+    assert done["status"] == "completed"
+    assert done["request_counts"] == {"total": 1, "completed": 1, "failed": 0}
+    assert len(attempts) == 2 and attempts[0] == attempts[1]
+    assert api.lines(done["output_file_id"])["a"]["response"]["body"]["usage"] == {"total_tokens": 7}
