@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from ocr_devkit.emulator import BatchFaults, BatchService, EmulatorServer, batch_files
+from ocr_devkit.emulator.__main__ import batch_error_lines, parse_args
 from ocr_devkit.emulator.admission import Refused, Verdict
 from ocr_devkit.emulator.batch_api import BatchApi, Reply
 from ocr_devkit.emulator.batch_files import BatchApiError, FileStore
@@ -587,3 +588,20 @@ def test_a_line_the_admission_sheds_waits_and_is_run_again_not_failed() -> None:
     assert done["request_counts"] == {"total": 1, "completed": 1, "failed": 0}
     assert len(attempts) == 2 and attempts[0] == attempts[1]
     assert api.lines(done["output_file_id"])["a"]["response"]["body"]["usage"] == {"total_tokens": 7}
+
+
+def test_the_command_line_sets_the_batch_knobs() -> None:
+    args = parse_args(
+        ["--batch-outcomes", "expired, failed", "--batch-error-ids", "a,b", "--batch-error-status", "400"]
+    )
+    assert [item.strip() for item in args.batch_outcomes.split(",")] == ["expired", "failed"]
+    (rule,) = batch_error_lines(args)
+    faults = BatchFaults(error_lines=[rule])
+    assert faults.snapshot()["error_lines"][0] | {"message": None} == {
+        "custom_ids": ["a", "b"],
+        "every_nth": None,
+        "status_code": 400,
+        "code": "InvalidParameter",
+        "message": None,
+    }
+    assert batch_error_lines(parse_args([])) == []
