@@ -12,7 +12,9 @@ has its results.
 
 from __future__ import annotations
 
-import email
+import codecs
+import email.message
+import email.parser
 import email.policy
 import threading
 import time
@@ -83,25 +85,45 @@ class Upload:
 
 
 def parse_upload(content_type: str, body: bytes) -> Upload:
-    """The `file` and `purpose` fields of a multipart/form-data body (the stdlib's MIME parser reads it)."""
-    if not content_type.lower().startswith("multipart/form-data"):
+    """The `file` and `purpose` fields of a multipart/form-data body.
+
+    The parts are cut out of the body by their boundary here, and only their headers go through the
+    stdlib's MIME parser: parsing a whole 100 MB body with it holds eight times that in memory.
+    """
+    header = email.message.Message(policy=email.policy.HTTP)
+    header["Content-Type"] = content_type
+    boundary = header.get_param("boundary")
+    if header.get_content_type() != "multipart/form-data" or not isinstance(boundary, str) or not boundary:
         raise bad_request("invalid_content_type", "upload the file as multipart/form-data with a 'file' part")
-    message = email.message_from_bytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body, policy=email.policy.HTTP
-    )
-    if not message.is_multipart():
-        raise bad_request("invalid_content_type", "the multipart/form-data body could not be read")
+    delimiter = b"--" + boundary.encode("latin-1")
     filename, purpose, data = "", None, None
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True)
-        if not isinstance(payload, bytes):
-            continue
+    position = body.find(delimiter)
+    while position != -1 and body[position + len(delimiter) : position + len(delimiter) + 2] != b"--":
+        start = position + len(delimiter) + 2  # past the delimiter's CRLF
+        end = body.find(b"\r\n" + delimiter, start)
+        headers_end = body.find(b"\r\n\r\n", start, end)
+        if end == -1 or headers_end == -1:
+            raise bad_request("invalid_content_type", "the multipart/form-data body is cut short or malformed")
+        headers = email.parser.BytesHeaderParser(policy=email.policy.HTTP).parsebytes(body[start:headers_end])
+        name = headers.get_param("name", header="content-disposition")
         if name == "file":
-            filename, data = part.get_filename() or "upload.jsonl", payload
+            filename, data = headers.get_filename() or "upload.jsonl", body[headers_end + 4 : end]
         elif name == "purpose":
-            purpose = payload.decode("utf-8", "replace").strip()
+            purpose = body[headers_end + 4 : end].decode("utf-8", "replace").strip()
+        position = end + 2
     return Upload(filename=filename, purpose=purpose, data=data)
+
+
+def is_utf8(data: bytes) -> tuple[bool, int]:
+    """Whether `data` is UTF-8, and where it stops being so; decoded a megabyte at a time, kept nowhere."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    chunk = 1024 * 1024
+    for offset in range(0, len(data), chunk):
+        try:
+            decoder.decode(data[offset : offset + chunk], final=offset + chunk >= len(data))
+        except UnicodeDecodeError as exc:
+            return False, offset + exc.start
+    return True, len(data)
 
 
 class FileStore:
@@ -125,12 +147,11 @@ class FileStore:
             raise bad_request("empty_file", "the file is empty", param="file")
         if len(upload.data) > MAX_INPUT_BYTES:
             raise file_too_large(len(upload.data))
-        try:
-            upload.data.decode("utf-8")
-        except UnicodeDecodeError as exc:
+        utf8, where = is_utf8(upload.data)
+        if not utf8:
             raise bad_request(
-                "invalid_encoding", f"the file is not UTF-8 (byte {exc.start} cannot be decoded)", param="file"
-            ) from None
+                "invalid_encoding", f"the file is not UTF-8 (byte {where} cannot be decoded)", param="file"
+            )
         return self._add("file-batch-", upload.filename, BATCH_PURPOSE, upload.data, refuse_over_cap=True)
 
     def store_result(self, kind: str, filename: str, data: bytes) -> StoredFile:

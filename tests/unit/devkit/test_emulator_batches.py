@@ -17,7 +17,7 @@ from ocr_devkit.emulator import BatchFaults, BatchService, EmulatorServer, batch
 from ocr_devkit.emulator.__main__ import batch_error_lines, parse_args
 from ocr_devkit.emulator.admission import Refused, Verdict
 from ocr_devkit.emulator.batch_api import BatchApi, Reply
-from ocr_devkit.emulator.batch_files import BatchApiError, FileStore
+from ocr_devkit.emulator.batch_files import BatchApiError, FileStore, parse_upload
 from ocr_devkit.emulator.engine import Line
 from ocr_devkit.emulator.faults import Recorder
 from PIL import Image
@@ -605,3 +605,30 @@ def test_the_command_line_sets_the_batch_knobs() -> None:
         "message": None,
     }
     assert batch_error_lines(parse_args([])) == []
+
+
+def test_an_upload_keeps_its_bytes_exactly() -> None:
+    # Given a multipart body as httpx sends it, of a file with non-ASCII text and CRLF line ends
+    data = '{"custom_id": "résumé", "body": {"text": "領収書"}}\r\n'.encode() * 3
+    request = httpx.Request(
+        "POST", "http://emulator/files", files={"file": ("pages.jsonl", data)}, data={"purpose": "batch"}
+    )
+
+    # When it is parsed
+    upload = parse_upload(request.headers["Content-Type"], request.read())
+
+    # Then the file's bytes, name and purpose come out unchanged
+    assert (upload.data, upload.filename, upload.purpose) == (data, "pages.jsonl", "batch")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/json", b"{}"),
+        ("multipart/form-data", b"--x\r\n\r\n"),
+        ("multipart/form-data; boundary=x", b'--x\r\nContent-Disposition: form-data; name="file"\r\n\r\n{}'),
+    ],
+)
+def test_a_body_that_is_not_a_whole_multipart_form_is_refused(content_type: str, body: bytes) -> None:
+    error = refusal(lambda: parse_upload(content_type, body))
+    assert (error.status, error.code) == (400, "invalid_content_type")
