@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from ocr_devkit.emulator import EmulatorServer
+from PIL import Image
 
 pytestmark = pytest.mark.integration
 
@@ -158,3 +161,55 @@ def test_batch_faults_are_set_through_the_control_api(server: EmulatorServer, ht
     assert stats["batches"]["expired"] == 1 and stats["batches"]["completed"] == 1
     assert stats["lines_done"] == 1
     assert after_reset["files"] == 0 and sum(after_reset["batches"].values()) == 0
+
+
+class RecordingEngine:
+    """Records the width of each image it reads (the images differ by width); holds its first call."""
+
+    def __init__(self) -> None:
+        self.widths: list[int] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def recognize(self, image: Any, *, correct_rotation: bool = False) -> list[Any]:
+        self.widths.append(image.width)
+        self.entered.set()
+        self.release.wait(30)
+        return []
+
+
+def sized_body(width: int) -> dict[str, Any]:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, 64), "white").save(buffer, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return {
+        "model": "qwen-vl-ocr",
+        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}],
+    }
+
+
+def test_a_chat_request_waits_for_one_batch_page_at_most() -> None:
+    # Given a batch of three pages, the first of them in the engine
+    engine = RecordingEngine()
+    lines = [{"custom_id": str(w), "method": "POST", "url": CHAT, "body": sized_body(w)} for w in (320, 352, 384)]
+    with (
+        EmulatorServer(engine=engine, batch_completion_delay_s=0) as emulator,
+        httpx.Client(base_url=emulator.compatible_base, headers=AUTH, timeout=60) as client,
+    ):
+        batch = create(client, lines)
+        assert engine.entered.wait(30)
+
+        # When a chat request comes in, and the engine then finishes its page
+        chat = threading.Thread(target=lambda: client.post("/chat/completions", json=sized_body(640)))
+        chat.start()
+        deadline = time.monotonic() + 30
+        while emulator.stats["requests"]["compatible"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(1.0)  # time enough for it to decode its image and queue for the engine
+        engine.release.set()
+        chat.join(30)
+        done = poll(client, batch["id"])
+
+    # Then the chat page was read right after the batch page in progress, before the batch's other pages
+    assert done["status"] == "completed"
+    assert engine.widths == [320, 640, 352, 384]
