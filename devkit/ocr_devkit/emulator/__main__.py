@@ -9,8 +9,11 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 from .admission import DEFAULT_MAX_WAIT_S
+from .batch_faults import DEFAULT_COMPLETION_DELAY_S
+from .batch_files import DEFAULT_MAX_TOTAL_BYTES
 from .engine import shared_engine
 from .faults import FaultKind
 from .server import EmulatorServer
@@ -39,8 +42,43 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_MAX_WAIT_S,
         help=f"seconds a request may wait for the OCR engine before a 429 (default {DEFAULT_MAX_WAIT_S:g})",
     )
+    batch = parser.add_argument_group("Batch File API")
+    batch.add_argument(
+        "--batch-completion-delay",
+        type=float,
+        default=DEFAULT_COMPLETION_DELAY_S,
+        help=f"least seconds from a batch's creation to its final status (default {DEFAULT_COMPLETION_DELAY_S:g})",
+    )
+    batch.add_argument(
+        "--batch-outcomes",
+        default="",
+        help="comma-separated outcomes of the next batches, one each: completed, failed, expired, cancelled",
+    )
+    batch.add_argument("--batch-error-every", type=int, help="send every Nth line of a batch to its error file")
+    batch.add_argument("--batch-error-ids", default="", help="comma-separated custom_ids sent to the error file")
+    batch.add_argument("--batch-error-status", type=int, default=500, help="status code of those lines (default 500)")
+    batch.add_argument(
+        "--batch-error-code", help="their error code (default InternalError, or InvalidParameter for 4xx)"
+    )
+    batch.add_argument(
+        "--max-file-storage-mb",
+        type=float,
+        default=DEFAULT_MAX_TOTAL_BYTES / 1024 / 1024,
+        help="files kept in memory at most, in MB; uploads beyond are refused (default 200)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request")
     return parser.parse_args(argv)
+
+
+def batch_error_lines(args: argparse.Namespace) -> list[dict[str, Any]]:
+    custom_ids = [item.strip() for item in args.batch_error_ids.split(",") if item.strip()]
+    if not custom_ids and args.batch_error_every is None:
+        return []
+    rule: dict[str, Any] = {"custom_ids": custom_ids, "every_nth": args.batch_error_every}
+    rule["status_code"] = args.batch_error_status
+    if args.batch_error_code:
+        rule["code"] = args.batch_error_code
+    return [rule]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             retry_after_seconds=args.retry_after,
             hang_seconds=args.hang_seconds,
             max_queue_wait_s=args.max_queue_wait,
+            batch_completion_delay_s=args.batch_completion_delay,
+            batch_outcomes=[item.strip() for item in args.batch_outcomes.split(",") if item.strip()],
+            batch_error_lines=batch_error_lines(args),
+            max_file_storage_bytes=int(args.max_file_storage_mb * 1024 * 1024),
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -80,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(f"DashScope emulator on {server.base_url}", flush=True)
     print(f"  native:     {server.native_base}", flush=True)
-    print(f"  compatible: {server.compatible_base}", flush=True)
+    print(f"  compatible: {server.compatible_base}  (chat/completions, files, batches)", flush=True)
     print(f"  control:    {server.base_url}/_emulator/stats", flush=True)
     try:
         # Waiting with a timeout keeps the main thread responsive to signals on every platform.

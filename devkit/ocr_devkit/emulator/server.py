@@ -13,7 +13,12 @@ Besides the vendor's endpoints it serves a small control API for tests and the l
     GET    /_emulator/faults      the fault settings
     POST   /_emulator/faults      change them: {"script": [...], "fault_rate": .., "kinds": [...],
                                   "seed": .., "latency_ms": .., "retry_after_seconds": .., "hang_seconds": ..}
-    POST   /_emulator/reset       clear faults, stats and the request log
+    GET    /_emulator/batch-faults  the Batch API's knobs (`batch_faults`)
+    POST   /_emulator/batch-faults  change them: {"completion_delay_s": .., "outcomes": [...], "error_lines": [...]}
+    POST   /_emulator/reset       clear faults, stats and the request log, batch faults, files and batches
+
+The vendor's Batch File API (files and batches under the compatible base) is served as `batch_api`
+describes; chat faults never apply to it, batch faults do (`batch_faults`).
 
 Faults apply to the vendor endpoints only, as soon as a request's body has been read (before
 authentication), so a scripted fault always hits the next request whatever it contains.
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import logging
 import socket
@@ -51,6 +57,10 @@ from urllib.parse import urlsplit
 from PIL import Image
 
 from .admission import DEFAULT_MAX_WAIT_S, EngineAdmission, Refused, Verdict, peer_closed
+from .batch_api import BatchApi, Reply, is_batch_path, is_upload
+from .batch_faults import DEFAULT_COMPLETION_DELAY_S, BatchFaults
+from .batch_files import DEFAULT_MAX_TOTAL_BYTES, MAX_UPLOAD_BODY_BYTES, BatchApiError, FileStore
+from .batches import BatchService
 from .engine import Line, shared_engine
 from .faults import FaultInjector, FaultKind, Recorder
 from .protocol import (
@@ -107,6 +117,10 @@ class EmulatorServer:
         hang_seconds: float = 30.0,
         max_logged_requests: int = 200,
         max_queue_wait_s: float = DEFAULT_MAX_WAIT_S,
+        batch_completion_delay_s: float = DEFAULT_COMPLETION_DELAY_S,
+        batch_outcomes: Iterable[Any] = (),
+        batch_error_lines: Iterable[dict[str, Any]] = (),
+        max_file_storage_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -133,6 +147,16 @@ class EmulatorServer:
         # its client has gone, and is answered with a throttling error when it waits too long (see
         # `admission`): stop() waits for at most the one call in progress.
         self.admission = EngineAdmission(max_wait_s=max_queue_wait_s, stopping=self._stopping)
+        self.batch_faults = BatchFaults(
+            completion_delay_s=batch_completion_delay_s, outcomes=batch_outcomes, error_lines=batch_error_lines
+        )
+        self.batches = BatchService(
+            FileStore(max_file_storage_bytes),
+            self.batch_faults,
+            functools.partial(self.reply_body, "compatible"),
+            self.recorder,
+        )
+        self.batch_api = BatchApi(self.batches)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -147,6 +171,7 @@ class EmulatorServer:
             target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="dashscope-emulator", daemon=True
         )
         self._thread.start()
+        self.batches.resume()
         # An emulator nobody stopped is stopped before the interpreter finalizes (see the module's docstring).
         atexit.register(self.stop)
         return self
@@ -167,6 +192,7 @@ class EmulatorServer:
         if thread is not None:
             thread.join(timeout=5)
         httpd.join_request_threads()
+        self.batches.close()
         self._httpd = self._thread = None
 
     def __enter__(self) -> Self:
@@ -224,15 +250,28 @@ class EmulatorServer:
             "abandoned": admission.abandoned,
             "engine_calls": admission.admitted,
             "longest_engine_wait_s": admission.longest_wait_s,
+            "batch": self.batches.stats(),
         }
 
     def reset(self) -> None:
-        """No faults, no latency, empty stats and request log."""
+        """No faults, no latency, empty stats and request log; no batch fault, file or batch."""
         self.faults.reset()
+        self.batch_faults.reset()
+        self.batches.clear()
         self.recorder.reset()
         self.admission.reset_stats()
 
     # --- the model --------------------------------------------------------------------------
+
+    def reply_body(
+        self, mode: Mode, body: Any, request_id: str, client_gone: Callable[[], bool] = lambda: False
+    ) -> dict[str, Any]:
+        """The success body of a request to either endpoint; raises ApiError or Refused as `recognize` does."""
+        request = parse_native(body) if mode == "native" else parse_compatible(body)
+        reply = answer(request, self.recognize(request, client_gone))
+        if mode == "native":
+            return native_body(reply, request_id)
+        return compatible_body(reply, request.model, new_completion_id())
 
     def recognize(self, request: OcrRequest, client_gone: Callable[[], bool] = lambda: False) -> list[Line]:
         """Lines read in the image the model sees: the received image after the vendor's smart_resize.
@@ -358,8 +397,12 @@ class _Handler(BaseHTTPRequestHandler):
         mode = _ROUTES.get(path)
         if mode is not None:
             self._api(mode, path)
+        elif is_batch_path(path):
+            self._batch_api(path)
         elif path == "/_emulator/faults":
             self._configure_faults()
+        elif path == "/_emulator/batch-faults":
+            self._configure_batch_faults()
         elif path == "/_emulator/reset":
             self._read_body()
             self.emulator.reset()
@@ -371,6 +414,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if path in _ROUTES:
             self._method_not_allowed(_ROUTES[path])
+        elif is_batch_path(path):
+            self._batch_api(path)
         elif path == "/_emulator/health":
             self._send_json(200, {"status": "ok"})
         elif path == "/_emulator/stats":
@@ -379,6 +424,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"requests": self.emulator.requests})
         elif path == "/_emulator/faults":
             self._send_json(200, self.emulator.faults.snapshot())
+        elif path == "/_emulator/batch-faults":
+            self._send_json(200, self.emulator.batch_faults.snapshot())
         else:
             self._not_found(path)
 
@@ -387,6 +434,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/_emulator/requests":
             self.emulator.recorder.clear_requests()
             self._send_json(200, {"requests": []})
+        elif is_batch_path(path):
+            self._batch_api(path)
         elif path in _ROUTES:
             self._method_not_allowed(_ROUTES[path])
         else:
@@ -425,8 +474,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._authenticate(mode)
             if body is None:
                 raise ApiError(400, "InvalidParameter", "the request body is not valid JSON")
-            request = parse_native(body) if mode == "native" else parse_compatible(body)
-            reply = answer(request, self.emulator.recognize(request, lambda: peer_closed(self.connection)))
+            payload = self.emulator.reply_body(mode, body, request_id, lambda: peer_closed(self.connection))
         except Refused as refused:
             self._refuse(refused, entry, mode, request_id)
             return
@@ -440,16 +488,34 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(mode, INTERNAL_ERROR, request_id)
             return
 
-        if mode == "native":
-            payload = native_body(reply, request_id)
-        else:
-            payload = compatible_body(reply, request.model, new_completion_id())
         remaining = self.emulator.faults.latency_ms / 1000 - (time.monotonic() - arrived)
         if remaining > 0:
             self.emulator.stopping.wait(remaining)
         # Recorded before the reply leaves, so a client that reads the log right after its reply sees it complete.
         self.emulator.recorder.answered(entry, status=200, request_id=request_id, usage=payload.get("usage"))
         self._send_json(200, payload)
+
+    def _batch_api(self, path: str) -> None:
+        request_id = new_request_id()
+        limit = MAX_UPLOAD_BODY_BYTES if is_upload(self.command, path) else MAX_BODY_BYTES
+        raw = self._read_body(limit)
+        try:
+            try:
+                self._authenticate("compatible")
+            except ApiError as error:
+                self._send_json(error.status, compatible_error_body(error, request_id))
+                return
+            reply = self.emulator.batch_api.handle(
+                self.command,
+                path,
+                query=urlsplit(self.path).query,
+                content_type=self.headers.get("Content-Type", ""),
+                body=raw,
+                key_suffix=self._key_suffix(),
+            )
+        except BatchApiError as error:
+            reply = Reply(error.status, json.dumps(error.body(request_id)).encode("utf-8"))
+        self._send_bytes(reply.status, reply.body, content_type=reply.content_type)
 
     def _refuse(self, refused: Refused, entry: dict[str, Any], mode: Mode, request_id: str) -> None:
         """A request that did not get the engine: throttled when shed, dropped when nobody waits for it."""
@@ -506,15 +572,26 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send_json(200, snapshot)
 
+    def _configure_batch_faults(self) -> None:
+        try:
+            settings = json.loads(self._read_body() or b"{}")
+            if not isinstance(settings, dict):
+                raise ValueError("the body must be a JSON object of batch fault settings")
+            snapshot = self.emulator.batch_faults.configure(**settings)
+        except (ValueError, TypeError) as exc:
+            self._send_json(400, {"error": str(exc)})
+            return
+        self._send_json(200, snapshot)
+
     # --- plumbing ------------------------------------------------------------------------------
 
-    def _read_body(self) -> bytes | None:
+    def _read_body(self, limit: int = MAX_BODY_BYTES) -> bytes | None:
         """The request body, or None when it is too big to read (the connection is then closed)."""
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = 0
-        if length > MAX_BODY_BYTES:
+        if length > limit:
             self.close_connection = True
             return None
         return self.rfile.read(length) if length > 0 else b""
@@ -536,10 +613,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self._send_bytes(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"), headers)
 
-    def _send_bytes(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    def _send_bytes(
+        self,
+        status: int,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json; charset=utf-8",
+    ) -> None:
         try:
             self.send_response(status, HTTPStatus(status).phrase)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
