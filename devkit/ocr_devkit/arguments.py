@@ -7,6 +7,7 @@ without importing the entry point that imports them.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from ocr_devkit.run import TEMPLATE
 from ocr_devkit.run_batch import DEFAULT_BATCH_DELAY_S
 
 BACKENDS = ("emulator", "dashscope", "openai")
+# The CLI's exit code for a set-up it refuses before anything starts (cli.EXIT_CONFIGURATION).
+EXIT_REFUSED = 3
 
 
 def load_schema(value: str | None) -> dict[str, Any] | None:
@@ -94,3 +97,9 @@ def check_batch_lane(models: list[str | None], regions: list[str | None]) -> Non
                     model=name,
                     region=where.value,
                 )
+
+
+def refused(error: BatchLaneUnsupported) -> int:
+    """Print a refusal of the set-up (as a model the region does not offer) and give its exit code."""
+    print(f"error {error.code}: {error.message}", file=sys.stderr)
+    return EXIT_REFUSED

@@ -34,13 +34,14 @@ from ocr_devkit.arguments import (
     add_template_argument,
     check_batch_lane,
     load_schema,
+    refused,
 )
 from ocr_devkit.run import EMULATOR_API_KEY
 
 EXIT_OK = 0
 EXIT_DOCUMENT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_CONFIGURATION = 3
+EXIT_CONFIGURATION = 3  # arguments.EXIT_REFUSED
 EXIT_INTERNAL = 4
 
 
@@ -294,12 +295,6 @@ def command_run(args: argparse.Namespace) -> int:
     else:
         print_summary(report)
     return EXIT_OK if not report.failed else EXIT_DOCUMENT_FAILED
-
-
-def refused(error: OcrPipelineError) -> int:
-    """A refusal of the set-up before anything starts (as a model the region does not offer): exit 3."""
-    print(f"error {error.code}: {error.message}", file=sys.stderr)
-    return EXIT_CONFIGURATION
 
 
 EPILOG = """exit codes:
