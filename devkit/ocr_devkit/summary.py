@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ocr_devkit.run import RunReport
@@ -23,8 +23,8 @@ class ProgressDisplay:
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("pages"),
+            # "settled/total pages" for a document; nothing for the batch lane's line, which has no total.
+            TextColumn("{task.fields[counts]}"),
             TimeElapsedColumn(),
             console=Console(stderr=True),
             transient=False,
@@ -42,8 +42,8 @@ class ProgressDisplay:
     def update(self, progress: dict[str, tuple[int, int]], finished: set[str]) -> None:
         for key, (settled, total) in sorted(progress.items()):
             if key not in self.tasks:
-                self.tasks[key] = self.progress.add_task(key, total=total)
-            self.progress.update(self.tasks[key], completed=settled, total=total)
+                self.tasks[key] = self.progress.add_task(key, total=total, counts="")
+            self.progress.update(self.tasks[key], completed=settled, total=total, counts=f"{settled}/{total} pages")
 
     def update_batches(self, batches: BatchProgress) -> None:
         """One line for the batch lane: pages waiting for a batch file, batches open, batches done."""
@@ -52,7 +52,7 @@ class ProgressDisplay:
             f"{batches.batches_done} done"
         )
         if self.batch_task is None:
-            self.batch_task = self.progress.add_task(description, total=None)
+            self.batch_task = self.progress.add_task(description, total=None, counts="")
         self.progress.update(self.batch_task, description=description)
 
 

@@ -264,3 +264,22 @@ def test_a_real_time_run_has_no_batch_line(tmp_path: Path, capsys: pytest.Captur
 
     assert "batch lane" not in capsys.readouterr().out
     assert batch_figures(events)["pages_billed_batch"] == 0
+
+
+def test_the_progress_display_adds_one_line_for_the_batch_lane() -> None:
+    from ocr_devkit.run_batch import BatchProgress
+    from ocr_devkit.summary import ProgressDisplay
+    from rich.console import Console
+
+    display = ProgressDisplay()
+    display.update({"report.pdf": (1, 3)}, set())
+    display.update_batches(BatchProgress(pages_queued=2, batches_open=1, batches_done=0))
+    display.update_batches(BatchProgress(pages_queued=0, batches_open=0, batches_done=1))
+    console = Console(width=160, record=True)
+    console.print(display.progress.make_tasks_table(display.progress.tasks))
+    lines = console.export_text().splitlines()
+
+    assert len(lines) == 2
+    assert lines[0].startswith("report.pdf") and "1/3 pages" in lines[0]
+    assert lines[1].startswith("batch lane: 0 page(s) queued · 0 batch(es) open · 1 done")
+    assert "pages" not in lines[1].removeprefix("batch lane: 0 page(s) queued")
