@@ -19,7 +19,7 @@ from typing import Any
 
 from ocr_pipeline.adapters.dashscope import OcrServiceSettings, QwenOcrClient, WireProtocol
 from ocr_pipeline.catalog import DEFAULT_MODEL, Region
-from ocr_pipeline.errors import ConfigurationError, InvalidRequest, OcrPipelineError
+from ocr_pipeline.errors import BatchLaneUnsupported, ConfigurationError, InvalidRequest, OcrPipelineError
 from ocr_pipeline.field_checks import parse_validators, validate_fields
 from ocr_pipeline.pipeline.documents import SNIFF_BYTES, count_pages, detect_kind, prepare_page
 from ocr_pipeline.pipeline.model import DocumentKind
@@ -27,13 +27,21 @@ from ocr_pipeline.pricing import format_money
 from ocr_pipeline.recognition import Recognition, Recognizer, budget_for
 from ocr_pipeline.tasks import OcrTask, TaskOptions
 
-from ocr_devkit.arguments import BACKENDS, add_template_argument, load_schema
+from ocr_devkit.arguments import (
+    BACKENDS,
+    add_batch_delay_argument,
+    add_mode_argument,
+    add_template_argument,
+    check_batch_lane,
+    load_schema,
+    refused,
+)
 from ocr_devkit.run import EMULATOR_API_KEY
 
 EXIT_OK = 0
 EXIT_DOCUMENT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_CONFIGURATION = 3
+EXIT_CONFIGURATION = 3  # arguments.EXIT_REFUSED
 EXIT_INTERNAL = 4
 
 
@@ -249,6 +257,11 @@ def command_run(args: argparse.Namespace) -> int:
         load_schema(args.schema)
     schema_text = json.dumps(load_schema(args.schema), ensure_ascii=False) if args.schema else None
     check_model(args)
+    if args.mode == "batch":
+        try:
+            check_batch_lane([args.model], [args.region])
+        except BatchLaneUnsupported as error:
+            return refused(error)
     options = RunOptions(
         paths=[Path(p) for p in args.paths],
         out_dir=Path(args.out),
@@ -268,11 +281,13 @@ def command_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         overlays=args.overlays,
         template=args.template,
+        mode=args.mode,
+        batch_delay_s=args.batch_delay,
     )
     display = None if args.json or not sys.stderr.isatty() else ProgressDisplay()
     if display is not None:
         with display:
-            report = run_pipeline(options, on_progress=display.update)
+            report = run_pipeline(options, on_progress=display.update, on_batch_progress=display.update_batches)
     else:
         report = run_pipeline(options)
     if args.json:
@@ -287,7 +302,7 @@ EPILOG = """exit codes:
   1    a document failed, or did not finish in time (its error code is printed)
   2    bad command line
   3    configuration: missing API key, a model the region does not offer, no AWS credentials,
-       a template rule or parameter refused
+       a template rule or parameter refused, --mode batch where the batch lane is not offered
   4    internal error, a bug of ours (OCR_PIPELINE_DEBUG=1 shows the traceback)
   130  interrupted
 
@@ -343,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--overlays", action="store_true", help="draw the boxes of advanced_recognition into out/overlays/"
     )
+    add_mode_argument(run)
+    add_batch_delay_argument(run)
     run.set_defaults(handler=command_run)
 
     from ocr_devkit.operate import add_commands

@@ -27,7 +27,9 @@ a page drawn coarser holds as much text), scaled by what the task writes around 
 
 Every range is capped at the model's maximum output (4,096 or 8,192 tokens). Cost per model and
 region comes from the price table: input x input price + output x output price, as a range over
-the output range; an unpriced model/region pair says so instead of guessing.
+the output range; an unpriced model/region pair says so instead of guessing. With `--mode batch` the
+batch price (the table's batch discount) stands next to the real-time one; a model and region the
+Batch File API does not take are refused (exit 3) rather than given a price the lane does not have.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ocr_pipeline.catalog import ModelSpec, Region, model_spec
-from ocr_pipeline.errors import OcrPipelineError
+from ocr_pipeline.errors import BatchLaneUnsupported, OcrPipelineError
 from ocr_pipeline.imaging import (
     DEFAULT_LIMITS,
     DEFAULT_PDF_RENDER_DPI,
@@ -52,14 +54,14 @@ from ocr_pipeline.imaging import (
 from ocr_pipeline.ocr_service import prompt_for
 from ocr_pipeline.pdf import MAX_RENDER_DPI, POINTS_PER_INCH, pdf_page_count, pdf_page_resolutions
 from ocr_pipeline.pipeline.documents import SNIFF_BYTES, detect_kind
-from ocr_pipeline.pipeline.model import DocumentKind
-from ocr_pipeline.pricing import PriceNotFound, PriceTable, default_price_table, format_money
+from ocr_pipeline.pipeline.model import DocumentKind, Lane
+from ocr_pipeline.pricing import PriceNotFound, PriceTable, UnitPrice, default_price_table, format_money
 from ocr_pipeline.recognition import budget_for
 from ocr_pipeline.tasks import OcrTask, TaskOptions
 from ocr_pipeline.tokens import image_tokens
 from pydantic import BaseModel, Field, field_serializer
 
-from ocr_devkit.arguments import load_schema
+from ocr_devkit.arguments import add_mode_argument, check_batch_lane, load_schema, refused
 from ocr_devkit.emulator.tokenizer import prompt_tokens
 from ocr_devkit.run import collect_uploads
 
@@ -118,6 +120,19 @@ class FileEstimate(BaseModel):
     error_message: str | None = None
 
 
+class BatchCost(BaseModel):
+    """The same tokens at the batch price (the vendor's Batch File API)."""
+
+    input_per_million: Decimal
+    output_per_million: Decimal
+    low: Decimal
+    high: Decimal
+
+    @field_serializer("input_per_million", "output_per_million", "low", "high")
+    def _money(self, value: Decimal) -> str:
+        return format_money(value)
+
+
 class RegionCost(BaseModel):
     region: Region
     priced: bool
@@ -128,6 +143,7 @@ class RegionCost(BaseModel):
     low: Decimal | None = None
     high: Decimal | None = None
     note: str | None = None
+    batch: BatchCost | None = None  # with --mode batch
 
     @field_serializer("input_per_million", "output_per_million", "low", "high")
     def _money(self, value: Decimal | None) -> str | None:
@@ -151,6 +167,7 @@ class ModelEstimate(BaseModel):
 
 class EstimateReport(BaseModel):
     task: str | None
+    mode: str = "realtime"
     # The bounds the options name; None: each model's own defaults (see ModelEstimate).
     min_pixels: int | None
     max_pixels: int | None
@@ -281,7 +298,9 @@ def estimate_file(
     )
 
 
-def region_cost(prices: PriceTable, model: str, region: Region, input_tokens: int, output: TokenRange) -> RegionCost:
+def region_cost(
+    prices: PriceTable, model: str, region: Region, input_tokens: int, output: TokenRange, *, batch: bool = False
+) -> RegionCost:
     try:
         price = prices.price_for(model, region)
     except PriceNotFound:
@@ -290,11 +309,21 @@ def region_cost(prices: PriceTable, model: str, region: Region, input_tokens: in
         )
     unit = Decimal(prices.unit_tokens)
 
-    def cost(output_tokens: int) -> Decimal:
+    def cost(output_tokens: int, price: UnitPrice = price) -> Decimal:
         return (
             Decimal(input_tokens) * price.input_per_million + Decimal(output_tokens) * price.output_per_million
         ) / unit
 
+    batch_cost = None
+    if batch:
+        # PriceNotFound here is a lane the table has no discount for: refused, never priced as real time.
+        batch_price = prices.price_for(model, region, batch=True)
+        batch_cost = BatchCost(
+            input_per_million=batch_price.input_per_million,
+            output_per_million=batch_price.output_per_million,
+            low=cost(output.low, batch_price),
+            high=cost(output.high, batch_price),
+        )
     return RegionCost(
         region=region,
         priced=True,
@@ -304,6 +333,7 @@ def region_cost(prices: PriceTable, model: str, region: Region, input_tokens: in
         price_table=price.price_table,
         low=cost(output.low),
         high=cost(output.high),
+        batch=batch_cost,
     )
 
 
@@ -315,6 +345,7 @@ def estimate(
     *,
     prices: PriceTable | None = None,
     limits: PreparationLimits = DEFAULT_LIMITS,
+    batch: bool = False,
 ) -> EstimateReport:
     prices = prices or default_price_table()
     specs = [model_spec(name) for name in models]  # unknown names fail before any file is read
@@ -337,12 +368,16 @@ def estimate(
                 image_tokens=sum(f.image_tokens for f in files),
                 input_tokens=input_tokens,
                 output_tokens=output,
-                costs=[region_cost(prices, spec.name, region, input_tokens, output) for region in regions],
+                costs=[region_cost(prices, spec.name, region, input_tokens, output, batch=batch) for region in regions],
             )
         )
     task = options.effective_task
     return EstimateReport(
-        task=task.value if task else None, min_pixels=options.min_pixels, max_pixels=options.max_pixels, models=results
+        task=task.value if task else None,
+        mode="batch" if batch else "realtime",
+        min_pixels=options.min_pixels,
+        max_pixels=options.max_pixels,
+        models=results,
     )
 
 
@@ -391,6 +426,12 @@ def format_report(report: EstimateReport) -> str:
                 f"{format_money(cost.output_per_million or Decimal(0))} out per million tokens, "
                 f"price table {cost.price_table})"
             )
+            if cost.batch is not None:
+                lines.append(
+                    f"  batch {cost.region.value:<3} {format_money(cost.batch.low)} – {format_money(cost.batch.high)} "
+                    f"{cost.currency}  ({format_money(cost.batch.input_per_million)} in / "
+                    f"{format_money(cost.batch.output_per_million)} out per million tokens, the Batch File API)"
+                )
         lines.append("")
     lines.append(
         "Image tokens are exact (the vendor's formula on the sizes the pipeline sends); prompt tokens are close;"
@@ -418,8 +459,14 @@ def command_estimate(args: argparse.Namespace) -> int:
     models = list(dict.fromkeys(args.model or [DEFAULT_MODEL]))
     regions = list(dict.fromkeys(Region(r) for r in (args.region or [DEFAULT_REGION.value])))
     limits = PreparationLimits(pdf_render_dpi=args.pdf_render_dpi)
+    batch = args.mode == Lane.BATCH.value
+    if batch:
+        try:
+            check_batch_lane(models, [region.value for region in regions])
+        except BatchLaneUnsupported as error:
+            return refused(error)
     try:
-        report = estimate([Path(p) for p in args.paths], options, models, regions, limits=limits)
+        report = estimate([Path(p) for p in args.paths], options, models, regions, limits=limits, batch=batch)
     except (FileNotFoundError, ValueError) as error:
         raise InvalidRequest(str(error)) from None
     if args.json:
@@ -460,5 +507,6 @@ def add_commands(commands: Any) -> None:
         help=f"the stack's PdfRenderDpi: dpi of a PDF page of text (default {DEFAULT_PDF_RENDER_DPI:g}; "
         "0 = to the pixel budget)",
     )
+    add_mode_argument(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=command_estimate)

@@ -3,6 +3,7 @@
 Starts the local stack from template.yaml (and the emulator, unless a real backend is chosen),
 uploads every file to the input bucket with the options as object metadata, records every
 message the topic publishes, and waits until each document has completed or failed.
+With `mode=batch` the uploads carry `ocr-mode: batch` and the batch lane runs locally (run_batch.py).
 """
 
 from __future__ import annotations
@@ -19,8 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from ocr_pipeline.pipeline.events import EventEnvelope
-from ocr_pipeline.pipeline.routing import META_PROMPT, META_SCHEMA, META_TASK
+from ocr_pipeline.pipeline.model import Lane
+from ocr_pipeline.pipeline.routing import META_MODE, META_PROMPT, META_SCHEMA, META_TASK
 from pydantic import BaseModel, Field
+
+from ocr_devkit.run_batch import (
+    BATCH_QUEUE,
+    DEFAULT_BATCH_DELAY_S,
+    SCHEDULE_INTERVAL_S,
+    BatchProgress,
+    BatchProgressReader,
+    batch_allowance_s,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -77,6 +88,10 @@ class RunOptions(BaseModel):
     template: Path = TEMPLATE  # the SAM template the local stack is derived from (`-t`)
     # Set in every function on top of the template's environment (as `sam local invoke --env-vars`).
     function_env: dict[str, str] = Field(default_factory=dict)
+    # The lane of every upload: realtime (a call per page) or batch (the vendor's Batch File API).
+    mode: Lane = Lane.REALTIME
+    # Batch mode: seconds the emulator takes to complete a batch after it was created.
+    batch_delay_s: float = Field(default=DEFAULT_BATCH_DELAY_S, ge=0.0)
 
 
 class Upload(BaseModel):
@@ -88,6 +103,7 @@ class DocumentOutcome(BaseModel):
     path: str
     key: str
     status: str  # completed, failed, timed_out
+    lane: str | None = None  # document.completed's or document.failed's lane
     job_id: str | None = None
     task: str | None = None
     pages: int | None = None
@@ -150,6 +166,8 @@ def upload_metadata(options: RunOptions) -> dict[str, str]:
         metadata[META_SCHEMA] = options.schema_text
     if options.prompt:
         metadata[META_PROMPT] = options.prompt
+    if options.mode is Lane.BATCH:
+        metadata[META_MODE] = Lane.BATCH.value
     return metadata
 
 
@@ -168,13 +186,20 @@ def ocr_backend(options: RunOptions) -> Iterator[tuple[dict[str, str], str | Non
     if options.backend == "emulator":
         from ocr_devkit.emulator.server import EmulatorServer
 
+        batch: dict[str, Any] = {}
+        if options.mode is Lane.BATCH:
+            batch["batch_completion_delay_s"] = options.batch_delay_s
         with EmulatorServer(
             fault_rate=options.fault_rate,
             seed=options.seed,
             latency_ms=options.emulator_latency_ms,
             hang_seconds=FAULT_RUN_HANG_S,
+            **batch,
         ) as server:
             parameters.update(OcrProtocol="dashscope", OcrBaseUrl=options.base_url or server.native_base)
+            if options.mode is Lane.BATCH:
+                # The Batch File API is served on the compatible-mode base, the emulator's as the vendor's.
+                parameters["OcrBatchBaseUrl"] = server.compatible_base
             yield parameters, EMULATOR_API_KEY, server
         return
     parameters["OcrProtocol"] = "dashscope" if options.backend == "dashscope" else "openai"
@@ -227,6 +252,7 @@ def _outcome(upload: Upload, envelope: EventEnvelope | None) -> DocumentOutcome:
             path=str(upload.path),
             key=upload.key,
             status="failed",
+            lane=data.get("lane"),
             job_id=data["job_id"],
             task=data.get("task"),
             pages=data.get("page_count"),
@@ -238,6 +264,7 @@ def _outcome(upload: Upload, envelope: EventEnvelope | None) -> DocumentOutcome:
         path=str(upload.path),
         key=upload.key,
         status="completed",
+        lane=data.get("lane"),
         job_id=data["job_id"],
         task=data.get("task"),
         pages=data["page_count"],
@@ -368,6 +395,8 @@ def local_stack(
         runner_options: dict[str, Any] = {"kill_rate": options.kill_rate}
         if emulator is not None:
             runner_options["concurrency_cap"] = options.max_concurrency or EMULATOR_RUN_CONCURRENCY
+        if options.mode is Lane.BATCH:
+            runner_options["schedule_interval_s"] = SCHEDULE_INTERVAL_S
         local = stack.enter_context(
             LocalStack(
                 options.template,
@@ -424,16 +453,26 @@ def release_emulator_engine() -> None:
         shared_engine().close()
 
 
-def run_pipeline(options: RunOptions, *, on_progress: ProgressCallback | None = None) -> RunReport:
+def run_pipeline(
+    options: RunOptions,
+    *,
+    on_progress: ProgressCallback | None = None,
+    on_batch_progress: Callable[[BatchProgress], None] | None = None,
+) -> RunReport:
     with termination_as_interrupt():
         try:
-            return _run_pipeline(options, on_progress=on_progress)
+            return _run_pipeline(options, on_progress=on_progress, on_batch_progress=on_batch_progress)
         finally:
             if options.backend == "emulator":
                 release_emulator_engine()
 
 
-def _run_pipeline(options: RunOptions, *, on_progress: ProgressCallback | None) -> RunReport:
+def _run_pipeline(
+    options: RunOptions,
+    *,
+    on_progress: ProgressCallback | None,
+    on_batch_progress: Callable[[BatchProgress], None] | None,
+) -> RunReport:
     started = time.monotonic()
     uploads = collect_uploads(options.paths)
     out = options.out_dir
@@ -446,12 +485,22 @@ def _run_pipeline(options: RunOptions, *, on_progress: ProgressCallback | None) 
             with upload.path.open("rb") as body:
                 pipeline.upload(upload.key, body, content_type=content_type, metadata=metadata)
         dynamodb = pipeline.stack.boto3_client("dynamodb")
+        batches = None
+        timeout_s = options.timeout_s
+        if options.mode is Lane.BATCH:
+            queue_url = pipeline.stack.resources[BATCH_QUEUE].url
+            batches = BatchProgressReader(pipeline.stack.boto3_client("sqs"), queue_url, dynamodb, pipeline.jobs_table)
+            timeout_s += batch_allowance_s(options.batch_delay_s)
 
         def report_progress(final: dict[str, EventEnvelope]) -> None:
             if on_progress is not None:
                 on_progress(job_progress(dynamodb, pipeline.jobs_table), set(final))
+            if batches is not None:
+                progress = batches.read()
+                if on_batch_progress is not None:
+                    on_batch_progress(progress)
 
-        final = pipeline.wait_for_documents({u.key for u in uploads}, options.timeout_s, report_progress)
+        final = pipeline.wait_for_documents({u.key for u in uploads}, timeout_s, report_progress)
         # Billing events of the last pages, and late duplicates, may still be on their way.
         from ocr_devkit.stack.invocation import IdleTimeoutError
 
@@ -487,6 +536,8 @@ def _run_pipeline(options: RunOptions, *, on_progress: ProgressCallback | None) 
         stats: dict[str, Any] = {"functions": pipeline.stack.runner.stats_dict()}
         if pipeline.emulator is not None:
             stats["emulator"] = pipeline.emulator.stats
+        if batches is not None:
+            stats["batch"] = batches.read().model_dump()
     return RunReport(
         documents=documents,
         events_file=str(events_file),

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ocr_devkit.run import RunReport
+from ocr_devkit.run_batch import BatchProgress
 
 
 class ProgressDisplay:
@@ -22,13 +23,14 @@ class ProgressDisplay:
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("pages"),
+            # "settled/total pages" for a document; nothing for the batch lane's line, which has no total.
+            TextColumn("{task.fields[counts]}"),
             TimeElapsedColumn(),
             console=Console(stderr=True),
             transient=False,
         )
         self.tasks: dict[str, Any] = {}
+        self.batch_task: Any = None
 
     def __enter__(self) -> ProgressDisplay:
         self.progress.start()
@@ -40,8 +42,18 @@ class ProgressDisplay:
     def update(self, progress: dict[str, tuple[int, int]], finished: set[str]) -> None:
         for key, (settled, total) in sorted(progress.items()):
             if key not in self.tasks:
-                self.tasks[key] = self.progress.add_task(key, total=total)
-            self.progress.update(self.tasks[key], completed=settled, total=total)
+                self.tasks[key] = self.progress.add_task(key, total=total, counts="")
+            self.progress.update(self.tasks[key], completed=settled, total=total, counts=f"{settled}/{total} pages")
+
+    def update_batches(self, batches: BatchProgress) -> None:
+        """One line for the batch lane: pages waiting for a batch file, batches open, batches done."""
+        description = (
+            f"batch lane: {batches.pages_queued} page(s) queued · {batches.batches_open} batch(es) open · "
+            f"{batches.batches_done} done"
+        )
+        if self.batch_task is None:
+            self.batch_task = self.progress.add_task(description, total=None, counts="")
+        self.progress.update(self.batch_task, description=description)
 
 
 # Warnings printed per document under the table; the rest are in its result file.
@@ -66,6 +78,8 @@ def print_summary(report: RunReport) -> None:
             notes += [f"{len(doc.warnings)} warning(s)"] if doc.warnings else []
             status = f"[yellow]completed, {', '.join(notes)}[/yellow]"
         cost = f"{doc.cost} {doc.currency}" if doc.cost is not None else "-"
+        if doc.cost is not None and doc.lane == "batch":
+            cost += " (batch)"
         if doc.cost is not None:
             total += Decimal(doc.cost)
             currencies.add(doc.currency)
@@ -93,6 +107,8 @@ def print_summary(report: RunReport) -> None:
         f"events: {events} → {report.events_file} · {report.elapsed_s} s"
     )
     figures = run_figures(report)
+    if figures["pages_billed_batch"] or report.stats.get("batch"):
+        console.print(batch_line(figures, report.stats.get("batch") or {}), highlight=False)
     faults = ", ".join(f"{count} {kind}" for kind, count in figures["faults_by_kind"].items() if count)
     console.print(
         f"documents {figures['documents']} · pages {figures['pages']} (recognized {figures['pages_recognized']}) · "
@@ -147,7 +163,67 @@ def run_figures(report: RunReport) -> dict[str, Any]:
         "repeated_event_ids": sum(count - 1 for count in ids.values() if count > 1),
         # From a call's first fault to its success: what a transient failure cost the page it hit.
         "recovery_s": emulator.get("recoveries", {}),
+        **batch_figures(Path(report.events_file)),
     }
+
+
+def batch_figures(events_file: Path) -> dict[str, Any]:
+    """Pages billed at the batch price and what they cost, from the usage.recorded events, with what the same
+    tokens cost at the real-time price (the price table's, for each page's model and region).
+
+    A page without a batch cost (an unpriced model) or without a real-time price leaves the sum it belongs
+    to out (None) rather than understated.
+    """
+    from ocr_pipeline.pricing import PriceNotFound, cost_of, default_price_table, format_money
+    from ocr_pipeline.usage import Usage
+
+    prices = default_price_table()
+    pages = 0
+    cost: Decimal | None = Decimal(0)
+    realtime: Decimal | None = Decimal(0)
+    currencies: set[str] = set()
+    for line in _lines(events_file):
+        envelope = json.loads(line)
+        data = envelope.get("data") or {}
+        if envelope.get("event_type") != "usage.recorded" or data.get("pricing") != "batch":
+            continue
+        pages += 1
+        if data.get("cost") is None:
+            cost = realtime = None
+            continue
+        if cost is not None:
+            cost += Decimal(data["cost"])
+        currencies.add(data["currency"])
+        usage = Usage(input_tokens=data["input_tokens"], output_tokens=data["output_tokens"], image_tokens=0)
+        try:
+            price = prices.price_for(data["model"], data["region"])
+        except PriceNotFound:
+            realtime = None
+            continue
+        if realtime is not None:
+            realtime += cost_of(usage, price, unit_tokens=prices.unit_tokens).amount
+    return {
+        "pages_billed_batch": pages,
+        "batch_cost": format_money(cost) if pages and cost is not None else None,
+        "batch_cost_at_realtime_price": format_money(realtime) if pages and realtime is not None else None,
+        "batch_currency": currencies.pop() if len(currencies) == 1 else None,
+    }
+
+
+def batch_line(figures: dict[str, Any], progress: dict[str, Any]) -> str:
+    """The batch lane's line under the table: pages billed at the batch price, their cost, the batches."""
+    line = f"batch lane: {_count(figures['pages_billed_batch'], 'page')} billed at the batch price"
+    currency = figures["batch_currency"] or ""
+    if figures["batch_cost"] is not None:
+        line += f", {figures['batch_cost']} {currency}"
+    if figures["batch_cost_at_realtime_price"] is not None:
+        line += f" ({figures['batch_cost_at_realtime_price']} {currency} at the real-time price)"
+    if progress:
+        line += (
+            f" · batches done {progress.get('batches_done', 0)}, still open {progress.get('batches_open', 0)}"
+            f" · pages still queued {progress.get('pages_queued', 0)}"
+        )
+    return line
 
 
 def _lines(path: Path) -> list[str]:

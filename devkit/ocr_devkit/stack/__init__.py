@@ -7,6 +7,7 @@
       pool.py          each function's worker processes
       sqs_poller.py    SQS event source mappings
       async_invoke.py  S3/SNS events as asynchronous invocations, with retries and destinations
+      schedules.py     Schedule/ScheduleV2 events: a timer per schedule, each tick an async invocation
       invocation.py    the runner's options and its record of what ran
     worker.py     the worker process (standard library only)
     metering.py   every signed request counted in AWS's billing units (dynamodb_units.py: DynamoDB's)

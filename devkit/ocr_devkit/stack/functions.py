@@ -7,8 +7,9 @@ The event sources and async settings are read from SAM's transform (`cfn.sam_tra
 CloudFormation gets them: SQS event source mappings, SNS subscriptions, event invoke configs and dead-letter
 configs, whether SAM generated them from `Events`/`EventInvokeConfig` or the template declares them. S3
 events are the exception: SAM folds them into the bucket's NotificationConfiguration, where the event they
-came from is lost, and the runner names each event's hidden queue after it; they are read as declared.
-Events that have no local meaning (Schedule, Api, streams, ...) are listed in `skipped_events`.
+came from is lost, and the runner names each event's hidden queue after it; they are read as declared, and
+so are Schedule and ScheduleV2 events (`schedules.py`), which the runner fires on a timer. Events that have
+no local meaning (Api, streams, ...) are listed in `skipped_events`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .cfn import (
     sam_transform,
     short_hash,
 )
+from .schedules import SCHEDULE_EVENT_TYPES, ScheduleEventSource, schedule_source
 
 DEFAULT_TIMEOUT_S = 3
 DEFAULT_MEMORY_MB = 128
@@ -81,7 +83,7 @@ class SnsEventSource:
     kind: Literal["SNS"] = "SNS"
 
 
-EventSource = SqsEventSource | S3EventSource | SnsEventSource
+EventSource = SqsEventSource | S3EventSource | SnsEventSource | ScheduleEventSource
 
 
 @dataclass(frozen=True)
@@ -211,8 +213,8 @@ def _layer_dirs(resolved: ResolvedTemplate, layers: list[Any], notes: list[str])
 def _declared_events(
     resolved: ResolvedTemplate, logical_id: str, events: Mapping[str, Any], skipped: list[str]
 ) -> list[EventSource]:
-    """The S3 events of a function's `Events` (see the module's docstring); the kinds with no local source
-    are listed in `skipped`. SQS and SNS events come from the transform (`_generated_sources`)."""
+    """The S3 and schedule events of a function's `Events` (see the module's docstring); the kinds with no
+    local source are listed in `skipped`. SQS and SNS events come from the transform (`_generated_sources`)."""
     sources: list[EventSource] = []
     for name, event in events.items():
         where = f"Resources.{logical_id}.Properties.Events.{name}"
@@ -236,6 +238,8 @@ def _declared_events(
                     queue_logical_id=hidden_queue_logical_id(logical_id, name),
                 )
             )
+        elif kind in SCHEDULE_EVENT_TYPES:
+            sources.append(schedule_source(resolved, logical_id, name, kind, props, where))
         elif kind not in ("SQS", "SNS"):
             skipped.append(f"{name} ({kind}): no local event source")
     return sources

@@ -35,6 +35,8 @@ class RunnerOptions:
     deliver_s3_test_events: bool = True  # hand S3's s3:TestEvent to the handler, as the hidden queue receives it
     history_size: int = 1000
     functions: tuple[str, ...] | None = None  # run only these logical ids (None: all)
+    # Every Schedule/ScheduleV2 event fires at this interval instead of its rate or cron (None: as declared).
+    schedule_interval_s: float | None = None
 
 
 @dataclass

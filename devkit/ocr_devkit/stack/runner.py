@@ -9,6 +9,8 @@ Semantics kept from Lambda, each in its own module:
   responses; failed records come back and the queue's RedrivePolicy moves them to the DLQ.
 * **S3 and SNS event sources** (`async_invoke.py`): asynchronous invocations, retried, then sent to the
   OnFailure destination or DeadLetterQueue.
+* **Schedule and ScheduleV2 events** (`schedules.py`): a timer per schedule, each tick an asynchronous
+  invocation with the Scheduled Event payload, retried as above.
 
 Local shortcuts (same semantics, faster clock):
 
@@ -18,6 +20,7 @@ Local shortcuts (same semantics, faster clock):
   visibility the function set itself keeps what the function set, as on AWS: a held lease's remaining
   time, or the functions' own retry backoff, whose base (`RETRY_BACKOFF_BASE_S`) the runner sets to this
   delay.
+* `schedule_interval_s`: every schedule fires at this interval instead of its rate or cron.
 * `duplicate_rate`: a share of deliveries is invoked twice with the identical event, as at-least-once
   delivery can. The original invocation decides what is deleted; the duplicate only counts in the stats.
   Workers then count their successful AWS writes per invocation, and a duplicate that succeeded without
@@ -50,6 +53,7 @@ from .polling import QueuePoller
 from .pool import FunctionPool, worker_environment
 from .provision import StackResources
 from .roles import assume, function_roles
+from .schedules import ScheduleEventSource, ScheduleTrigger, scheduled_event
 from .sqs_poller import SqsPoller
 
 
@@ -134,6 +138,7 @@ class Runner:
             queue_url=self._queue_url,
         )
         self._pollers = self._build_pollers(role_clients, invoker)
+        self._triggers = self._build_triggers(invoker)
 
     # -- set-up ---------------------------------------------------------------------------------------------------
 
@@ -158,6 +163,8 @@ class Runner:
                     "options": self.options,
                     "stopping": self._stopping,
                 }
+                if isinstance(event, ScheduleEventSource):
+                    continue  # a timer, not a queue (`_build_triggers`)
                 if isinstance(event, SqsEventSource):
                     if not event.enabled:
                         self.warnings.append(f"{label}: Enabled is false; not polled")
@@ -198,6 +205,41 @@ class Runner:
                     )
         return pollers
 
+    def _build_triggers(self, invoker: AsyncInvoker) -> list[ScheduleTrigger]:
+        triggers: list[ScheduleTrigger] = []
+        for spec in self.functions.values():
+            for event in spec.events:
+                if not isinstance(event, ScheduleEventSource):
+                    continue
+                label = f"{spec.logical_id}.{event.name}"
+                if not event.enabled:
+                    self.warnings.append(f"{label}: the schedule is disabled; it never fires")
+                    continue
+                pool = self._pools[spec.logical_id]
+
+                def fire(payload: Any, pool: FunctionPool = pool, label: str = label) -> None:
+                    # EventBridge invokes asynchronously: Lambda's async queue retries a failed tick.
+                    invoker.run(pool, payload, label, time.monotonic())
+
+                def payload(due: Any, event: ScheduleEventSource = event) -> Any:
+                    return scheduled_event(
+                        event, account_id=self.resources.account_id, region=self.region, fired_at=due
+                    )
+
+                triggers.append(
+                    ScheduleTrigger(
+                        label=label,
+                        event=event,
+                        fire=fire,
+                        payload=payload,
+                        ledger=self._ledger,
+                        stopping=self._stopping,
+                        concurrency=self.options.async_concurrency,
+                        interval_s=self.options.schedule_interval_s,
+                    )
+                )
+        return triggers
+
     def environment_for(self, spec: FunctionSpec) -> dict[str, str]:
         """The whole environment a new worker of `spec` gets (see `pool.worker_environment`)."""
         return worker_environment(
@@ -217,17 +259,23 @@ class Runner:
         self._started = True
         for poller in self._pollers:
             poller.start()
+        for trigger in self._triggers:
+            trigger.start()
         return self
 
     def stop(self) -> None:
-        """Stop polling, kill every worker, wait for the threads. Idempotent."""
+        """Stop polling and the timers, kill every worker, wait for the threads. Idempotent."""
         self._stopping.set()
         for poller in self._pollers:
             poller.join()
+        for trigger in self._triggers:
+            trigger.join()
         for pool in self._pools.values():
             pool.close()
         for poller in self._pollers:
             poller.shutdown()
+        for trigger in self._triggers:
+            trigger.shutdown()
 
     def __enter__(self) -> Runner:
         return self.start()
@@ -305,6 +353,7 @@ class Runner:
         return {
             "log_dir": str(self.options.log_dir),
             "functions": {name: spec.describe() for name, spec in self.functions.items()},
-            "event_sources": [poller.describe() for poller in self._pollers],
+            "event_sources": [poller.describe() for poller in self._pollers]
+            + [trigger.describe() for trigger in self._triggers],
             "warnings": list(self.warnings),
         }

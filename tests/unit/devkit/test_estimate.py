@@ -217,3 +217,57 @@ def test_a_pdf_page_sent_coarser_is_guessed_to_hold_as_much_text(tmp_path):
     # Then fewer image tokens are sent, but the output guess is that of the whole page
     assert ours.image_tokens < before.image_tokens
     assert ours.output_tokens == before.output_tokens
+
+
+def test_mode_batch_puts_the_batch_price_next_to_the_real_time_one(tmp_path):
+    # Given a page and a model the Batch File API takes in cn
+    image = png(tmp_path / "square.png", (1000, 1000))
+
+    # When it is estimated for the batch lane
+    (model,) = estimate([image], TaskOptions(), ["qwen-vl-ocr"], [Region.CN], batch=True).models
+
+    # Then the real-time price is the table's, and the batch price is the same tokens at half of it
+    (cn,) = model.costs
+    assert cn.batch is not None and cn.low is not None and cn.high is not None
+    assert (cn.input_per_million, cn.output_per_million) == (Decimal("0.717"), Decimal("0.717"))
+    assert (cn.batch.input_per_million, cn.batch.output_per_million) == (Decimal("0.3585"), Decimal("0.3585"))
+    expected_low = (Decimal(model.input_tokens) + Decimal(model.output_tokens.low)) * Decimal("0.3585") / 1_000_000
+    assert cn.batch.low == expected_low
+    assert (cn.batch.low * 2, cn.batch.high * 2) == (cn.low, cn.high)
+
+
+def test_without_mode_batch_no_batch_price_is_shown(tmp_path):
+    image = png(tmp_path / "square.png", (1000, 1000))
+    (model,) = estimate([image], TaskOptions(), ["qwen-vl-ocr"], [Region.CN]).models
+    assert model.costs[0].batch is None
+
+
+def test_the_command_prints_both_prices_for_a_lane_that_has_batch(tmp_path, capsys):
+    png(tmp_path / "a.png", (1000, 1000))
+    argv = ["estimate", str(tmp_path / "a.png"), "--model", "qwen-vl-ocr", "--ocr-region", "cn", "--mode", "batch"]
+
+    assert main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["mode"] == "batch"
+    (cost,) = report["models"][0]["costs"]
+    assert Decimal(cost["batch"]["low"]) * 2 == Decimal(cost["low"])
+
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "cost cn" in text and "batch cn" in text and "0.3585 in / 0.3585 out" in text
+
+
+def test_mode_batch_where_the_lane_is_not_offered_is_refused_without_a_price(tmp_path, capsys):
+    png(tmp_path / "a.png", (1000, 1000))
+    for argv in (
+        ["--model", "qwen-vl-ocr", "--ocr-region", "intl"],  # the lane is Beijing's only
+        ["--model", "qwen-vl-ocr-2025-11-20", "--ocr-region", "cn"],  # a snapshot the lane does not take
+        ["--model", "qwen-vl-ocr", "--ocr-region", "cn", "--ocr-region", "us"],  # one pair of two
+        [],  # the defaults: qwen-vl-ocr-2025-11-20 in intl
+    ):
+        code = main(["estimate", str(tmp_path / "a.png"), "--mode", "batch", "--json", *argv])
+
+        captured = capsys.readouterr()
+        assert code == 3
+        assert captured.out == ""
+        assert captured.err.startswith("error request.batch_unsupported: the batch lane is offered for qwen-vl-ocr")
