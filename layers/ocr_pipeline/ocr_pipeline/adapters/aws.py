@@ -115,7 +115,7 @@ class S3ObjectStore:
         extra = {"ContentType": content_type} if content_type else {}
         try:
             # upload_fileobj switches to a multipart upload for large files, so memory stays bounded.
-            self.client.upload_fileobj(body, bucket, key, ExtraArgs=extra)
+            self.client.upload_fileobj(_CallersFile(body), bucket, key, ExtraArgs=extra)
         except Exception as exc:
             raise self._typed(exc, bucket, key) from None
         return self.head(bucket, key)
@@ -401,6 +401,29 @@ class DynamoJobStore:
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
         )
+
+
+class _CallersFile:
+    """The caller's file as upload_fileobj reads it: s3transfer closes the file it reads, and this one is the
+    caller's to close (the batch submitter uploads the same file to the vendor next)."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def seekable(self) -> bool:
+        return self._file.seekable()
+
+    def close(self) -> None:
+        pass
 
 
 def _item_key(job_id: str, sk: str) -> dict[str, Any]:
