@@ -66,3 +66,11 @@ class QueueSendError(OcrPipelineError):
     def __init__(self, message: str, failed: list[dict[str, Any]]) -> None:
         super().__init__(message, failed=failed)
         self.failed = failed
+
+
+class BatchStateConflict(OcrPipelineError):
+    """A batch record refused a step: it is not where the step starts from (another run moved it on, or
+    closed it), or a batch of that key exists already. Repeating the same step does not help; the caller
+    reads the record again and goes on from where it stands."""
+
+    code = "batch.state_conflict"
