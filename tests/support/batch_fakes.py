@@ -228,7 +228,11 @@ def _read_input(data: bytes) -> tuple[list[dict[str, Any]], list[str]]:
         except ValueError:
             problems.append(f"invalid_json_line: line {number} is not JSON")
             continue
-        if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str) or line.get("url") != BATCH_ENDPOINT:
+        if (
+            not isinstance(line, dict)
+            or not isinstance(line.get("custom_id"), str)
+            or line.get("url") != BATCH_ENDPOINT
+        ):
             problems.append(f"invalid_request: line {number} is not a {BATCH_ENDPOINT} request line")
             continue
         lines.append(line)
