@@ -444,3 +444,12 @@ def test_without_an_api_key_nothing_is_sent():
     with pytest.raises(errors.ConfigurationError):
         client.get_batch("b1")
     assert handler.seen == []
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 64 * 1024])
+def test_a_file_splits_into_the_same_lines_whatever_its_chunks(size):
+    from ocr_pipeline.adapters.dashscope.batch_client import _jsonl_lines
+
+    data = b'{"a": 1}\r\n\n{"b": "\xe2\x80\xa8"}\n{"c": 3}'
+    chunks = [data[start : start + size] for start in range(0, len(data), size)]
+    assert list(_jsonl_lines(iter(chunks))) == [b'{"a": 1}\r', b"", b'{"b": "\xe2\x80\xa8"}', b'{"c": 3}']

@@ -252,9 +252,14 @@ def _jsonl_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
     """
     pending = bytearray()
     for chunk in chunks:
-        pending += chunk
-        *complete, rest = pending.split(b"\n")
-        yield from (bytes(line) for line in complete)
+        if b"\n" not in chunk:
+            # Only the new bytes are searched, so a long line costs its length, not its length squared.
+            pending += chunk
+            continue
+        first, *complete, rest = chunk.split(b"\n")
+        pending += first
+        yield bytes(pending)
+        yield from complete
         pending = bytearray(rest)
     if pending:
         yield bytes(pending)
