@@ -10,13 +10,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 from typing import Any
 
 import httpx
 import pytest
 from ocr_pipeline import errors
 from ocr_pipeline.adapters.dashscope import DashScopeBatchClient, OcrServiceSettings, QwenOcrClient, WireProtocol
-from ocr_pipeline.adapters.dashscope.batch_client import MAX_LIST_PAGES
+from ocr_pipeline.adapters.dashscope.batch_client import MAX_LIST_PAGES, _jsonl_lines
 from ocr_pipeline.adapters.dashscope.wire import build_body
 from ocr_pipeline.batch_api import BatchStatus, VendorBatch, batch_line, page_custom_id
 from ocr_pipeline.tasks import TaskOptions
@@ -448,8 +450,19 @@ def test_without_an_api_key_nothing_is_sent():
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 64 * 1024])
 def test_a_file_splits_into_the_same_lines_whatever_its_chunks(size):
-    from ocr_pipeline.adapters.dashscope.batch_client import _jsonl_lines
-
     data = b'{"a": 1}\r\n\n{"b": "\xe2\x80\xa8"}\n{"c": 3}'
     chunks = [data[start : start + size] for start in range(0, len(data), size)]
     assert list(_jsonl_lines(iter(chunks))) == [b'{"a": 1}\r', b"", b'{"b": "\xe2\x80\xa8"}', b'{"c": 3}']
+
+
+def test_the_package_loads_the_batch_client_only_when_it_is_asked_for():
+    # A function that reads only the settings must not pay for httpx at its cold start
+    script = (
+        "import sys\n"
+        "from ocr_pipeline.adapters.dashscope import OcrServiceSettings\n"
+        "print('httpx' in sys.modules, 'ocr_pipeline.adapters.dashscope.batch_client' in sys.modules)\n"
+        "from ocr_pipeline.adapters.dashscope import DashScopeBatchClient\n"
+        "print(DashScopeBatchClient.__module__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert result.stdout.split("\n")[:2] == ["False False", "ocr_pipeline.adapters.dashscope.batch_client"]
