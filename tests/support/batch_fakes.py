@@ -53,6 +53,20 @@ class InMemoryBatchStore(_Counted):
         with self._lock:
             return self.assignments.get((job_id, page))
 
+    def reassign_page(self, job_id: str, page: int, attempt: int, from_key: str, to_key: str) -> bool:
+        self._count("reassign_page")
+        with self._lock:
+            held = self.assignments.get((job_id, page))
+            if held is None or held.attempt != attempt or held.batch_key != from_key:
+                return False
+            self.assignments[(job_id, page)] = PageAssignment(attempt=attempt, batch_key=to_key)
+            return True
+
+    def get_batch(self, batch_key: str) -> BatchRecord | None:
+        self._count("get_batch")
+        with self._lock:
+            return self.unfinished.get(batch_key) or self.closed.get(batch_key)
+
     def stage_batch(self, batch: BatchRecord) -> None:
         self._count("stage_batch")
         if batch.state is not BatchState.STAGED:

@@ -29,6 +29,7 @@ def a_batch(key: str = "20251203T080000Z-a", **fields: Any) -> BatchRecord:
         "input_key": f"batches/{key}/input.jsonl",
         "manifest_key": f"batches/{key}/manifest.json",
         "line_count": 12,
+        "input_bytes": 48_000,
         "created_at": 1764748800.25,
         **fields,
     }
@@ -89,6 +90,20 @@ def test_pages_and_jobs_are_assigned_apart(store):
     assert store.page_assignment("job-1", 4) is None
     assert store.page_assignment("job-2", 3) is None
     assert store.assign_page("job-2", 3, 1, "batch-a") is True
+
+
+def test_a_page_moves_within_its_attempt_only_from_the_batch_it_names(store):
+    # Given a page assigned to a batch for attempt 1 (a batch whose submitter died before staging it)
+    store.assign_page("job-1", 3, 1, "batch-a")
+    # When another run takes it over from that batch
+    # Then it moves, once: a second run taking it over from the same batch is refused
+    assert store.reassign_page("job-1", 3, 1, "batch-a", "batch-b") is True
+    assert store.reassign_page("job-1", 3, 1, "batch-a", "batch-c") is False
+    assert store.page_assignment("job-1", 3) == PageAssignment(attempt=1, batch_key="batch-b")
+    # And it never moves for another attempt, nor when it was never assigned
+    assert store.reassign_page("job-1", 3, 2, "batch-b", "batch-c") is False
+    assert store.reassign_page("job-1", 4, 1, "batch-a", "batch-c") is False
+    assert store.page_assignment("job-1", 4) is None
 
 
 # --- a batch's steps -------------------------------------------------------------------------------
@@ -207,6 +222,20 @@ def test_a_batch_is_closed_once(store):
         store.batch_opened("20251203T080000Z-a", "batch_9")
 
 
+def test_a_batch_is_found_by_its_key_unfinished_or_closed(store):
+    # Given a batch never staged, one staged and one closed
+    store.stage_batch(a_batch("20251203T080000Z-a"))
+    store.stage_batch(a_batch("20251203T090000Z-b"))
+    store.batch_opened("20251203T090000Z-b", "batch_9")
+    store.close_batch("20251203T090000Z-b", "completed")
+    # Then each is found as it stands, and the one never staged is not
+    assert store.get_batch("20251203T070000Z-never") is None
+    assert store.get_batch("20251203T080000Z-a") == a_batch("20251203T080000Z-a")
+    assert store.get_batch("20251203T090000Z-b") == a_batch(
+        "20251203T090000Z-b", state=BatchState.CLOSED, vendor_batch_id="batch_9", vendor_status="completed"
+    )
+
+
 def test_closing_a_batch_never_staged_is_false(store):
     assert store.close_batch("nope", "expired") is False
 
@@ -233,6 +262,8 @@ def test_the_items_on_the_jobs_table(dynamodb):
     # And the unfinished batch held every field of its record as attributes, with no expiry
     assert staged["state"] == {"S": "staged"} and staged["line_count"] == {"N": "12"}
     assert staged["input_key"] == {"S": "batches/20251203T080000Z-a/input.jsonl"} and "expires_at" not in staged
+    numbers = [name for name, field in BatchRecord.model_fields.items() if field.annotation in (int, float)]
+    assert {"line_count", "created_at"} <= set(numbers) and all("N" in staged[name] for name in numbers)
     # And the closed batch is kept 90 days with the vendor's last word
     assert item(dynamodb, "batches#unfinished", "20251203T080000Z-a") == {}
     closed = item(dynamodb, "batch#20251203T080000Z-a", "BATCH")

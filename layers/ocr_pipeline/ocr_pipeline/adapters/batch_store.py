@@ -2,7 +2,8 @@
 
 Items (pk, sk):
 - (job id, "BATCH#000001"): which batch holds a page, for which attempt (`attempt`, `batch_key`). An
-  assignment only moves to a later attempt, so a redelivered page message never puts a page in two batches.
+  assignment only moves to a later attempt, so a redelivered page message never puts a page in two batches;
+  within its attempt it moves only from the batch it names (reassign_page, for a batch never staged).
 - ("batches#unfinished", batch key): each batch not closed yet, with every field of its BatchRecord. Its
   state only moves forward: staged -> uploaded -> open (staged -> open too). Repeating a step with the same
   id is a no-op; any other step from the wrong state raises BatchStateConflict, so two runs racing on one
@@ -29,9 +30,9 @@ from .aws import JOB_RETENTION_S, _error_code, _item_key, aws_client
 UNFINISHED_PK = "batches#unfinished"
 CLOSED_SK = "BATCH"
 CLOSED_RETENTION_S = 90 * 24 * 3600
-# Fields of a BatchRecord kept as numbers; the others are strings. A field that is None is left out.
-_NUMBER_FIELDS = ("line_count", "created_at")
 _RECORD_FIELDS = tuple(name for name in BatchRecord.model_fields if name != "batch_key")
+# Fields of a BatchRecord kept as numbers; the others are strings. A field that is None is left out.
+_NUMBER_FIELDS = frozenset(name for name in _RECORD_FIELDS if BatchRecord.model_fields[name].annotation in (int, float))
 # A close that finds its record moved on between reading and writing reads it again, this many times.
 CLOSE_TRIES = 3
 
@@ -79,6 +80,29 @@ class DynamoBatchStore:
         if item is None:
             return None
         return PageAssignment(attempt=int(item["attempt"]["N"]), batch_key=item["batch_key"]["S"])
+
+    def reassign_page(self, job_id: str, page: int, attempt: int, from_key: str, to_key: str) -> bool:
+        refused = self._write(
+            self.client.update_item,
+            Key=_item_key(job_id, assignment_sk(page)),
+            UpdateExpression="SET batch_key = :to",
+            ConditionExpression="#attempt = :attempt AND batch_key = :from",
+            ExpressionAttributeNames={"#attempt": "attempt"},
+            ExpressionAttributeValues={
+                ":attempt": {"N": str(attempt)},
+                ":from": {"S": from_key},
+                ":to": {"S": to_key},
+            },
+        )
+        return refused is None
+
+    def get_batch(self, batch_key: str) -> BatchRecord | None:
+        # Unfinished first: a close between the two reads then finds the closed record, never neither.
+        for key in (_item_key(UNFINISHED_PK, batch_key), _item_key(closed_pk(batch_key), CLOSED_SK)):
+            item = self._get(key)
+            if item is not None:
+                return _record_from_item(item)
+        return None
 
     def stage_batch(self, batch: BatchRecord) -> None:
         if batch.state is not BatchState.STAGED:
