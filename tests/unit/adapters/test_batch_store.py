@@ -163,7 +163,8 @@ def test_a_second_upload_of_the_same_batch_is_refused(store):
     # Then it is refused: it must not go on to make a second vendor batch
     with pytest.raises(BatchStateConflict) as refused:
         store.batch_uploaded("20251203T080000Z-a", "file-batch-2")
-    assert refused.value.code == "batch.state_conflict" and not refused.value.retryable
+    # (retryable as a run: the next one reads the record as it stands)
+    assert refused.value.code == "batch.state_conflict" and refused.value.retryable
     assert store.unfinished_batches()[0].file_id == "file-batch-1"
 
 

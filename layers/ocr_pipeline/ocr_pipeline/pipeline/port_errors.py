@@ -70,7 +70,11 @@ class QueueSendError(OcrPipelineError):
 
 class BatchStateConflict(OcrPipelineError):
     """A batch record refused a step: it is not where the step starts from (another run moved it on, or
-    closed it), or a batch of that key exists already. Repeating the same step does not help; the caller
-    reads the record again and goes on from where it stands."""
+    closed it), or a batch of that key exists already.
+
+    Retryable as a run is: the same call gives the same answer, but the next run reads the record as it
+    stands now and goes on from there. The run that met it must not go on with this batch (a second
+    upload must not become a second vendor batch)."""
 
     code = "batch.state_conflict"
+    retryable = True
