@@ -66,3 +66,15 @@ class QueueSendError(OcrPipelineError):
     def __init__(self, message: str, failed: list[dict[str, Any]]) -> None:
         super().__init__(message, failed=failed)
         self.failed = failed
+
+
+class BatchStateConflict(OcrPipelineError):
+    """A batch record refused a step: it is not where the step starts from (another run moved it on, or
+    closed it), or a batch of that key exists already.
+
+    Retryable as a run is: the same call gives the same answer, but the next run reads the record as it
+    stands now and goes on from there. The run that met it must not go on with this batch (a second
+    upload must not become a second vendor batch)."""
+
+    code = "batch.state_conflict"
+    retryable = True

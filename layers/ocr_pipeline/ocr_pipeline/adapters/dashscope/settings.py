@@ -54,6 +54,11 @@ class OcrServiceSettings(BaseModel):
     # Replaces the region's base URL: ".../api/v1" for native, ".../compatible-mode/v1" for compatible.
     base_url: str | None = Field(default=None, validation_alias=AliasChoices("base_url", "OCR_BASE_URL"))
     model: str = Field(default=DEFAULT_MODEL, validation_alias=AliasChoices("model", "OCR_MODEL"))
+    # The Batch File API's base (".../compatible-mode/v1"); None: Beijing's compatible-mode base, the only
+    # region where the vendor offers it for OCR models.
+    batch_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("batch_base_url", "OCR_BATCH_BASE_URL")
+    )
     api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("api_key", "DASHSCOPE_API_KEY"))
     api_key_secret_arn: str | None = Field(
         default=None, validation_alias=AliasChoices("api_key_secret_arn", "DASHSCOPE_API_KEY_SECRET_ARN")
@@ -136,6 +141,8 @@ class OcrServiceSettings(BaseModel):
     def _base_url_shape(self) -> OcrServiceSettings:
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise ValueError("base_url must be an http(s) URL")
+        if self.batch_base_url is not None and not self.batch_base_url.startswith(("http://", "https://")):
+            raise ValueError("batch_base_url must be an http(s) URL")
         return self
 
     @model_validator(mode="after")
