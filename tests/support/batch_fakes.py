@@ -172,6 +172,14 @@ class FakeBatchApi(_Counted):
                 raise errors.OcrInvalidParameter(f"no batch with id {batch_id!r}", status_code=404)
             return self.batches[batch_id]
 
+    def delete_file(self, file_id: str) -> None:
+        self._count("delete_file")
+        with self._lock:
+            if self.files.pop(file_id, None) is None and not (
+                self._answered.pop(file_id, None) is not None or self._error_lines.pop(file_id, None) is not None
+            ):
+                raise errors.OcrInvalidParameter(f"no file with id {file_id!r}", status_code=404)
+
     def answers(self, file_id: str, call_of: Callable[[str], OcrCall | None]) -> Iterator[BatchAnswer]:
         self._count("answers")
         if file_id not in self._answered and file_id not in self._error_lines:

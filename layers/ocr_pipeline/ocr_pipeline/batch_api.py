@@ -100,6 +100,11 @@ class BatchApi(Protocol):
 
     def get_batch(self, batch_id: str) -> VendorBatch: ...
 
+    def delete_file(self, file_id: str) -> None:
+        """Delete a file the vendor holds (a collected batch's input, output and error files): the vendor's file
+        storage has a quota, and nothing is read from them again."""
+        ...
+
     def answers(self, file_id: str, call_of: Callable[[str], OcrCall | None]) -> Iterator[BatchAnswer]:
         """The lines of an output or error file, read as they are downloaded. `call_of` gives the call a
         custom_id stands for (its model and image size read the reply); a line it does not know is skipped."""

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ..batch_api import BatchAnswer, BatchApi, VendorBatch
+from ..batch_api import BatchAnswer, BatchApi, BatchStatus, VendorBatch
 from ..errors import BatchRetriesExhausted, OcrPipelineError
 from ..ocr_service import OcrCall
 from .assembly import PageResult
@@ -88,7 +88,19 @@ class BatchCollectionService:
                 vendor = self.api.get_batch(record.vendor_batch_id)
             except OcrPipelineError as error:
                 if not error.retryable:
-                    raise
+                    # The vendor no longer knows it (deleted by hand, another account's key): its pages go again,
+                    # and the other batches are still collected.
+                    logger.error(
+                        "batch unknown to the vendor", extra={"batch_key": record.batch_key, "code": error.code}
+                    )
+                    vendor = VendorBatch(
+                        id=record.vendor_batch_id,
+                        status=BatchStatus.FAILED,
+                        input_file_id=record.file_id or "",
+                        errors=[f"{error.code}: {error.message}"],
+                    )
+                    self.collect(record, vendor, report)
+                    continue
                 logger.warning("batch not polled", extra={"batch_key": record.batch_key, "code": error.code})
                 report.batches_open += 1
                 continue
@@ -127,10 +139,20 @@ class BatchCollectionService:
             self._finalize(job_id)
         if self.batches.close_batch(record.batch_key, vendor.status.value):
             report.batches_closed[vendor.status.value] = report.batches_closed.get(vendor.status.value, 0) + 1
+            self._delete_files(record, vendor)
         logger.info(
             "batch collected",
             extra={"batch_key": record.batch_key, "status": vendor.status.value, "answered": len(answered)},
         )
+
+    def _delete_files(self, record: BatchRecord, vendor: VendorBatch) -> None:
+        """The vendor's copies are no longer needed (ours of the input stays in S3): best effort, as a file left
+        behind costs only storage quota."""
+        for file_id in {record.file_id, vendor.input_file_id, vendor.output_file_id, vendor.error_file_id} - {None, ""}:
+            try:
+                self.api.delete_file(str(file_id))
+            except OcrPipelineError as error:
+                logger.warning("vendor file not deleted", extra={"file_id": file_id, "code": error.code})
 
     def _call_of(self, entry: BatchEntry | None) -> OcrCall | None:
         """The call a line stood for: its model and image size read the reply."""

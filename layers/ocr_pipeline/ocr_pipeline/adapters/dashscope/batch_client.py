@@ -119,6 +119,9 @@ class DashScopeBatchClient:
         what = f"GET /batches/{batch_id}"
         return vendor_batch(self._call("GET", f"/batches/{batch_id}"), what)
 
+    def delete_file(self, file_id: str) -> None:
+        self._call("DELETE", f"/files/{file_id}")
+
     def answers(self, file_id: str, call_of: Callable[[str], OcrCall | None]) -> Iterator[BatchAnswer]:
         what = f"GET /files/{file_id}/content"
         with (
