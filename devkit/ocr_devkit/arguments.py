@@ -84,6 +84,24 @@ def add_batch_delay_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_batch_fault_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--batch-outcomes",
+        default="",
+        metavar="LIST",
+        help="--mode batch with the emulator: how its next batches end, in order, comma-separated "
+        "(completed, expired, failed, cancelled); later ones complete",
+    )
+    parser.add_argument(
+        "--batch-error-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="--mode batch with the emulator: every Nth line of each batch is answered in the error file "
+        "with a retryable 500 InternalError (0: none)",
+    )
+
+
 def check_batch_lane(models: list[str | None], regions: list[str | None]) -> None:
     """BatchLaneUnsupported for the first model and region pair the Batch File API does not take (None: the
     default), before anything starts: no lane is made up, and no price for one."""

@@ -30,6 +30,7 @@ from ocr_pipeline.tasks import OcrTask, TaskOptions
 from ocr_devkit.arguments import (
     BACKENDS,
     add_batch_delay_argument,
+    add_batch_fault_arguments,
     add_mode_argument,
     add_template_argument,
     check_batch_lane,
@@ -283,6 +284,8 @@ def command_run(args: argparse.Namespace) -> int:
         template=args.template,
         mode=args.mode,
         batch_delay_s=args.batch_delay,
+        batch_outcomes=[item.strip() for item in args.batch_outcomes.split(",") if item.strip()],
+        batch_error_every=args.batch_error_every,
     )
     display = None if args.json or not sys.stderr.isatty() else ProgressDisplay()
     if display is not None:
@@ -360,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_mode_argument(run)
     add_batch_delay_argument(run)
+    add_batch_fault_arguments(run)
     run.set_defaults(handler=command_run)
 
     from ocr_devkit.operate import add_commands

@@ -92,6 +92,10 @@ class RunOptions(BaseModel):
     mode: Lane = Lane.REALTIME
     # Batch mode: seconds the emulator takes to complete a batch after it was created.
     batch_delay_s: float = Field(default=DEFAULT_BATCH_DELAY_S, ge=0.0)
+    # Batch mode: how the emulator's next batches end (completed, expired, failed, cancelled), in order.
+    batch_outcomes: list[str] = Field(default_factory=list)
+    # Batch mode: every Nth line of each batch answered with a retryable error line (0: none).
+    batch_error_every: int = Field(default=0, ge=0)
 
 
 class Upload(BaseModel):
@@ -189,6 +193,11 @@ def ocr_backend(options: RunOptions) -> Iterator[tuple[dict[str, str], str | Non
         batch: dict[str, Any] = {}
         if options.mode is Lane.BATCH:
             batch["batch_completion_delay_s"] = options.batch_delay_s
+            batch["batch_outcomes"] = options.batch_outcomes
+            if options.batch_error_every:
+                batch["batch_error_lines"] = [
+                    {"every_nth": options.batch_error_every, "status_code": 500, "code": "InternalError"}
+                ]
         with EmulatorServer(
             fault_rate=options.fault_rate,
             seed=options.seed,

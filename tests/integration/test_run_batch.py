@@ -69,3 +69,45 @@ def test_every_document_completes_through_the_batch_lane_billed_once_at_half_pri
     functions = report["stats"]["functions"]
     assert functions["BatchSubmitFunction"]["invocations"] >= 1
     assert functions["BatchCollectFunction"]["invocations"] >= 1
+
+
+@pytest.fixture(scope="module")
+def faulty_batch_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    inputs = tmp_path_factory.mktemp("faulty-batch-inputs")
+    for sample in ("fax.tiff", "report.pdf", "receipt.png"):
+        shutil.copy(ROOT / "samples" / sample, inputs / sample)
+    out = tmp_path_factory.mktemp("faulty-batch-run")
+    command = [sys.executable, "-m", "ocr_devkit.cli", "run", str(inputs), "--out", str(out), "--json"]
+    command += ["--mode", "batch", "--ocr-region", "cn", "--model", "qwen-vl-ocr", "--batch-delay", "1"]
+    # The first batch expires unanswered; every third line of each batch after it fails retryably; and
+    # deliveries (SQS records, scheduled ticks) are repeated at random.
+    command += ["--batch-outcomes", "expired", "--batch-error-every", "3", "--duplicate-rate", "0.3", "--seed", "5"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    return result, out
+
+
+@pytest.mark.timeout(1200)
+def test_expired_batches_error_lines_and_repeated_deliveries_end_every_document_once_billed_once(
+    faulty_batch_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    result, out = faulty_batch_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    stats = report["stats"]
+    # Given faults that really happened: an expired batch, error lines, repeated deliveries
+    vendor = stats["emulator"]
+    assert vendor["batch"]["batches"]["expired"] == 1
+    assert vendor["statuses"].get("500", 0) >= 1
+    assert report["figures"]["duplicates_delivered"] > 0
+    # Then every document ended once, completed
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    distinct = {e["event_id"]: e for e in events}.values()
+    endings = [e["data"]["job_id"] for e in distinct if e["event_type"].startswith("document.")]
+    assert sorted(endings) == sorted({d["job_id"] for d in report["documents"]})
+    assert {d["status"] for d in report["documents"]} == {"completed"}
+    # And each page was billed once, at the batch price, and answered by the vendor once
+    usage = [e["data"] for e in distinct if e["event_type"] == "usage.recorded"]
+    pages = sum(d["pages"] for d in report["documents"])
+    assert len({(u["job_id"], u["page"]) for u in usage}) == len(usage) == pages
+    assert {u["pricing"] for u in usage} == {"batch"}
+    assert vendor["successes"] == pages
