@@ -145,6 +145,16 @@ def dead_letters_sqs_upload_failure(stack: Stack, response: Any) -> None:
     assert [e["event_id"] for e in endings] == [completed["event_id"]]
 
 
+def batch_submit_schedule(stack: Stack, response: Any) -> None:
+    # A tick with nothing in the batch queue (the stack's lane is idle): the run ends at once, opening nothing.
+    assert response["pages_submitted"] == 0 and response["batches_staged"] == 0
+    assert response["batches_waiting"] == 0
+
+
+def batch_collect_schedule(stack: Stack, response: Any) -> None:
+    assert response["batches_open"] == 0 and response["batches_closed"] == {}
+
+
 OUTCOMES: dict[str, Callable[[Stack, Any], None]] = {
     check.__name__: check
     for check in (
@@ -155,6 +165,8 @@ OUTCOMES: dict[str, Callable[[Stack, Any], None]] = {
         dead_letters_sqs_page,
         dead_letters_sqs_request,
         dead_letters_sqs_upload_failure,
+        batch_submit_schedule,
+        batch_collect_schedule,
     )
 }
 

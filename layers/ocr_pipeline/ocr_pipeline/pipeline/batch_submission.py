@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 # (900 s in template.yaml). An assignment to a batch older than this that was never staged is an
 # orphan of a run that died.
 ORPHANED_AFTER_S = 1000.0
-# Time kept at the end of a run to stage, upload and open the files it filled.
+# Time kept at the end of a run to stage, upload and open the files it filled (a quarter of a short run).
 CLOSING_MARGIN_S = 60.0
 
 
@@ -92,8 +92,9 @@ class BatchSubmissionService:
                 self._open(record, report)
         files: dict[str, BatchFile] = {}
         handled: list[InboxMessage] = []
+        stop_taking_at = deadline - min(CLOSING_MARGIN_S, (deadline - time.monotonic()) / 4)
         try:
-            while time.monotonic() < deadline - CLOSING_MARGIN_S:
+            while time.monotonic() < stop_taking_at:
                 messages = self.inbox.receive(10)
                 if not messages:
                     break
