@@ -329,6 +329,7 @@ def test_each_function_writes_only_the_result_prefixes_the_layer_writes_it_to():
     }
     assert rules["expire-page-work"] == settings["RecognizeFunction"].work_prefix
     assert rules["expire-fetched-sources"] == settings["RequestFunction"].source_prefix
+    assert rules["expire-batch-files"] == settings["BatchSubmitFunction"].batch_prefix
 
 
 # --- a deploy that would start broken is refused, locally as by CloudFormation -------------------------------
