@@ -7,6 +7,7 @@ vendor is asked to answer each page once per attempt, also when messages and run
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -16,14 +17,19 @@ from ocr_pipeline.batch_api import BatchStatus
 from ocr_pipeline.pipeline.batch_files import new_batch_key
 from ocr_pipeline.pipeline.batch_submission import ORPHANED_AFTER_S
 from ocr_pipeline.pipeline.config import BatchFallback
+from ocr_pipeline.pipeline.model import Lane as Lane_
 from ocr_pipeline.pipeline.model import PageWork
 from ocr_pipeline.pipeline.port_errors import StorageError
 from ocr_pipeline.pipeline.records import BatchState
+from ocr_pipeline.pipeline.request_intake import RequestService
+from ocr_pipeline.pipeline.routing import RoutingRule
+from ocr_pipeline.pipeline.sources import SourcePolicy
+from ocr_pipeline.pipeline.upload import UploadedObject
 from ocr_pipeline.pricing import default_price_table
 from ocr_pipeline.usage import Usage
 
 from tests.support.batch_lane import Lane
-from tests.support.fakes import text_png
+from tests.support.fakes import INPUT, text_png
 from tests.support.images import multipage_tiff
 
 
@@ -215,3 +221,35 @@ def test_pages_of_a_batch_never_staged_are_taken_over_once_its_run_must_have_end
     lane.now += ORPHANED_AFTER_S + 1
     assert lane.submit().pages_submitted == 1
     assert lane.batches.page_assignment(job_id, 1).batch_key != orphan
+
+
+def request_service(lane: Lane) -> RequestService:
+    policy = SourcePolicy(buckets=frozenset({INPUT}), url_hosts=())
+    return RequestService(lane.p.settings, lane.p.intake, fetcher=None, policy=policy)  # type: ignore[arg-type]
+
+
+def test_a_request_chooses_the_lane_and_is_refused_with_a_model_the_lane_does_not_take():
+    lane = Lane()
+    lane.p.store.put(INPUT, "in/receipt.png", text_png())
+    service = request_service(lane)
+    body = {"source": {"bucket": INPUT, "key": "in/receipt.png"}, "mode": "batch"}
+    assert service.handle(json.dumps({**body, "correlation_id": "ok"}), "m-1").decision.value == "enqueued"
+    assert len(lane.inbox.bodies) == 1 and lane.p.queue.bodies == []
+    # The same document with a model only real time serves: refused with its code, nothing queued
+    refused = {**body, "correlation_id": "refused", "model": "qwen-vl-ocr-2025-11-20", "region": "intl"}
+    assert service.handle(json.dumps(refused), "m-2").decision.value == "rejected"
+    (failed,) = lane.events("document.failed")
+    assert (failed.correlation_id, failed.data["error"]["code"]) == ("refused", "request.batch_unsupported")
+    assert len(lane.inbox.bodies) == 1
+
+
+def test_a_routing_rule_sends_its_prefix_to_the_lane_unless_the_object_says_otherwise():
+    lane = Lane(routing_rules=[RoutingRule(prefix="archive/", mode=Lane_.BATCH)])
+    lane.p.store.put(INPUT, "archive/a.png", text_png())
+    lane.p.upload.accept(UploadedObject(bucket=INPUT, key="archive/a.png"))
+    lane.p.store.put(INPUT, "archive/b.png", text_png(), metadata={"ocr-mode": "realtime"})
+    lane.p.upload.accept(UploadedObject(bucket=INPUT, key="archive/b.png"))
+    lane.p.store.put(INPUT, "inbox/c.png", text_png())
+    lane.p.upload.accept(UploadedObject(bucket=INPUT, key="inbox/c.png"))
+    assert len(lane.inbox.bodies) == 1 and len(lane.p.queue.bodies) == 2
+    assert lane.p.spec_of(lane.inbox.bodies[0]).source.key == "archive/a.png"
