@@ -168,6 +168,11 @@ class BatchCollectionService:
             report.lines_stale += 1
             return
         spec = self.pages.job_spec(entry.job_id)
+        if self.pages.jobs.get_page(entry.job_id, entry.page) is not None:
+            # Settled by a run that died before closing the batch: only its bill may be missing. Checked
+            # first, so that collecting a large batch again skips its settled pages at one read each.
+            self.pages.settlement.publish_usage(spec, entry.page)
+            return
         if answer.outcome is not None:
             recognizer = self.pages.recognizers(spec.model, spec.region)
             recognition = recognizer.recognition_from(answer.outcome, entry.image, spec.options, batch=True)

@@ -107,8 +107,9 @@ class PipelineSettings(BaseModel):
     batch_max_attempts: int = Field(default=3, ge=1, le=10, validation_alias=env("BATCH_MAX_ATTEMPTS"))
     batch_fallback: BatchFallback = Field(default=BatchFallback.FAIL, validation_alias=env("BATCH_FALLBACK"))
     # Lines of one batch file. The vendor takes up to 50,000; each line is a page prepared by the
-    # submitting function, which must prepare them all within its timeout.
-    batch_max_lines: int = Field(default=2000, ge=1, le=50_000, validation_alias=env("BATCH_MAX_LINES"))
+    # submitting function, which must prepare them all within its timeout, and settled by the collecting
+    # one within its own: 10,000 is more than either does in 15 minutes.
+    batch_max_lines: int = Field(default=2000, ge=1, le=10_000, validation_alias=env("BATCH_MAX_LINES"))
     # Bytes of one batch file: the vendor's limit is 100 MB; kept under it for the JSON around each line.
     batch_max_file_bytes: int = Field(
         default=95 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024, validation_alias=env("BATCH_MAX_FILE_BYTES")
