@@ -428,9 +428,7 @@ class _BatchLaneRun:
                 "ticks_per_month": float(ticks),
                 "idle_runs_measured": profile.runs,
                 "billed_ms_per_idle_run": round(profile.billed_ms / profile.runs, 1),
-                "requests_per_idle_run": {
-                    f"{r.service} {r.action}": round(r.quantity / profile.runs, 3) for r in profile.requests
-                },
+                "requests_per_idle_run": _requests_per_run(profile, self.prices),
                 "usd_per_idle_run": float(per_run_usd(profile, memory_mb, architecture, self.prices)),
                 "usd_per_month": float(total_usd(items)),
                 "line_items_per_month": [item.to_dict() for item in items],
@@ -449,9 +447,7 @@ class _BatchLaneRun:
         return {
             "polls_measured": waiting.runs,
             "billed_ms_per_poll": round(waiting.billed_ms / waiting.runs, 1),
-            "requests_per_poll": {
-                f"{r.service} {r.action}": round(r.quantity / waiting.runs, 3) for r in waiting.requests
-            },
+            "requests_per_poll": _requests_per_run(waiting, self.prices),
             "usd_per_poll": float(per_poll),
             "schedule": expression,
             "usd_per_open_batch_hour": float(per_poll * polls_per_hour),
@@ -475,6 +471,13 @@ def _profile(function: str, requests: list[MeteredRequests], invocations: list[I
             usage = usage.plus(result)
     own = tuple(Metered(r.service, r.action, r.unit, r.calls, r.quantity) for r in requests if r.caller == function)
     return RunProfile(function, usage.invocations, usage.billed_ms, own)
+
+
+def _requests_per_run(profile: RunProfile, prices: PriceList) -> dict[str, float]:
+    """A run's requests in billing units, by line item (as "DynamoDB Query")."""
+    return {
+        item.name: round(float(item.quantity) / profile.runs, 3) for item in request_items(profile.requests, prices)
+    }
 
 
 def _realtime_usd(usage_events: list[Any]) -> Decimal:
