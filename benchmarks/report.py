@@ -606,36 +606,36 @@ def _batch_lane_notes(batch_lane: dict[str, Any]) -> list[str]:
         )
         for row in batch_lane["rows"]
     )
-    realtime = "; ".join(f"{row['label']} {_usd(row['qwen_usd_per_page_realtime'])}" for row in batch_lane["rows"])
+    realtime = ", ".join(f"{_usd(row['qwen_usd_per_page_realtime'])} ({row['label']})" for row in batch_lane["rows"])
     idle = "; ".join(
         f"{function} ({s['schedule']}, {s['ticks_per_month']:,.0f} runs a month): "
-        f"{s['billed_ms_per_idle_run']:g} ms billed and "
+        f"{s['billed_ms_per_idle_run']:g} ms billed, "
         + ", ".join(f"{name} {count:g}" for name, count in s["requests_per_idle_run"].items())
         + f" a run, ${s['usd_per_month']:.4f} a month"
         for function, s in schedules.items()
     )
     poll = batch_lane["waiting_poll"]
     lines = [
-        f"- **Batch lane** ({batch_lane['configuration']} rows; "
-        f"`benchmarks/cost_batch.py`, measured {batch_lane['measured_at']}): model {batch_lane['model']} in "
-        f"region {batch_lane['region']}, the only place the vendor offers the lane, so its Qwen column is that "
-        "model's batch price, not the real-time rows' model; the same pages in real time at that model and "
-        f"region would cost {realtime} a page. No Lambda waits on the model (the submitter sends a file, the "
-        "collector reads one when the vendor is done), so L does not apply and each input is measured once. "
-        f"Locally the schedules fire every {batch_lane['local_schedule_interval_s']:g} s and the emulator "
-        f"completes a batch {batch_lane['completion_delay_s']:g} s after its creation.",
+        f"- **Batch lane** (the rows {batch_lane['configuration']}; `benchmarks/cost_batch.py`, measured "
+        f"{batch_lane['measured_at']}): model {batch_lane['model']} in region {batch_lane['region']}, where the "
+        "vendor offers the lane, so its Qwen column is that model's batch price, not the real-time rows' model "
+        f"and region; the same pages in real time at {batch_lane['model']} in {batch_lane['region']} would cost "
+        f"{realtime} a page. No Lambda waits on the model (the submitter sends a file, the collector reads one "
+        "when the vendor is done), so L does not apply and each input is measured once. Locally the schedules "
+        f"fire every {batch_lane['local_schedule_interval_s']:g} s and the emulator completes a batch "
+        f"{batch_lane['completion_delay_s']:g} s after its creation.",
         "- **Batch lane, scheduled runs**: a run is *working* if it moved pages or batches, *idle* if it found "
-        "nothing, *waiting* if it only polled batches the vendor had not finished. The figures above count the "
-        "working runs and the upload function; idle and waiting runs follow the clock (and the vendor's time), "
-        f"not the pages, and are left out ({runs}). Their requests are taken off each function's metered total "
-        "at the mean of a run measured alone.",
-        f"- **Batch lane, fixed cost**: the two schedules at the template's rate cost "
+        "nothing, *waiting* if it only polled batches the vendor had not finished. The rows count the working "
+        "runs and the upload function; idle and waiting runs follow the clock (and the vendor's time), not the "
+        f"pages, and are left out ({runs}). Requests are metered per function, not per run: a function's idle "
+        "and waiting runs' requests are taken off its total at the mean of such runs measured alone.",
+        "- **Batch lane, fixed cost**: the two schedules at the template's rate cost "
         f"${batch_lane['fixed_usd_per_month']:.4f} a month with nothing to do ({idle}); "
         f"${batch_lane['fixed_usd_per_month_every_tick_cold']:.4f} if every run started cold (each function's "
         "first initialization on this machine added to each run). A batch the vendor has not finished costs "
-        f"one poll each {poll['schedule']}: {poll['billed_ms_per_poll']:g} ms billed and "
+        f"one poll each {poll['schedule']}: {poll['billed_ms_per_poll']:g} ms billed, "
         + ", ".join(f"{name} {count:g}" for name, count in poll["requests_per_poll"].items())
-        + f", ${poll['usd_per_poll']:.8f} a poll, ${poll['usd_per_open_batch_hour']:.7f} an hour it stays open.",
+        + f", ${poll['usd_per_poll']:.8f} a poll, ${poll['usd_per_open_batch_hour']:.7f} for each hour it stays open.",
     ]
     lines += [f"- **Batch lane, counts to check**: {warning}" for warning in batch_lane.get("warnings", [])]
     return lines
