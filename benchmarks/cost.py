@@ -19,6 +19,9 @@ engine answers from its cache (a warm-up at L = 0 reads the page once, as PDF pa
 and the warm-up also starts every function's workers, so no cold start falls in a measured run.
 Durations are this machine's: its CPU (shared with other work), not the share of a core Lambda gives
 a function of that memory size; at L = 8 s the model's wait dominates them.
+
+The batch lane's rows (cost_batch.py) run the same PDF and images after the configurations; alone, into
+the existing report: `python -m benchmarks.cost --batch-lane`.
 """
 
 from __future__ import annotations

@@ -616,7 +616,7 @@ def _batch_lane_notes(batch_lane: dict[str, Any]) -> list[str]:
     )
     poll = batch_lane["waiting_poll"]
     lines = [
-        f"- **Batch lane** (the rows {batch_lane['configuration']}; `benchmarks/cost_batch.py`, measured "
+        f'- **Batch lane** (rows "{batch_lane["configuration"]}", `benchmarks/cost_batch.py`, measured '
         f"{batch_lane['measured_at']}): model {batch_lane['model']} in region {batch_lane['region']}, where the "
         "vendor offers the lane, so its Qwen column is that model's batch price, not the real-time rows' model "
         f"and region; the same pages in real time at {batch_lane['model']} in {batch_lane['region']} would cost "
@@ -628,7 +628,9 @@ def _batch_lane_notes(batch_lane: dict[str, Any]) -> list[str]:
         "nothing, *waiting* if it only polled batches the vendor had not finished. The rows count the working "
         "runs and the upload function; idle and waiting runs follow the clock (and the vendor's time), not the "
         f"pages, and are left out ({runs}). Requests are metered per function, not per run: a function's idle "
-        "and waiting runs' requests are taken off its total at the mean of such runs measured alone.",
+        "and waiting runs' requests are taken off its total at the mean of such runs measured alone. The "
+        "submitter receives from its queue itself, so its empty receives are its own, not a poller's: a working "
+        "run ends with one (a 1 s wait, billed as its Lambda time), and an idle run is that receive alone.",
         "- **Batch lane, fixed cost**: the two schedules at the template's rate cost "
         f"${batch_lane['fixed_usd_per_month']:.4f} a month with nothing to do ({idle}); "
         f"${batch_lane['fixed_usd_per_month_every_tick_cold']:.4f} if every run started cold (each function's "
