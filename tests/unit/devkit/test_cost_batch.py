@@ -4,8 +4,11 @@ idle runs' requests off a function's metered total."""
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from ocr_pipeline.pipeline.batch_collection import CollectionReport
+from ocr_pipeline.pipeline.batch_submission import SubmissionReport
 
 from benchmarks.cost_batch import monthly_items, per_run_usd, run_kind, ticks_per_month
 from benchmarks.cost_pricing import Metered, RunProfile, load_prices, total_usd, without_runs
@@ -17,26 +20,9 @@ LAMBDA_REQUEST = Decimal("0.0000002")
 SQS_REQUEST = Decimal("0.0000004")
 RRU = Decimal("0.000000125")
 
-IDLE_SUBMIT = {
-    "pages_submitted": 0,
-    "pages_settled_without_model": 0,
-    "pages_skipped": 0,
-    "batches_staged": 0,
-    "batches_opened": 0,
-    "batches_waiting": 0,
-    "messages_deleted": 0,
-    "messages_left": 0,
-}
-IDLE_COLLECT = {
-    "batches_open": 0,
-    "oldest_unfinished_s": 0.0,
-    "batches_closed": {},
-    "pages_settled": 0,
-    "pages_failed": 0,
-    "pages_sent_again": 0,
-    "pages_sent_realtime": 0,
-    "lines_stale": 0,
-}
+# What the handlers return for a run that did nothing (functions/batch_submit/app.py, batch_collect/app.py).
+IDLE_SUBMIT = {key: value for key, value in vars(SubmissionReport()).items() if key != "models"}
+IDLE_COLLECT = vars(CollectionReport())
 
 
 def test_a_run_that_found_nothing_is_idle():
@@ -161,7 +147,7 @@ def test_no_idle_run_leaves_the_requests_as_counted():
 
 def test_a_batch_lane_measured_alone_is_merged_into_the_cost_result_once():
     # Given a report assembled from separate runs, and a batch lane measured twice after it
-    report = {"results": {"cost": {"rows": []}}, "assembled_from": "fanout; cost"}
+    report: dict[str, Any] = {"results": {"cost": {"rows": []}}, "assembled_from": "fanout; cost"}
     first = {"rows": [], "measured_at": "2026-12-03 08:00 UTC", "commit": "aaa"}
     second = {"rows": [], "measured_at": "2026-12-03 09:00 UTC", "commit": "bbb"}
     # When both are merged in turn
