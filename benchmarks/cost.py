@@ -43,7 +43,7 @@ from ocr_devkit.run import RunOptions, local_pipeline
 from ocr_devkit.stack.metering import ADMIN_CALLER
 
 from . import machine
-from .cost_batch import measure_batch_lane
+from .cost_batch import Input, measure_batch_lane
 from .cost_pricing import (
     FunctionUsage,
     Metered,
@@ -115,6 +115,19 @@ def page_images(pages: int, dpi: int = IMAGE_DPI) -> list[bytes]:
     return images
 
 
+def cost_inputs(document: bytes, images: list[bytes]) -> list[Input]:
+    """The PDF as one upload, IMAGES page images each its own, and one page image alone."""
+    return [
+        ("pdf", f"{PDF_PAGES}-page text PDF", [("doc.pdf", document, "application/pdf")]),
+        (
+            "images",
+            f"{IMAGES} page images (PNG, {IMAGE_DPI} dpi)",
+            [(f"img-{i:02d}.png", images[i % DISTINCT_PAGES], "image/png") for i in range(IMAGES)],
+        ),
+        ("single", "1 page image (PNG)", [("single.png", images[0], "image/png")]),
+    ]
+
+
 def measure(*, configurations: list[tuple[str, dict[str, str]]] | None = None, log: Log = print) -> dict[str, Any]:
     prices = load_prices()
     images = page_images(DISTINCT_PAGES)
@@ -132,16 +145,7 @@ def measure(*, configurations: list[tuple[str, dict[str, str]]] | None = None, l
                     run.warm_up(images)
                     for latency_ms in LATENCIES_MS:
                         pipeline.emulator.faults.latency_ms = latency_ms
-                        inputs = [
-                            ("pdf", f"{PDF_PAGES}-page text PDF", [("doc.pdf", document, "application/pdf")]),
-                            (
-                                "images",
-                                f"{IMAGES} page images (PNG, {IMAGE_DPI} dpi)",
-                                [(f"img-{i:02d}.png", images[i % DISTINCT_PAGES], "image/png") for i in range(IMAGES)],
-                            ),
-                            ("single", "1 page image (PNG)", [("single.png", images[0], "image/png")]),
-                        ]
-                        for kind, label, uploads in inputs:
+                        for kind, label, uploads in cost_inputs(document, images):
                             prefix = f"cost/{len(rows)}/"
                             log(f"    L = {latency_ms} ms: {label}")
                             row = run.measure(prefix, uploads)
@@ -181,9 +185,10 @@ def measure(*, configurations: list[tuple[str, dict[str, str]]] | None = None, l
 
 
 def _batch_lane(document: bytes, images: list[bytes], prices: PriceList, log: Log) -> dict[str, Any]:
-    """The batch lane's rows (cost_batch.py), on the same PDF and as many images as the real-time rows."""
+    """The batch lane's rows (cost_batch.py), on the real-time rows' PDF and images."""
     try:
-        return measure_batch_lane(document, [images[i % DISTINCT_PAGES] for i in range(IMAGES)], prices, log=log)
+        inputs = [entry for entry in cost_inputs(document, images) if entry[0] in ("pdf", "images")]
+        return measure_batch_lane(inputs, images[0], prices, concurrency=CONCURRENCY, log=log)
     except Exception as exc:  # the real-time rows stand without it
         log(f"    batch lane failed: {type(exc).__name__}: {exc}")
         return {"error": f"{type(exc).__name__}: {exc}"}

@@ -60,6 +60,7 @@ from .cost_pricing import (
     total_usd,
     without_runs,
 )
+from .documents import text_pdf
 
 MODEL = "qwen-vl-ocr"
 REGION = "cn"
@@ -79,6 +80,8 @@ TIMEOUT_S = 900.0
 SETTLE_TIMEOUT_S = 120.0
 
 RunKind = Literal["idle", "waiting", "working"]
+# An input: its kind, its label, and its uploads (key, body, content type).
+Input = tuple[str, str, list[tuple[str, bytes, str]]]
 Log = Callable[[str], None]
 # Counts a scheduled run reports that say nothing about work done.
 _NOT_WORK = ("oldest_unfinished_s", "batches_open")
@@ -135,14 +138,17 @@ class _Mark:
     billing: dict[str, BilledUsage]
 
 
-def measure_batch_lane(document: bytes, images: list[bytes], prices: PriceList, *, log: Log = print) -> dict[str, Any]:
-    """The batch lane's rows: `document` as one upload, `images` each its own, at CONCURRENCY uploads at once."""
+def measure_batch_lane(
+    inputs: list[Input], image: bytes, prices: PriceList, *, concurrency: int, log: Log = print
+) -> dict[str, Any]:
+    """A row per input (its kind, label and uploads), uploaded with `ocr-mode: batch`; `image` is the page
+    read in the warm-up and held in an open batch for the waiting polls."""
     log(f"  {CONFIGURATION}")
     with tempfile.TemporaryDirectory(prefix="ocr-bench-cost-batch-") as scratch:
         options = RunOptions(
             paths=[],
             out_dir=Path(scratch),
-            max_concurrency=4,
+            max_concurrency=concurrency,
             mode=Lane.BATCH,
             model=MODEL,
             region=REGION,
@@ -150,18 +156,10 @@ def measure_batch_lane(document: bytes, images: list[bytes], prices: PriceList, 
         )
         with local_pipeline(options, log_dir=Path(scratch) / "logs") as pipeline:
             run = _BatchLaneRun(pipeline, prices, upload_metadata(options), log)
-            cold_init_ms = run.warm_up(images)
+            cold_init_ms = run.warm_up(image, concurrency)
             idle = run.idle_profiles()
-            waiting = run.waiting_profile(images[0])
+            waiting = run.waiting_profile(image)
             rows = []
-            inputs = [
-                ("pdf", f"{_pages(document)}-page text PDF", [("doc.pdf", document, "application/pdf")]),
-                (
-                    "images",
-                    f"{len(images)} page images (PNG, 150 dpi)",
-                    [(f"img-{i:02d}.png", image, "image/png") for i, image in enumerate(images)],
-                ),
-            ]
             for kind, label, uploads in inputs:
                 log(f"    {label}")
                 row = run.measure(f"cost-batch/{kind}/", uploads, idle, waiting)
@@ -183,16 +181,6 @@ def measure_batch_lane(document: bytes, images: list[bytes], prices: PriceList, 
         "waiting_poll": poll,
         "warnings": run.warnings,
     }
-
-
-def _pages(document: bytes) -> int:
-    import pypdfium2 as pdfium
-
-    pdf = pdfium.PdfDocument(document)
-    try:
-        return len(pdf)
-    finally:
-        pdf.close()
 
 
 class _BatchLaneRun:
@@ -264,16 +252,15 @@ class _BatchLaneRun:
 
     # -- the phases -----------------------------------------------------------------------------------------------
 
-    def warm_up(self, images: list[bytes]) -> dict[str, float]:
-        """Each distinct page read once (the emulator's cache) and the upload function's instances started;
-        returns each function's first initialization, in ms (this machine's)."""
-        from .documents import text_pdf
-
+    def warm_up(self, image: bytes, concurrency: int) -> dict[str, float]:
+        """The page read once as PDF page and as image (the emulator's cache), and the upload function's
+        instances started by as many uploads at once as the stack runs; returns each function's first
+        initialization, in ms (this machine's)."""
         self.log("    warm-up")
         self._upload_and_wait(
             [
                 ("warm-up/distinct.pdf", text_pdf(1), "application/pdf"),
-                *[(f"warm-up/image-{n}.png", images[0], "image/png") for n in range(4)],
+                *[(f"warm-up/image-{n}.png", image, "image/png") for n in range(concurrency)],
             ]
         )
         return {
