@@ -19,17 +19,22 @@ engine answers from its cache (a warm-up at L = 0 reads the page once, as PDF pa
 and the warm-up also starts every function's workers, so no cold start falls in a measured run.
 Durations are this machine's: its CPU (shared with other work), not the share of a core Lambda gives
 a function of that memory size; at L = 8 s the model's wait dominates them.
+
+The batch lane's rows (cost_batch.py) run the same PDF and images after the configurations; alone, into
+the existing report: `python -m benchmarks.cost --batch-lane`.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
+import json
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +42,21 @@ import pypdfium2 as pdfium
 from ocr_devkit.run import RunOptions, local_pipeline
 from ocr_devkit.stack.metering import ADMIN_CALLER
 
+from . import machine
+from .cost_batch import Input, measure_batch_lane
 from .cost_pricing import (
     FunctionUsage,
-    LineItem,
     Metered,
     PriceList,
+    cost_row,
     lambda_items,
-    largest,
     load_prices,
+    qwen_usd,
     request_items,
-    requests_by_service,
     total_usd,
 )
 from .documents import text_pdf
+from .report import merge_batch_lane, render_markdown
 
 # Each row: a name and the template parameters it overrides ("as deployed" keeps every default).
 # Each lever that is a template parameter is one row; the template's defaults are the first. The
@@ -108,6 +115,19 @@ def page_images(pages: int, dpi: int = IMAGE_DPI) -> list[bytes]:
     return images
 
 
+def cost_inputs(document: bytes, images: list[bytes]) -> list[Input]:
+    """The PDF as one upload, IMAGES page images each its own, and one page image alone."""
+    return [
+        ("pdf", f"{PDF_PAGES}-page text PDF", [("doc.pdf", document, "application/pdf")]),
+        (
+            "images",
+            f"{IMAGES} page images (PNG, {IMAGE_DPI} dpi)",
+            [(f"img-{i:02d}.png", images[i % DISTINCT_PAGES], "image/png") for i in range(IMAGES)],
+        ),
+        ("single", "1 page image (PNG)", [("single.png", images[0], "image/png")]),
+    ]
+
+
 def measure(*, configurations: list[tuple[str, dict[str, str]]] | None = None, log: Log = print) -> dict[str, Any]:
     prices = load_prices()
     images = page_images(DISTINCT_PAGES)
@@ -125,16 +145,7 @@ def measure(*, configurations: list[tuple[str, dict[str, str]]] | None = None, l
                     run.warm_up(images)
                     for latency_ms in LATENCIES_MS:
                         pipeline.emulator.faults.latency_ms = latency_ms
-                        inputs = [
-                            ("pdf", f"{PDF_PAGES}-page text PDF", [("doc.pdf", document, "application/pdf")]),
-                            (
-                                "images",
-                                f"{IMAGES} page images (PNG, {IMAGE_DPI} dpi)",
-                                [(f"img-{i:02d}.png", images[i % DISTINCT_PAGES], "image/png") for i in range(IMAGES)],
-                            ),
-                            ("single", "1 page image (PNG)", [("single.png", images[0], "image/png")]),
-                        ]
-                        for kind, label, uploads in inputs:
+                        for kind, label, uploads in cost_inputs(document, images):
                             prefix = f"cost/{len(rows)}/"
                             log(f"    L = {latency_ms} ms: {label}")
                             row = run.measure(prefix, uploads)
@@ -146,6 +157,7 @@ def measure(*, configurations: list[tuple[str, dict[str, str]]] | None = None, l
         except Exception as exc:  # one configuration that does not settle must not hide the others
             log(f"    failed: {type(exc).__name__}: {exc}")
             failures.append({"configuration": name, "overrides": overrides, "error": f"{type(exc).__name__}: {exc}"})
+    batch_lane = _batch_lane(document, images, prices, log)
     # The goal is the template's defaults' (the first configuration); the other rows show each lever.
     deployed = (configurations or CONFIGURATIONS)[0][0]
     goal_rows = [
@@ -164,11 +176,22 @@ def measure(*, configurations: list[tuple[str, dict[str, str]]] | None = None, l
         "rows": rows,
         "idle_empty_receives_per_minute": idle,
         "failed_configurations": failures,
+        "batch_lane": batch_lane,
         "not_counted": NOT_COUNTED,
         "goal_ratio": GOAL_RATIO,
         "goal_latency_ms": GOAL_LATENCY_MS,
         "met": bool(goal_rows) and all(r["ratio"] is not None and r["ratio"] <= GOAL_RATIO for r in goal_rows),
     }
+
+
+def _batch_lane(document: bytes, images: list[bytes], prices: PriceList, log: Log) -> dict[str, Any]:
+    """The batch lane's rows (cost_batch.py), on the real-time rows' PDF and images."""
+    try:
+        inputs = [entry for entry in cost_inputs(document, images) if entry[0] in ("pdf", "images")]
+        return measure_batch_lane(inputs, images[0], prices, concurrency=CONCURRENCY, log=log)
+    except Exception as exc:  # the real-time rows stand without it
+        log(f"    batch lane failed: {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 class _ConfiguredRun:
@@ -258,9 +281,9 @@ class _ConfiguredRun:
             r.calls for r in metered if r.action == "ReceiveMessage (empty)" and r.caller != ADMIN_CALLER
         )
         pages = sum(int(final[key].data["page_count"]) for key in keys)
-        qwen = _qwen_usd(self.pipeline.recorder.envelopes, keys)
+        qwen = qwen_usd(self.pipeline.recorder.envelopes, keys)
         items = lambda_items(functions, self.prices) + request_items(counted, self.prices)
-        row = _row(
+        row = cost_row(
             items, functions, counted, pages=pages, qwen_usd=qwen, elapsed_s=elapsed, empty_receives=empty_receives
         )
         before = [
@@ -272,47 +295,34 @@ class _ConfiguredRun:
         return row
 
 
-def _qwen_usd(envelopes: list[Any], keys: set[str]) -> tuple[Decimal, int, str | None]:
-    """The Qwen cost the usage events of `keys` report, how many pages they bill, and their currency."""
-    total, billed, currency = Decimal(0), 0, None
-    for envelope in envelopes:
-        if envelope.event_type != "usage.recorded" or (envelope.data.get("source") or {}).get("key") not in keys:
-            continue
-        billed += 1
-        currency = envelope.data.get("currency") or currency
-        if envelope.data.get("cost") is not None:
-            total += Decimal(str(envelope.data["cost"]))
-    return total, billed, currency
+def main(argv: list[str] | None = None) -> int:
+    """`python -m benchmarks.cost --batch-lane`: measure only the batch lane's rows and put them into the
+    existing benchmarks/report.json and BENCHMARKS.md, the real-time rows kept as they were measured."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cost")
+    parser.add_argument("--batch-lane", action="store_true", required=True, help="measure the batch lane only")
+    parser.parse_args(argv)
+    root = Path(__file__).resolve().parents[1]
+    report_path, markdown_path = root / "benchmarks" / "report.json", root / "BENCHMARKS.md"
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    if "error" in report["results"].get("cost", {"error": "absent"}):
+        parser.error("benchmarks/report.json has no cost result to add the batch lane to: run the cost benchmark")
+    started = time.monotonic()
+    log = _stderr
+    batch_lane = _batch_lane(
+        text_pdf(PDF_PAGES, distinct=DISTINCT_PAGES), page_images(DISTINCT_PAGES), load_prices(), log
+    )
+    batch_lane["seconds"] = round(time.monotonic() - started, 1)
+    batch_lane["commit"] = machine.describe(root)["commit"]
+    merge_batch_lane(report, batch_lane)
+    report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    markdown_path.write_text(render_markdown(report), encoding="utf-8")
+    log(f"wrote {report_path.relative_to(root)} and {markdown_path.relative_to(root)}")
+    return 1 if "error" in batch_lane else 0
 
 
-def _row(
-    items: list[LineItem],
-    functions: list[FunctionUsage],
-    counted: list[Metered],
-    *,
-    pages: int,
-    qwen_usd: tuple[Decimal, int, str | None],
-    elapsed_s: float,
-    empty_receives: int,
-) -> dict[str, Any]:
-    aws = total_usd(items)
-    qwen, usage_events, currency = qwen_usd
-    return {
-        "pages": pages,
-        "elapsed_s": round(elapsed_s, 1),
-        "aws_usd_per_page": float(aws / pages),
-        "qwen_usd_per_page": float(qwen / pages),
-        "qwen_currency": currency,
-        "usage_events": usage_events,
-        "ratio": float(aws / qwen) if qwen else None,
-        "largest": [
-            {**item.to_dict(pages), "share": round(float(item.usd / aws), 3) if aws and item.usd else 0.0}
-            for item in largest(items)
-        ],
-        "line_items": [item.to_dict(pages) for item in items],
-        "units_per_page": {
-            name: round(count / pages, 3) for name, count in requests_by_service(counted, functions).items()
-        },
-        "lambda_ms_per_page": {f.function: round(f.billed_ms / pages, 1) for f in functions if f.invocations},
-        "empty_receives": empty_receives,
-    }
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

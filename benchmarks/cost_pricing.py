@@ -159,3 +159,104 @@ def requests_by_service(requests: Iterable[Metered], functions: Iterable[Functio
             label = "S3 requests"
         counts[label] = counts.get(label, 0.0) + entry.quantity
     return counts
+
+
+def qwen_usd(envelopes: list[Any], keys: set[str]) -> tuple[Decimal, int, str | None]:
+    """The Qwen cost the usage events of `keys` report, how many pages they bill, and their currency."""
+    total, billed, currency = Decimal(0), 0, None
+    for envelope in envelopes:
+        if envelope.event_type != "usage.recorded" or (envelope.data.get("source") or {}).get("key") not in keys:
+            continue
+        billed += 1
+        currency = envelope.data.get("currency") or currency
+        if envelope.data.get("cost") is not None:
+            total += Decimal(str(envelope.data["cost"]))
+    return total, billed, currency
+
+
+def cost_row(
+    items: list[LineItem],
+    functions: list[FunctionUsage],
+    counted: list[Metered],
+    *,
+    pages: int,
+    qwen_usd: tuple[Decimal, int, str | None],
+    elapsed_s: float,
+    empty_receives: int,
+) -> dict[str, Any]:
+    aws = total_usd(items)
+    qwen, usage_events, currency = qwen_usd
+    return {
+        "pages": pages,
+        "elapsed_s": round(elapsed_s, 1),
+        "aws_usd_per_page": float(aws / pages),
+        "qwen_usd_per_page": float(qwen / pages),
+        "qwen_currency": currency,
+        "usage_events": usage_events,
+        "ratio": float(aws / qwen) if qwen else None,
+        "largest": [
+            {**item.to_dict(pages), "share": round(float(item.usd / aws), 3) if aws and item.usd else 0.0}
+            for item in largest(items)
+        ],
+        "line_items": [item.to_dict(pages) for item in items],
+        "units_per_page": {
+            name: round(count / pages, 3) for name, count in requests_by_service(counted, functions).items()
+        },
+        "lambda_ms_per_page": {f.function: round(f.billed_ms / pages, 1) for f in functions if f.invocations},
+        "empty_receives": empty_receives,
+    }
+
+
+def scaled(items: Iterable[LineItem], factor: Decimal) -> list[LineItem]:
+    """Each line item `factor` times over: what `factor` repetitions of the counted work cost."""
+    return [
+        LineItem(item.name, item.quantity * factor, item.unit, None if item.usd is None else item.usd * factor)
+        for item in items
+    ]
+
+
+@dataclass(frozen=True)
+class RunProfile:
+    """What `runs` runs of one kind of one function were counted at: billed milliseconds and requests, in total."""
+
+    function: str
+    runs: int
+    billed_ms: int
+    requests: tuple[Metered, ...]
+
+
+def without_runs(requests: Iterable[Metered], profile: RunProfile, runs: int) -> tuple[list[Metered], list[str]]:
+    """`requests` (summed by service, action and unit) less what `runs` runs of `profile`'s kind make, at the
+    profile's mean per run.
+
+    A line that would go below zero stays at zero and is named in the second list: the runs did not all
+    make the same requests, which the caller reports rather than hides.
+    """
+    counted = _summed(requests)
+    expected = (
+        {
+            key: (calls * runs / profile.runs, quantity * runs / profile.runs)
+            for key, (calls, quantity) in _summed(profile.requests).items()
+        }
+        if profile.runs and runs
+        else {}
+    )
+    remaining: list[Metered] = []
+    shortfalls: list[str] = []
+    for key in sorted(set(counted) | set(expected)):
+        calls, quantity = counted.get(key, (0.0, 0.0))
+        less_calls, less_quantity = expected.get(key, (0.0, 0.0))
+        if quantity - less_quantity < -1e-6 or calls - less_calls < -1e-6:
+            shortfalls.append(f"{key[0]} {key[1]}: {quantity:g} counted, {less_quantity:g} expected of those runs")
+        left_calls, left_quantity = max(0, round(calls - less_calls)), max(0.0, round(quantity - less_quantity, 6))
+        if left_calls or left_quantity:
+            remaining.append(Metered(key[0], key[1], key[2], left_calls, left_quantity))
+    return remaining, shortfalls
+
+
+def _summed(requests: Iterable[Metered]) -> dict[tuple[str, str, str], tuple[float, float]]:
+    totals: dict[tuple[str, str, str], tuple[float, float]] = {}
+    for entry in requests:
+        calls, quantity = totals.get((entry.service, entry.action, entry.unit), (0.0, 0.0))
+        totals[(entry.service, entry.action, entry.unit)] = (calls + entry.calls, quantity + entry.quantity)
+    return totals

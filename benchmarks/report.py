@@ -477,7 +477,7 @@ def _cost_rows(r: dict[str, Any]) -> list[Row]:
                 "" if met else f"largest line item: {top}; see Cost per page below",
             )
         )
-    return rows
+    return rows + _batch_lane_rows(r)
 
 
 def _cost_section(r: dict[str, Any] | None) -> list[str]:
@@ -498,24 +498,10 @@ def _cost_section(r: dict[str, Any] | None) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
-        ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.1%}"
-        top = "; ".join(f"{item['name']} {_usd(item['usd'])} ({item['share']:.0%})" for item in row["largest"])
-        counts = ", ".join(f"{name} {value:g}" for name, value in row["units_per_page"].items())
-        durations = ", ".join(f"{name} {ms:g}" for name, ms in row["lambda_ms_per_page"].items())
-        counts += f"; billed Lambda ms/page: {durations}"
-        cells = [
-            row["configuration"],
-            f"{row['latency_ms'] / 1000:g} s",
-            row["label"],
-            str(row["pages"]),
-            _usd(row["aws_usd_per_page"]),
-            _usd(row["qwen_usd_per_page"]),
-            ratio,
-            top,
-            counts,
-            _usd(row["aws_usd_per_page_x86_64_1536"]) if "aws_usd_per_page_x86_64_1536" in row else "n/a",
-        ]
-        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+        lines.append("| " + " | ".join(_cell(cell) for cell in _cost_cells(row)) + " |")
+    batch_lane = r.get("batch_lane") or {}
+    for row in batch_lane.get("rows", []):
+        lines.append("| " + " | ".join(_cell(cell) for cell in _cost_cells(row)) + " |")
     idle = ", ".join(f"{name}: {value}" for name, value in r["idle_empty_receives_per_minute"].items())
     lines += [
         "",
@@ -539,6 +525,119 @@ def _cost_section(r: dict[str, Any] | None) -> list[str]:
             f"- **Not measured**: {failed['configuration']} ({failed['overrides']}): {failed['error']}"
             for failed in r.get("failed_configurations", [])
         ),
+        *_batch_lane_notes(batch_lane),
         "",
     ]
+    return lines
+
+
+def _cost_cells(row: dict[str, Any]) -> list[str]:
+    ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.1%}"
+    top = "; ".join(f"{item['name']} {_usd(item['usd'])} ({item['share']:.0%})" for item in row["largest"])
+    counts = ", ".join(f"{name} {value:g}" for name, value in row["units_per_page"].items())
+    durations = ", ".join(f"{name} {ms:g}" for name, ms in row["lambda_ms_per_page"].items())
+    counts += f"; billed Lambda ms/page: {durations}"
+    return [
+        row["configuration"],
+        "none (batch)" if row["latency_ms"] is None else f"{row['latency_ms'] / 1000:g} s",
+        row["label"],
+        str(row["pages"]),
+        _usd(row["aws_usd_per_page"]),
+        _usd(row["qwen_usd_per_page"]),
+        ratio,
+        top,
+        counts,
+        _usd(row["aws_usd_per_page_x86_64_1536"]) if "aws_usd_per_page_x86_64_1536" in row else "n/a",
+    ]
+
+
+# --- the batch lane's rows (benchmarks/cost_batch.py) -------------------------------------------------------------
+
+
+def merge_batch_lane(report: dict[str, Any], batch_lane: dict[str, Any]) -> None:
+    """Put a separately measured batch lane into a report's cost result, saying so where the report is assembled."""
+    report["results"]["cost"]["batch_lane"] = batch_lane
+    note = (
+        f"the cost's batch-lane rows measured alone (`python -m benchmarks.cost --batch-lane`) at "
+        f"{batch_lane.get('measured_at', 'an unknown time')} on commit {batch_lane.get('commit')}"
+    )
+    earlier = [part for part in (report.get("assembled_from") or "").split("; and ") if "batch-lane rows" not in part]
+    report["assembled_from"] = "; and ".join([*filter(None, earlier), note])
+
+
+def _batch_lane_rows(r: dict[str, Any]) -> list[Row]:
+    batch_lane = r.get("batch_lane")
+    if not batch_lane:
+        return []
+    if "error" in batch_lane:
+        return _error_row("6. AWS bill per dense A4 page, batch lane", batch_lane)
+    rows: list[Row] = []
+    for row in batch_lane["rows"]:
+        if row["input"] != "pdf":
+            continue
+        ratio = row["ratio"]
+        met = ratio is not None and ratio <= r["goal_ratio"]
+        rows.append(
+            (
+                f"6. AWS bill per dense A4 page, {row['configuration']}",
+                f"{_usd(row['aws_usd_per_page'])} = {ratio:.1%} of Qwen's {_usd(row['qwen_usd_per_page'])} "
+                "(batch price; no L)"
+                if ratio is not None
+                else f"{_usd(row['aws_usd_per_page'])} (no Qwen cost reported)",
+                f"≤ {r['goal_ratio']:.0%} of Qwen",
+                _status(met),
+                f"plus the schedules' fixed ${batch_lane['fixed_usd_per_month']:.4f} a month; see Cost per page below",
+            )
+        )
+    return rows
+
+
+def _batch_lane_notes(batch_lane: dict[str, Any]) -> list[str]:
+    if not batch_lane:
+        return []
+    if "error" in batch_lane:
+        return [f"- **Batch lane not measured**: {batch_lane['error']}"]
+    schedules = batch_lane["schedules"]
+    runs = "; ".join(
+        f"{row['label']}: "
+        + ", ".join(
+            f"{function} {kinds['working']} working, {kinds['idle']} idle, {kinds['waiting']} waiting"
+            for function, kinds in row["scheduled_runs"].items()
+        )
+        for row in batch_lane["rows"]
+    )
+    realtime = ", ".join(f"{_usd(row['qwen_usd_per_page_realtime'])} ({row['label']})" for row in batch_lane["rows"])
+    idle = "; ".join(
+        f"{function} ({s['schedule']}, {s['ticks_per_month']:,.0f} runs a month): "
+        f"{s['billed_ms_per_idle_run']:g} ms billed, "
+        + ", ".join(f"{name} {count:g}" for name, count in s["requests_per_idle_run"].items())
+        + f" a run, ${s['usd_per_month']:.4f} a month"
+        for function, s in schedules.items()
+    )
+    poll = batch_lane["waiting_poll"]
+    lines = [
+        f'- **Batch lane** (rows "{batch_lane["configuration"]}", `benchmarks/cost_batch.py`, measured '
+        f"{batch_lane['measured_at']}): model {batch_lane['model']} in region {batch_lane['region']}, where the "
+        "vendor offers the lane, so its Qwen column is that model's batch price, not the real-time rows' model "
+        f"and region; the same pages in real time at {batch_lane['model']} in {batch_lane['region']} would cost "
+        f"{realtime} a page. No Lambda waits on the model (the submitter sends a file, the collector reads one "
+        "when the vendor is done), so L does not apply and each input is measured once. Locally the schedules "
+        f"fire every {batch_lane['local_schedule_interval_s']:g} s and the emulator completes a batch "
+        f"{batch_lane['completion_delay_s']:g} s after its creation.",
+        "- **Batch lane, scheduled runs**: a run is *working* if it moved pages or batches, *idle* if it found "
+        "nothing, *waiting* if it only polled batches the vendor had not finished. The rows count the working "
+        "runs and the upload function; idle and waiting runs follow the clock (and the vendor's time), not the "
+        f"pages, and are left out ({runs}). Requests are metered per function, not per run: a function's idle "
+        "and waiting runs' requests are taken off its total at the mean of such runs measured alone. The "
+        "submitter receives from its queue itself, so its empty receives are its own, not a poller's: a working "
+        "run ends with one (a 1 s wait, billed as its Lambda time), and an idle run is that receive alone.",
+        "- **Batch lane, fixed cost**: the two schedules at the template's rate cost "
+        f"${batch_lane['fixed_usd_per_month']:.4f} a month with nothing to do ({idle}); "
+        f"${batch_lane['fixed_usd_per_month_every_tick_cold']:.4f} if every run started cold (each function's "
+        "first initialization on this machine added to each run). A batch the vendor has not finished costs "
+        f"one poll each {poll['schedule']}: {poll['billed_ms_per_poll']:g} ms billed, "
+        + ", ".join(f"{name} {count:g}" for name, count in poll["requests_per_poll"].items())
+        + f", ${poll['usd_per_poll']:.8f} a poll, ${poll['usd_per_open_batch_hour']:.7f} for each hour it stays open.",
+    ]
+    lines += [f"- **Batch lane, counts to check**: {warning}" for warning in batch_lane.get("warnings", [])]
     return lines
