@@ -15,9 +15,11 @@ class SqsInbox(SqsWorkQueue):
 
     def receive(self, max_messages: int) -> list[InboxMessage]:
         try:
-            # A short wait: a run ends as soon as the queue is empty, and waits are billed as Lambda time.
+            # No wait: a wait is billed as Lambda time, at every tick of an idle schedule (a 1 s wait was most of
+            # an idle run's cost, BENCHMARKS.md). A short poll may answer "empty" while a few messages sit on
+            # servers it did not sample; they go at the next tick, in a lane nobody waits on.
             response = self.client.receive_message(
-                QueueUrl=self.queue_url, MaxNumberOfMessages=max(1, min(max_messages, 10)), WaitTimeSeconds=1
+                QueueUrl=self.queue_url, MaxNumberOfMessages=max(1, min(max_messages, 10)), WaitTimeSeconds=0
             )
         except Exception as exc:
             raise StorageError(f"the queue could not be read ({_error_code(exc) or exc})") from None
