@@ -630,7 +630,7 @@ def _batch_lane_notes(batch_lane: dict[str, Any]) -> list[str]:
         f"pages, and are left out ({runs}). Requests are metered per function, not per run: a function's idle "
         "and waiting runs' requests are taken off its total at the mean of such runs measured alone. The "
         "submitter receives from its queue itself, so its empty receives are its own, not a poller's: a working "
-        "run ends with one (a 1 s wait, billed as its Lambda time), and an idle run is that receive alone.",
+        "run ends with one (a short poll, no wait), and an idle run is that receive alone.",
         "- **Batch lane, fixed cost**: the two schedules at the template's rate cost "
         f"${batch_lane['fixed_usd_per_month']:.4f} a month with nothing to do ({idle}); "
         f"${batch_lane['fixed_usd_per_month_every_tick_cold']:.4f} if every run started cold (each function's "
