@@ -44,7 +44,7 @@ class MemoryInbox(MemoryWorkQueue):
         self.in_flight.clear()
 
 
-class Lane:
+class BatchLaneStack:
     """A stack with the batch lane, on in-memory ports."""
 
     def __init__(self, ocr: FakeOcrService | None = None, **settings) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from ocr_pipeline.batch_api import BatchStatus
 
-from tests.support.batch_lane import Lane
+from tests.support.batch_lane import BatchLaneStack
 from tests.support.fakes import text_png
 from tests.support.lambda_helpers import FakeLambdaContext, load_event, load_function
 
 
 def test_a_submit_tick_sends_the_queued_pages_and_a_collect_tick_settles_the_finished_batch():
     submit, collect = load_function("batch_submit"), load_function("batch_collect")
-    lane = Lane()
+    lane = BatchLaneStack()
     lane.upload("archive/receipt.png", text_png())
     # A tick of the submit schedule sends the page in a batch
     submitted = submit.handler(load_event("batch_submit_schedule"), FakeLambdaContext(), service=lane.submission)

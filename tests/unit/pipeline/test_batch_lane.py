@@ -17,8 +17,7 @@ from ocr_pipeline.batch_api import BatchStatus
 from ocr_pipeline.pipeline.batch_files import new_batch_key
 from ocr_pipeline.pipeline.batch_submission import ORPHANED_AFTER_S
 from ocr_pipeline.pipeline.config import BatchFallback
-from ocr_pipeline.pipeline.model import Lane as Lane_
-from ocr_pipeline.pipeline.model import PageWork
+from ocr_pipeline.pipeline.model import Lane, PageWork
 from ocr_pipeline.pipeline.port_errors import StorageError
 from ocr_pipeline.pipeline.records import BatchState
 from ocr_pipeline.pipeline.request_intake import RequestService
@@ -28,13 +27,13 @@ from ocr_pipeline.pipeline.upload import UploadedObject
 from ocr_pipeline.pricing import default_price_table
 from ocr_pipeline.usage import Usage
 
-from tests.support.batch_lane import Lane
+from tests.support.batch_lane import BatchLaneStack
 from tests.support.fakes import INPUT, text_png
 from tests.support.images import multipage_tiff
 
 
 def test_a_batch_document_is_answered_through_the_batch_api_and_billed_once_at_half_the_price():
-    lane = Lane()
+    lane = BatchLaneStack()
     lane.upload("archive/fax.tiff", multipage_tiff(3))
     # Given the pages waiting in the batch queue, none on the page queue
     assert len(lane.inbox.bodies) == 1 and lane.p.queue.bodies == []
@@ -67,7 +66,7 @@ def test_a_batch_document_is_answered_through_the_batch_api_and_billed_once_at_h
 
 
 def test_a_model_the_batch_api_does_not_take_is_refused_at_intake_not_sent_in_real_time():
-    lane = Lane()
+    lane = BatchLaneStack()
     lane.p.settings = lane.p.settings.model_copy(
         update={"ocr": OcrServiceSettings(api_key="t", model="qwen-vl-ocr-2025-11-20", region="intl").defaults()}
     )
@@ -81,14 +80,14 @@ def test_a_model_the_batch_api_does_not_take_is_refused_at_intake_not_sent_in_re
 
 
 def test_an_unknown_mode_is_refused_with_its_code():
-    lane = Lane()
+    lane = BatchLaneStack()
     lane.upload("archive/receipt.png", text_png(), metadata={"ocr-mode": "overnight"})
     (failed,) = lane.events("document.failed")
     assert failed.data["error"]["code"] == "request.invalid" and "ocr-mode" in failed.data["error"]["message"]
 
 
 def test_pages_of_an_expired_batch_go_again_and_are_answered_and_billed_once():
-    lane = Lane()
+    lane = BatchLaneStack()
     lane.upload("archive/fax.tiff", multipage_tiff(2))
     lane.submit()
     # Given the vendor expires the batch having answered page 1 only
@@ -112,7 +111,7 @@ def test_pages_of_an_expired_batch_go_again_and_are_answered_and_billed_once():
 
 
 def test_error_lines_follow_the_real_time_rules_retryable_again_permanent_failed():
-    lane = Lane()
+    lane = BatchLaneStack()
     lane.upload("archive/fax.tiff", multipage_tiff(3))
     lane.submit()
     (batch_id,) = lane.open_batches()
@@ -136,7 +135,7 @@ def test_error_lines_follow_the_real_time_rules_retryable_again_permanent_failed
 
 @pytest.mark.parametrize("fallback", [BatchFallback.FAIL, BatchFallback.REALTIME])
 def test_a_page_out_of_batch_attempts_fails_or_falls_back_to_real_time(fallback):
-    lane = Lane(batch_max_attempts=2, batch_fallback=fallback)
+    lane = BatchLaneStack(batch_max_attempts=2, batch_fallback=fallback)
     lane.upload("archive/receipt.png", text_png())
     for _ in range(2):
         lane.submit()
@@ -157,7 +156,7 @@ def test_a_page_out_of_batch_attempts_fails_or_falls_back_to_real_time(fallback)
 
 
 def test_repeated_messages_and_runs_put_each_page_in_one_batch_and_bill_it_once():
-    lane = Lane()
+    lane = BatchLaneStack()
     lane.upload("archive/fax.tiff", multipage_tiff(2))
     # Given the page message delivered twice (SQS delivers at least once)
     lane.inbox.bodies.append(lane.inbox.bodies[0])
@@ -185,7 +184,7 @@ def test_repeated_messages_and_runs_put_each_page_in_one_batch_and_bill_it_once(
 
 
 def test_a_run_that_dies_between_upload_and_create_never_makes_a_second_batch():
-    lane = Lane()
+    lane = BatchLaneStack()
     lane.upload("archive/receipt.png", text_png())
     create = lane.api.create_batch
     # Given the vendor's create call failing once (a timeout: did it make the batch or not?)
@@ -207,7 +206,7 @@ def test_a_run_that_dies_between_upload_and_create_never_makes_a_second_batch():
 
 
 def test_pages_of_a_batch_never_staged_are_taken_over_once_its_run_must_have_ended():
-    lane = Lane()
+    lane = BatchLaneStack()
     lane.upload("archive/receipt.png", text_png())
     job_id = next(iter(lane.p.jobs.jobs))
     # Given page 1 assigned to a batch a dead run was filling, and its message back on the queue
@@ -223,13 +222,13 @@ def test_pages_of_a_batch_never_staged_are_taken_over_once_its_run_must_have_end
     assert lane.batches.page_assignment(job_id, 1).batch_key != orphan
 
 
-def request_service(lane: Lane) -> RequestService:
+def request_service(lane: BatchLaneStack) -> RequestService:
     policy = SourcePolicy(buckets=frozenset({INPUT}), url_hosts=())
     return RequestService(lane.p.settings, lane.p.intake, fetcher=None, policy=policy)  # type: ignore[arg-type]
 
 
 def test_a_request_chooses_the_lane_and_is_refused_with_a_model_the_lane_does_not_take():
-    lane = Lane()
+    lane = BatchLaneStack()
     lane.p.store.put(INPUT, "in/receipt.png", text_png())
     service = request_service(lane)
     body = {"source": {"bucket": INPUT, "key": "in/receipt.png"}, "mode": "batch"}
@@ -244,7 +243,7 @@ def test_a_request_chooses_the_lane_and_is_refused_with_a_model_the_lane_does_no
 
 
 def test_a_routing_rule_sends_its_prefix_to_the_lane_unless_the_object_says_otherwise():
-    lane = Lane(routing_rules=[RoutingRule(prefix="archive/", mode=Lane_.BATCH)])
+    lane = BatchLaneStack(routing_rules=[RoutingRule(prefix="archive/", mode=Lane.BATCH)])
     lane.p.store.put(INPUT, "archive/a.png", text_png())
     lane.p.upload.accept(UploadedObject(bucket=INPUT, key="archive/a.png"))
     lane.p.store.put(INPUT, "archive/b.png", text_png(), metadata={"ocr-mode": "realtime"})
