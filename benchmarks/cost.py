@@ -43,12 +43,13 @@ from ocr_devkit.run import RunOptions, local_pipeline
 from ocr_devkit.stack.metering import ADMIN_CALLER
 
 from . import machine
-from .cost_batch import Input, measure_batch_lane
+from .cost_batch import Input, measure_batch_lane, upload_and_wait
 from .cost_pricing import (
     FunctionUsage,
     Metered,
     PriceList,
     cost_row,
+    deployed_functions,
     lambda_items,
     load_prices,
     qwen_usd,
@@ -83,7 +84,6 @@ IMAGE_DPI = 150
 CONCURRENCY = 4
 GOAL_RATIO = 0.05
 GOAL_LATENCY_MS = 8000
-TIMEOUT_S = 900.0
 SETTLE_TIMEOUT_S = 400.0
 NOT_COUNTED = [
     "CloudWatch Logs ingestion and storage (each function's log lines; Lambda's REPORT lines)",
@@ -201,29 +201,14 @@ class _ConfiguredRun:
         self.pipeline = pipeline
         self.prices = prices
         self.log = log
-        stack = pipeline.stack
-        self.functions = {
-            logical_id: (
-                spec.memory_mb,
-                str((stack.template.properties(logical_id).get("Architectures") or ["x86_64"])[0]),
-            )
-            for logical_id, spec in stack.runner.functions.items()
-        }
+        self.functions = deployed_functions(pipeline.stack)
         self.idle_receives_per_minute: float | None = None
 
     def _upload_and_wait(self, uploads: list[tuple[str, bytes, str]]) -> dict[str, Any]:
-        for key, body, content_type in uploads:
-            self.pipeline.upload(key, body, content_type=content_type)
-        final = self.pipeline.wait_for_documents({key for key, _, _ in uploads}, TIMEOUT_S)
-        failed = [key for key, _, _ in uploads if getattr(final.get(key), "event_type", None) != "document.completed"]
-        if failed:
-            raise RuntimeError(f"{len(failed)} document(s) did not complete: {failed[:3]}")
-        # A page's usage.recorded may follow its document.completed: wait for the stack to settle. A record
-        # that found a claim held by a sibling comes back when the claim's lease ends (settings.claim_lease_s,
-        # 120 s and more) and then has nothing left to do; its invocation is billed like any other.
-        self.pipeline.stack.wait_until_idle(timeout=SETTLE_TIMEOUT_S)
-        self.pipeline.recorder.poll(wait_s=1)
-        return final
+        # A record that found a claim held by a sibling comes back when the claim's lease ends
+        # (settings.claim_lease_s, 120 s and more) and then has nothing left to do; its invocation is billed
+        # like any other, so the stack is waited on that long.
+        return upload_and_wait(self.pipeline, uploads, settle_timeout_s=SETTLE_TIMEOUT_S)
 
     def warm_up(self, images: list[bytes]) -> None:
         """Each distinct page read once at L = 0 (the emulator's cache), one at a time; then every function's

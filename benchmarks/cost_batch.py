@@ -53,6 +53,7 @@ from .cost_pricing import (
     PriceList,
     RunProfile,
     cost_row,
+    deployed_functions,
     lambda_items,
     qwen_usd,
     request_items,
@@ -183,6 +184,28 @@ def measure_batch_lane(
     }
 
 
+def upload_and_wait(
+    pipeline: Any,
+    uploads: list[tuple[str, bytes, str]],
+    *,
+    settle_timeout_s: float,
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Upload each (key, body, content type), wait until every document completed, then until the stack is idle.
+
+    A page's usage.recorded may follow its document.completed, so the stack must settle before anything is read.
+    """
+    for key, body, content_type in uploads:
+        pipeline.upload(key, body, content_type=content_type, metadata=metadata)
+    final: dict[str, Any] = pipeline.wait_for_documents({key for key, _, _ in uploads}, TIMEOUT_S)
+    failed = [key for key, _, _ in uploads if getattr(final.get(key), "event_type", None) != "document.completed"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} document(s) did not complete: {failed[:3]}")
+    pipeline.stack.wait_until_idle(timeout=settle_timeout_s)
+    pipeline.recorder.poll(wait_s=1)
+    return final
+
+
 class _BatchLaneRun:
     """The running stack of the batch lane: warm-up, the idle and waiting windows, then each input."""
 
@@ -191,14 +214,7 @@ class _BatchLaneRun:
         self.prices = prices
         self.metadata = metadata
         self.log = log
-        stack = pipeline.stack
-        self.functions = {
-            logical_id: (
-                spec.memory_mb,
-                str((stack.template.properties(logical_id).get("Architectures") or ["x86_64"])[0]),
-            )
-            for logical_id, spec in stack.runner.functions.items()
-        }
+        self.functions = deployed_functions(pipeline.stack)
         self.warnings: list[str] = []
 
     # -- reading the stack ----------------------------------------------------------------------------------------
@@ -239,16 +255,7 @@ class _BatchLaneRun:
         return requests, invocations
 
     def _upload_and_wait(self, uploads: list[tuple[str, bytes, str]]) -> dict[str, Any]:
-        for key, body, content_type in uploads:
-            self.pipeline.upload(key, body, content_type=content_type, metadata=self.metadata)
-        final = self.pipeline.wait_for_documents({key for key, _, _ in uploads}, TIMEOUT_S)
-        failed = [key for key, _, _ in uploads if getattr(final.get(key), "event_type", None) != "document.completed"]
-        if failed:
-            raise RuntimeError(f"{len(failed)} document(s) did not complete: {failed[:3]}")
-        # A page's usage.recorded may follow its document.completed.
-        self.pipeline.stack.wait_until_idle(timeout=SETTLE_TIMEOUT_S)
-        self.pipeline.recorder.poll(wait_s=1)
-        return final
+        return upload_and_wait(self.pipeline, uploads, settle_timeout_s=SETTLE_TIMEOUT_S, metadata=self.metadata)
 
     # -- the phases -----------------------------------------------------------------------------------------------
 

@@ -260,3 +260,14 @@ def _summed(requests: Iterable[Metered]) -> dict[tuple[str, str, str], tuple[flo
         calls, quantity = totals.get((entry.service, entry.action, entry.unit), (0.0, 0.0))
         totals[(entry.service, entry.action, entry.unit)] = (calls + entry.calls, quantity + entry.quantity)
     return totals
+
+
+def deployed_functions(stack: Any) -> dict[str, tuple[int, str]]:
+    """Each function's MemorySize and architecture, as the template deploys them (what Lambda bills by)."""
+    return {
+        logical_id: (
+            spec.memory_mb,
+            str((stack.template.properties(logical_id).get("Architectures") or ["x86_64"])[0]),
+        )
+        for logical_id, spec in stack.runner.functions.items()
+    }

@@ -20,16 +20,23 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def batch_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
-    inputs = tmp_path_factory.mktemp("batch-inputs")
-    for sample in ("report.pdf", "receipt.png"):
+def run_in_batch_mode(
+    tmp_path_factory: pytest.TempPathFactory, name: str, samples: tuple[str, ...], *options: str
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`ocr-pipeline run --mode batch --json` on copies of some samples, with more options; its result and out/."""
+    inputs = tmp_path_factory.mktemp(f"{name}-inputs")
+    for sample in samples:
         shutil.copy(ROOT / "samples" / sample, inputs / sample)
-    out = tmp_path_factory.mktemp("batch-run")
+    out = tmp_path_factory.mktemp(name)
     command = [sys.executable, "-m", "ocr_devkit.cli", "run", str(inputs), "--out", str(out), "--json"]
-    command += ["--mode", "batch", "--ocr-region", "cn", "--model", "qwen-vl-ocr", "--batch-delay", "1"]
+    command += ["--mode", "batch", "--ocr-region", "cn", "--model", "qwen-vl-ocr", "--batch-delay", "1", *options]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
     return result, out
+
+
+@pytest.fixture(scope="module")
+def batch_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    return run_in_batch_mode(tmp_path_factory, "batch-run", ("report.pdf", "receipt.png"))
 
 
 @pytest.mark.timeout(1200)
@@ -73,17 +80,10 @@ def test_every_document_completes_through_the_batch_lane_billed_once_at_half_pri
 
 @pytest.fixture(scope="module")
 def faulty_batch_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
-    inputs = tmp_path_factory.mktemp("faulty-batch-inputs")
-    for sample in ("fax.tiff", "report.pdf", "receipt.png"):
-        shutil.copy(ROOT / "samples" / sample, inputs / sample)
-    out = tmp_path_factory.mktemp("faulty-batch-run")
-    command = [sys.executable, "-m", "ocr_devkit.cli", "run", str(inputs), "--out", str(out), "--json"]
-    command += ["--mode", "batch", "--ocr-region", "cn", "--model", "qwen-vl-ocr", "--batch-delay", "1"]
     # The first batch expires unanswered; every third line of each batch after it fails retryably; and
     # deliveries (SQS records, scheduled ticks) are repeated at random.
-    command += ["--batch-outcomes", "expired", "--batch-error-every", "3", "--duplicate-rate", "0.3", "--seed", "5"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
-    return result, out
+    faults = ("--batch-outcomes", "expired", "--batch-error-every", "3", "--duplicate-rate", "0.3", "--seed", "5")
+    return run_in_batch_mode(tmp_path_factory, "faulty-batch-run", ("fax.tiff", "report.pdf", "receipt.png"), *faults)
 
 
 @pytest.mark.timeout(1200)

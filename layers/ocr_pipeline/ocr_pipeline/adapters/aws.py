@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
 from itertools import islice
 from typing import Any, BinaryIO, cast
@@ -208,10 +208,10 @@ def _page_sk(page: int) -> str:
     return f"PAGE#{page:06d}"
 
 
-class DynamoJobStore:
-    """Jobs and their page markers in one table: pk = job id, sk = "JOB" or "PAGE#000001"."""
+class DynamoTable:
+    """One DynamoDB table, its client made on first use: what the stores on it (jobs, batches) share."""
 
-    def __init__(self, table_name: str, client: Any | None = None, clock=time.time) -> None:
+    def __init__(self, table_name: str, client: Any | None = None, clock: Callable[[], float] = time.time) -> None:
         self.table_name = table_name
         self._client = client
         self._clock = clock
@@ -222,7 +222,32 @@ class DynamoJobStore:
             self._client = aws_client("dynamodb")
         return self._client
 
-    def _conditional(self, call, **kwargs: Any) -> bool:
+    def _get(self, key: dict[str, Any]) -> dict[str, Any] | None:
+        """The item, read consistently; None when there is none."""
+        try:
+            response = self.client.get_item(TableName=self.table_name, Key=key, ConsistentRead=True)
+        except Exception as exc:
+            raise StorageError(f"DynamoDB failed: {_error_code(exc) or exc}") from None
+        item: dict[str, Any] | None = response.get("Item")
+        return item or None
+
+    def _query(self, key_condition: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every item the key condition selects, read consistently, page after page, in sort key order."""
+        items: list[dict[str, Any]] = []
+        try:
+            paginator = self.client.get_paginator("query")
+            for page in paginator.paginate(
+                TableName=self.table_name,
+                KeyConditionExpression=key_condition,
+                ExpressionAttributeValues=values,
+                ConsistentRead=True,
+            ):
+                items.extend(page.get("Items", []))
+        except Exception as exc:
+            raise StorageError(f"DynamoDB failed: {_error_code(exc) or exc}") from None
+        return items
+
+    def _conditional(self, call: Callable[..., Any], **kwargs: Any) -> bool:
         try:
             call(TableName=self.table_name, **kwargs)
             return True
@@ -230,6 +255,10 @@ class DynamoJobStore:
             if _error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise StorageError(f"DynamoDB failed: {_error_code(exc) or exc}") from None
+
+
+class DynamoJobStore(DynamoTable):
+    """Jobs and their page markers in one table: pk = job id, sk = "JOB" or "PAGE#000001"."""
 
     def _claim(self, lease_attribute: str, now: float, **update: Any) -> Claim:
         """A conditional update that takes a lease; refused, it says how long the holder's lease still runs."""
@@ -259,13 +288,7 @@ class DynamoJobStore:
         return self._conditional(self.client.put_item, Item=item, ConditionExpression="attribute_not_exists(pk)")
 
     def get_job(self, job_id: str) -> JobState | None:
-        try:
-            response = self.client.get_item(
-                TableName=self.table_name, Key=_item_key(job_id, JOB_SK), ConsistentRead=True
-            )
-        except Exception as exc:
-            raise StorageError(f"DynamoDB failed: {_error_code(exc) or exc}") from None
-        item = response.get("Item")
+        item = self._get(_item_key(job_id, JOB_SK))
         if not item:
             return None
         return _job_from_item(item)
@@ -314,29 +337,14 @@ class DynamoJobStore:
             raise StorageError(f"DynamoDB transaction failed: {_error_code(exc) or exc}") from None
 
     def get_page(self, job_id: str, page: int) -> PageRecord | None:
-        try:
-            response = self.client.get_item(
-                TableName=self.table_name, Key=_item_key(job_id, _page_sk(page)), ConsistentRead=True
-            )
-        except Exception as exc:
-            raise StorageError(f"DynamoDB failed: {_error_code(exc) or exc}") from None
-        item = response.get("Item")
+        item = self._get(_item_key(job_id, _page_sk(page)))
         return _page_from_item(item) if item else None
 
     def list_pages(self, job_id: str) -> list[PageRecord]:
-        records: list[PageRecord] = []
-        try:
-            paginator = self.client.get_paginator("query")
-            for page in paginator.paginate(
-                TableName=self.table_name,
-                KeyConditionExpression="pk = :job AND begins_with(sk, :prefix)",
-                ExpressionAttributeValues={":job": {"S": job_id}, ":prefix": {"S": "PAGE#"}},
-                ConsistentRead=True,
-            ):
-                records.extend(_page_from_item(item) for item in page.get("Items", []))
-        except Exception as exc:
-            raise StorageError(f"DynamoDB failed: {_error_code(exc) or exc}") from None
-        return sorted(records, key=lambda r: r.page)
+        items = self._query(
+            "pk = :job AND begins_with(sk, :prefix)", {":job": {"S": job_id}, ":prefix": {"S": "PAGE#"}}
+        )
+        return sorted((_page_from_item(item) for item in items), key=lambda r: r.page)
 
     def claim_usage_publication(self, job_id: str, page: int, lease_s: float) -> Claim:
         now = self._clock()

@@ -19,13 +19,12 @@ TransactWriteItems is checked as its PutItem and DeleteItem.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 from ..pipeline.port_errors import BatchStateConflict, StorageError
 from ..pipeline.records import BatchRecord, BatchState, PageAssignment
-from .aws import JOB_RETENTION_S, _error_code, _item_key, aws_client
+from .aws import JOB_RETENTION_S, DynamoTable, _error_code, _item_key
 
 UNFINISHED_PK = "batches#unfinished"
 CLOSED_SK = "BATCH"
@@ -45,19 +44,8 @@ def closed_pk(batch_key: str) -> str:
     return f"batch#{batch_key}"
 
 
-class DynamoBatchStore:
+class DynamoBatchStore(DynamoTable):
     """BatchStore on the jobs table (pk/sk strings, TTL `expires_at`); see the module's docstring."""
-
-    def __init__(self, table_name: str, client: Any | None = None, clock: Callable[[], float] = time.time) -> None:
-        self.table_name = table_name
-        self._client = client
-        self._clock = clock
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws_client("dynamodb")
-        return self._client
 
     def assign_page(self, job_id: str, page: int, attempt: int, batch_key: str) -> bool:
         item = {
@@ -133,20 +121,8 @@ class DynamoBatchStore:
         )
 
     def unfinished_batches(self) -> list[BatchRecord]:
-        records: list[BatchRecord] = []
-        try:
-            paginator = self.client.get_paginator("query")
-            for page in paginator.paginate(
-                TableName=self.table_name,
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": {"S": UNFINISHED_PK}},
-                ConsistentRead=True,
-            ):
-                records.extend(_record_from_item(item) for item in page.get("Items", []))
-        except Exception as exc:
-            raise StorageError(f"DynamoDB failed: {_error_code(exc) or exc}") from None
         # The sort key orders them already; batch keys begin with a sortable UTC time.
-        return records
+        return [_record_from_item(item) for item in self._query("pk = :pk", {":pk": {"S": UNFINISHED_PK}})]
 
     def close_batch(self, batch_key: str, vendor_status: str) -> bool:
         for _ in range(CLOSE_TRIES):
@@ -158,14 +134,6 @@ class DynamoBatchStore:
         raise BatchStateConflict(f"batch {batch_key} kept changing while it was being closed")
 
     # --- DynamoDB ------------------------------------------------------------------------------
-
-    def _get(self, key: dict[str, Any]) -> dict[str, Any] | None:
-        try:
-            response = self.client.get_item(TableName=self.table_name, Key=key, ConsistentRead=True)
-        except Exception as exc:
-            raise StorageError(f"DynamoDB failed: {_error_code(exc) or exc}") from None
-        item: dict[str, Any] | None = response.get("Item")
-        return item or None
 
     def _write(self, call: Callable[..., Any], **kwargs: Any) -> dict[str, Any] | None:
         """A conditional write: None when done, else the item that refused it ({} when there was none)."""
