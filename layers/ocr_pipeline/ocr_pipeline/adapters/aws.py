@@ -247,6 +247,17 @@ class DynamoTable:
             raise StorageError(f"DynamoDB failed: {_error_code(exc) or exc}") from None
         return items
 
+    def _transaction(self, items: list[dict[str, Any]]) -> bool:
+        """One TransactWriteItems; False when its first item's condition refused it (the others' are invariants)."""
+        try:
+            self.client.transact_write_items(TransactItems=items)
+            return True
+        except Exception as exc:
+            reasons = (getattr(exc, "response", None) or {}).get("CancellationReasons") or []
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                return False
+            raise StorageError(f"DynamoDB transaction failed: {_error_code(exc) or exc}") from None
+
     def _conditional(self, call: Callable[..., Any], **kwargs: Any) -> bool:
         try:
             call(TableName=self.table_name, **kwargs)
@@ -308,33 +319,26 @@ class DynamoJobStore(DynamoTable):
         if usage_claim_s is not None:
             # The claim claim_usage_publication would take, taken by the write that creates the marker.
             page_item["usage_claim_until"] = {"N": str(now + usage_claim_s)}
-        try:
-            self.client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self.table_name,
-                            "Item": page_item,
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self.table_name,
-                            "Key": _item_key(job_id, JOB_SK),
-                            "UpdateExpression": f"ADD {counter} :one",
-                            "ConditionExpression": "attribute_exists(pk)",
-                            "ExpressionAttributeValues": {":one": {"N": "1"}},
-                        }
-                    },
-                ]
-            )
-            return True
-        except Exception as exc:
-            reasons = (getattr(exc, "response", None) or {}).get("CancellationReasons") or []
-            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                return False
-            raise StorageError(f"DynamoDB transaction failed: {_error_code(exc) or exc}") from None
+        return self._transaction(
+            [
+                {
+                    "Put": {
+                        "TableName": self.table_name,
+                        "Item": page_item,
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self.table_name,
+                        "Key": _item_key(job_id, JOB_SK),
+                        "UpdateExpression": f"ADD {counter} :one",
+                        "ConditionExpression": "attribute_exists(pk)",
+                        "ExpressionAttributeValues": {":one": {"N": "1"}},
+                    }
+                },
+            ]
+        )
 
     def get_page(self, job_id: str, page: int) -> PageRecord | None:
         item = self._get(_item_key(job_id, _page_sk(page)))

@@ -181,28 +181,21 @@ class DynamoBatchStore(DynamoTable):
             "batch_key": {"S": record.batch_key},
             "expires_at": {"N": str(int(self._clock()) + CLOSED_RETENTION_S)},
         }
-        try:
-            self.client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Delete": {
-                            "TableName": self.table_name,
-                            "Key": _item_key(UNFINISHED_PK, record.batch_key),
-                            # Unchanged since it was read, so the closed record holds its last ids.
-                            "ConditionExpression": "attribute_exists(pk) AND #state = :seen",
-                            "ExpressionAttributeNames": {"#state": "state"},
-                            "ExpressionAttributeValues": {":seen": {"S": record.state.value}},
-                        }
-                    },
-                    {"Put": {"TableName": self.table_name, "Item": closed}},
-                ]
-            )
-            return True
-        except Exception as exc:
-            reasons = (getattr(exc, "response", None) or {}).get("CancellationReasons") or []
-            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                return False
-            raise StorageError(f"DynamoDB transaction failed: {_error_code(exc) or exc}") from None
+        return self._transaction(
+            [
+                {
+                    "Delete": {
+                        "TableName": self.table_name,
+                        "Key": _item_key(UNFINISHED_PK, record.batch_key),
+                        # Unchanged since it was read, so the closed record holds its last ids.
+                        "ConditionExpression": "attribute_exists(pk) AND #state = :seen",
+                        "ExpressionAttributeNames": {"#state": "state"},
+                        "ExpressionAttributeValues": {":seen": {"S": record.state.value}},
+                    }
+                },
+                {"Put": {"TableName": self.table_name, "Item": closed}},
+            ]
+        )
 
 
 def _record_attributes(record: BatchRecord) -> dict[str, Any]:
