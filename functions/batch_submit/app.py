@@ -26,6 +26,6 @@ def handler(
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000
     report = service.run(deadline)
     emit_batch_submission(metrics, report.pages_submitted, report.batches_opened, report.batches_waiting)
-    summary = {key: value for key, value in vars(report).items() if key != "models"}
+    summary = vars(report)
     logger.info("batch submission run", extra=summary)
     return summary

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from pydantic import ValidationError
@@ -33,7 +33,7 @@ from ..batch_api import BatchApi, page_custom_id
 from ..errors import OcrPipelineError
 from ..imaging import PreparedImage
 from ..recognition import SentImage
-from .batch_files import BatchEntry, BatchFile, BatchManifest, batch_key_time, new_batch_key
+from .batch_files import BatchEntry, BatchFile, batch_key_time, new_batch_key
 from .config import PipelineSettings
 from .model import PAGE_QUEUE_MESSAGE, JobSpec, PageWork
 from .page_recognition import LazySource, PageRecognitionService
@@ -62,7 +62,6 @@ class SubmissionReport:
     batches_waiting: int = 0
     messages_deleted: int = 0
     messages_left: int = 0
-    models: set[str] = field(default_factory=set)
 
 
 class BatchSubmissionService:
@@ -177,7 +176,7 @@ class BatchSubmissionService:
             if file is not None:
                 self._stage(files.pop(spec.model), report)
             file = files[spec.model] = self._new_file(spec)
-        if not self._assign(spec.job_id, page, work.attempt, file.batch_key, assigned):
+        if not self._assign(spec.job_id, page, work.attempt, file.batch_key):
             report.pages_skipped += 1  # another run put it in a batch meanwhile
             return
         file.add(
@@ -194,7 +193,7 @@ class BatchSubmissionService:
             max_bytes=self.settings.batch_max_file_bytes,
         )
 
-    def _assign(self, job_id: str, page: int, attempt: int, batch_key: str, assigned: object) -> bool:
+    def _assign(self, job_id: str, page: int, attempt: int, batch_key: str) -> bool:
         if self.batches.assign_page(job_id, page, attempt, batch_key):
             return True
         current = self.batches.page_assignment(job_id, page)
@@ -230,7 +229,6 @@ class BatchSubmissionService:
             self.store.put_json(self.settings.result_bucket, record.manifest_key, file.manifest().model_dump_json())
             self.batches.stage_batch(record)
             report.batches_staged += 1
-            report.models.add(file.model)
             logger.info("batch staged", extra={"batch_key": file.batch_key, "lines": len(file.entries)})
             file.file.seek(0)
             self._open(record, report, file.file)
@@ -265,7 +263,3 @@ class BatchSubmissionService:
             return
         report.batches_opened += 1
         logger.info("batch opened", extra={"batch_key": record.batch_key, "vendor_batch_id": vendor.id})
-
-
-def manifest_of(text: str) -> BatchManifest:
-    return BatchManifest.model_validate_json(text)
