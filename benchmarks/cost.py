@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import pypdfium2 as pdfium
-from ocr_devkit.run import RunOptions, local_pipeline
+from ocr_devkit.run import TEMPLATE, RunOptions, local_pipeline
+from ocr_devkit.stack.cfn import load_template
 from ocr_devkit.stack.metering import ADMIN_CALLER
 
 from . import machine
@@ -61,13 +62,19 @@ from .report import merge_batch_lane, render_markdown
 
 # Each row: a name and the template parameters it overrides ("as deployed" keeps every default).
 # Each lever that is a template parameter is one row; the template's defaults are the first. The
-# stack-wide limit is the template's default (12 calls in flight) in every row, so rows differ only in
-# how those calls are spread over instances, or in what a page costs Qwen.
+# stack-wide limit is the template's default (32 calls in flight) where the row's calls per instance
+# allow it, so those rows differ only in how the calls are spread over instances, or in what a page
+# costs Qwen; 32 calls per instance need two instances' worth (64).
+# The run's own RunOptions would set the limits otherwise, so every row names both.
+_TEMPLATE_PARAMETERS = load_template(TEMPLATE).parameters
+DEPLOYED_LIMITS = {
+    name: str(_TEMPLATE_PARAMETERS[name]["Default"]) for name in ("OcrMaxConcurrency", "OcrCallsPerInstance")
+}
 CONFIGURATIONS: list[tuple[str, dict[str, str]]] = [
-    ("as deployed", {"OcrMaxConcurrency": "12", "OcrCallsPerInstance": "4"}),
-    ("one call per instance", {"OcrMaxConcurrency": "12", "OcrCallsPerInstance": "1"}),
-    ("PDF pages drawn to the budget", {"OcrMaxConcurrency": "12", "OcrCallsPerInstance": "4", "PdfRenderDpi": "0"}),
-    ("8 calls per instance", {"OcrMaxConcurrency": "16", "OcrCallsPerInstance": "8"}),
+    ("as deployed", DEPLOYED_LIMITS),
+    ("one call per instance", {**DEPLOYED_LIMITS, "OcrCallsPerInstance": "1"}),
+    ("PDF pages drawn to the budget", {**DEPLOYED_LIMITS, "PdfRenderDpi": "0"}),
+    ("32 calls per instance", {"OcrMaxConcurrency": "64", "OcrCallsPerInstance": "32"}),
 ]
 # Architecture and memory are not parameters: each row is priced again as the functions were before
 # (x86_64, RecognizeFunction at 1,536 MB), on the same measured durations (the local stack does not

@@ -205,11 +205,14 @@ def _memory_rows(r: dict[str, Any]) -> list[Row]:
         (
             "Memory: RecognizeFunction's MemorySize",
             f"{choice['chosen_mb']} MB chosen (template: {template_mb} MB)",
-            "the smallest size measured that holds the busiest peak and prepares a dense PDF page within L/k",
+            "the size that holds the busiest peak and costs least per dense PDF page at L = 8 s (ties: the larger)",
             _status(r["met"] and choice.get("fits", True)),
             ("" if choice.get("fits", True) else "no size measured fits the rule; ")
             + f"busiest peak {choice['busiest_peak_mb']} MB + {choice['headroom']:.0%} headroom; "
-            f"L/k = {choice['shortest_wait_per_call_s']} s at the shortest latency and most calls in flight",
+            f"GB-s per page at {choice['goal']}: "
+            + ", ".join(f"{size} MB {costs[choice['goal']]}" for size, costs in choice["gb_s_per_page"].items())
+            + f"; a dense PDF page's preparation is the bottleneck (over L/k = {choice['wait_per_call_s']} s) at "
+            + (", ".join(f"{size} MB" for size in choice["bottleneck_sizes"]["pdf"]) or "no size measured"),
         )
     ]
     for size in sorted({int(size) for entry in prep.values() for size in entry["sizes"]}):
@@ -238,7 +241,8 @@ def _memory_rows(r: dict[str, Any]) -> list[Row]:
         how = "" if entry["template_malloc"] else ", glibc's malloc defaults"
         rows.append(
             (
-                f"Memory: {entry['workload']}, {entry['records']} record(s) x {entry['pages_per_record']} page(s) held",
+                f"Memory: {entry['workload']}, {entry['records']} record(s) x {entry['pages_per_record']} page(s), "
+                f"instance full ({entry.get('pages_held', '?')} pages held)",
                 f"peak {entry['peak_mb']} MB resident",
                 "",
                 "—",
@@ -429,9 +433,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "cgroup's CFS quota to each MemorySize's share of one CPU (MB / 1769; cgroup v2 cpu.max or v1 "
         "cpu.cfs_quota_us, 100 ms period), with the share it really got beside it; and by a model, its CPU time "
         "at one core x 1769 / MB (the only figure where no cgroup can be made). Peak memory: a fresh process with "
-        "the template's variables imports the recognize handler's libraries, then k threads (records) each "
-        "prepare their pages at once and hold them, each record's first page with what a model call holds "
-        "(its data URL and JSON payload); the figure is the process's resident high-water mark. GB-s per page: "
+        "the template's variables imports the recognize handler's libraries, then k threads (records) prepare "
+        "their pages under the function's own bounds (k + 1 pages prepared and unanswered, two prepared at a "
+        "time) until the instance is full, each page held with what a model call holds (its data URL and JSON "
+        "payload); the figure is the process's resident high-water mark. GB-s per page: "
         "MemorySize x max(L/k, preparation time at that share).",
         "- **Token accuracy**: `image_tokens` of the prepared page against the usage the emulator returns.",
         "- **PDF resolution**: four text-heavy A4 pages (10-pt Helvetica, 8-pt Helvetica, 7-pt Times, 6-pt "

@@ -45,6 +45,10 @@ EMULATOR_API_KEY = "emulator-local-key"
 # callers only wait in its queue, and each instance is a process of its own (about 100 MB resident).
 # `--max-concurrency` (RunOptions.max_concurrency) sets another bound.
 EMULATOR_RUN_CONCURRENCY = 3
+# Calls in flight per instance when the emulator answers (unless --max-concurrency sets the limits): 12 at
+# its engine at once, as many as it reads before a caller's read timeout. Lambda's default (16 calls per
+# instance) is for a model that answers many calls at once; on this CPU engine they would only queue.
+EMULATOR_RUN_CALLS_PER_INSTANCE = 4
 SUPPORTED_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif", ".gif", ".pdf"}
 CONTENT_TYPES = {
     ".bmp": "image/bmp",
@@ -370,7 +374,7 @@ def fault_run_environment(options: RunOptions) -> dict[str, str]:
 
 
 # The template's AllowedValues of OcrCallsPerInstance.
-CALLS_PER_INSTANCE = (1, 2, 4, 8)
+CALLS_PER_INSTANCE = (1, 2, 4, 8, 16, 32)
 
 
 def calls_fitting(max_concurrency: int) -> int:
@@ -398,6 +402,8 @@ def local_stack(
         if options.max_concurrency:
             parameters["OcrMaxConcurrency"] = str(options.max_concurrency)
         calls = options.calls_per_instance or (options.max_concurrency and calls_fitting(options.max_concurrency))
+        if emulator is not None and not calls:
+            calls = EMULATOR_RUN_CALLS_PER_INSTANCE
         if calls:
             parameters["OcrCallsPerInstance"] = str(calls)
         parameters.update(extra_parameters or {})

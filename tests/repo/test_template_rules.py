@@ -395,6 +395,13 @@ def recognize_limits(resolved: Any) -> tuple[int, int, int, int]:
     )
 
 
+def test_the_cli_knows_every_calls_per_instance_the_template_allows():
+    from ocr_devkit.run import CALLS_PER_INSTANCE
+
+    allowed = [int(v) for v in TEMPLATE.parameters["OcrCallsPerInstance"]["AllowedValues"]]
+    assert list(CALLS_PER_INSTANCE) == allowed
+
+
 def test_the_instance_table_holds_the_quotient_of_every_max_concurrency_by_every_calls_per_instance():
     table = TEMPLATE.body["Mappings"]["RecognizeInstances"]
     allowed = [int(v) for v in TEMPLATE.parameters["OcrCallsPerInstance"]["AllowedValues"]]
@@ -405,7 +412,7 @@ def test_the_instance_table_holds_the_quotient_of_every_max_concurrency_by_every
         assert [int(w) for w in words] == [c // calls for c in range(highest + 1)]
 
 
-@pytest.mark.parametrize("calls", [1, 2, 4, 8])
+@pytest.mark.parametrize("calls", [1, 2, 4, 8, 16, 32])
 def test_the_stack_never_has_more_calls_in_flight_than_ocr_max_concurrency(calls):
     from ocr_devkit.stack.cfn import TemplateError
 

@@ -8,6 +8,7 @@ pages that have no stored result.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from ocr_pipeline.errors import OcrServerError
@@ -146,6 +147,57 @@ def test_pages_are_prepared_no_further_ahead_than_one_page_past_the_calls():
     # Then while page 1 was with the model only page 2 was prepared ahead, and every page was billed once
     assert seen_while_first_call_was_open == [[1, 2]]
     assert sorted(e.data["page"] for e in p.bus.of_type("usage.recorded")) == [1, 2, 3, 4, 5]
+
+
+def test_the_records_of_a_delivery_share_one_bound_on_pages_prepared_and_drawn_at_once():
+    # Given a 9-page TIFF in three messages of three pages, two calls per instance, and a model that takes
+    # a moment to answer
+    p = Pipeline(page_chunk_size=3, calls_per_instance=2)
+    upload(p, "docs/fax.tiff", multipage_tiff(9))
+    works = [PageWork.model_validate_json(body) for body in p.queue.bodies]
+    lock = threading.Lock()
+    counts = {"waiting": 0, "waiting_peak": 0, "preparing": 0, "preparing_peak": 0}
+    prepare, answer = p.pages._prepare, p.ocr.recognize
+
+    def counted_prepare(spec, page, source):
+        with lock:
+            counts["preparing"] += 1
+            counts["preparing_peak"] = max(counts["preparing_peak"], counts["preparing"])
+        try:
+            time.sleep(0.02)
+            return prepare(spec, page, source)
+        finally:
+            with lock:
+                counts["preparing"] -= 1
+                counts["waiting"] += 1
+                counts["waiting_peak"] = max(counts["waiting_peak"], counts["waiting"])
+
+    def slow_answer(call, *, deadline=None):
+        time.sleep(0.05)
+        try:
+            return answer(call, deadline=deadline)
+        finally:
+            with lock:
+                counts["waiting"] -= 1
+
+    p.pages._prepare = counted_prepare  # type: ignore[method-assign]
+    p.ocr.recognize = slow_answer  # type: ignore[method-assign]
+
+    # When the three messages are processed at once, as the records of one delivery are
+    threads = [threading.Thread(target=p.pages.process, args=(work,)) for work in works]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    # Then the instance held at most one page more than its calls, and drew at most two at a time,
+    # not three records' worth of each
+    assert len(works) == 3
+    assert counts["waiting_peak"] <= 3
+    assert counts["preparing_peak"] <= 2
+    # And every page was recognized and billed once, and the document completed
+    assert sorted(e.data["page"] for e in p.bus.of_type("usage.recorded")) == list(range(1, 10))
+    assert len(p.bus.of_type("document.completed")) == 1
 
 
 def test_work_handed_to_another_thread_keeps_the_log_keys_of_its_unit_of_work():

@@ -37,6 +37,11 @@ from .records import PageRecord
 from .settlement import SettlementService
 
 RecognizerFactory = Callable[[str, Region], Recognizer]
+# Pages an instance prepares at the same moment. Preparing is CPU work (and PDFium draws one page at a
+# time anyway), and a page being drawn is the largest thing an instance holds; two let one page's
+# reads from S3 overlap the other's drawing. So the memory a size must hold does not grow with the
+# calls in flight: only the prepared images waiting for their call do, and they are small.
+PAGES_PREPARED_AT_ONCE = 2
 
 
 class PageRecognitionService:
@@ -57,6 +62,11 @@ class PageRecognitionService:
         self.limits = limits or PreparationLimits(
             max_input_bytes=settings.max_input_bytes, pdf_render_dpi=settings.pdf_render_dpi
         )
+        # Pages prepared and not yet answered, across every record of a delivery: one more than the calls
+        # in flight, so that the next page is ready when a call ends. A page is prepared only once there
+        # is room for it, so an instance holds this many page images however many records it works on.
+        self._unanswered = threading.BoundedSemaphore(settings.calls_per_instance + 1)
+        self._preparing = threading.BoundedSemaphore(PAGES_PREPARED_AT_ONCE)
 
     def job_spec(self, job_id: str) -> JobSpec:
         return self.settlement.job_spec(job_id)
@@ -84,20 +94,17 @@ class PageRecognitionService:
     def process(self, work: PageWork, *, deadline: float | None = None) -> None:
         """Process a message's pages; a retryable failure raises so the message is delivered again.
 
-        This thread looks up and prepares the pages one after another (PDFium takes one page at a
-        time anyway) and hands each to the model as soon as it is ready, so up to
-        `calls_per_instance` of them are with the model at once (the OCR client bounds the whole
-        instance, other messages' calls included, to the same number). Each page's result is in
-        S3 before it is recorded, so a worker that dies loses no result it paid for but its calls
-        in flight. One more thread records and bills the pages as they come back.
+        This thread looks up and prepares the pages one after another, each once the instance has room
+        for it (`_unanswered`, shared with the delivery's other records), and hands each to the model as
+        soon as it is ready, so up to `calls_per_instance` of them are with the model at once (the OCR
+        client bounds the whole instance, other messages' calls included, to the same number). Each
+        page's result is in S3 before it is recorded, so a worker that dies loses no result it paid for
+        but its calls in flight. One more thread records and bills the pages as they come back.
         """
         spec = work.job or self.job_spec(work.job_id)
         source = LazySource(lambda: self.open_source(spec))
         pages = list(work.pages)
         calls = max(1, min(len(pages), self.settings.calls_per_instance))
-        # Pages prepared and not yet answered: one more than the calls, so that the next page is ready
-        # when a call ends, and a long message does not hold all its page images at once.
-        room = threading.Semaphore(calls + 1)
         handed_over: list[Future[Future[None]]] = []
         try:
             # The callers are listed last so that they finish (and hand their pages over) before the
@@ -107,10 +114,15 @@ class PageRecognitionService:
                 ThreadPoolExecutor(max_workers=calls, thread_name_prefix="call-model") as callers,
             ):
                 for page in pages:
-                    room.acquire()
-                    start = self.start_page(spec, page, source)
+                    self._unanswered.acquire()
+                    try:
+                        with self._preparing:
+                            start = self.start_page(spec, page, source)
+                    except BaseException:
+                        self._unanswered.release()
+                        raise
                     handed_over.append(
-                        in_context(callers, self._recognize_and_hand_over, spec, start, deadline, settler, room)
+                        in_context(callers, self._recognize_and_hand_over, spec, start, deadline, settler)
                     )
         finally:
             source.close()
@@ -125,12 +137,11 @@ class PageRecognitionService:
         start: PageStart,
         deadline: float | None,
         settler: ThreadPoolExecutor,
-        room: threading.Semaphore,
     ) -> Future[None]:
         try:
             stored = self._finish_page(spec, start, deadline)
         finally:
-            room.release()
+            self._unanswered.release()
         return in_context(settler, self._settle, spec, start, stored)
 
     def start_page(self, spec: JobSpec, page: int, source: LazySource) -> PageStart:
