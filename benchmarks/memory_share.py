@@ -122,13 +122,15 @@ def child_in_flight(name: str, source: Path, records: int, pages_per_record: int
 
     As the recognize function does (page_recognition.py): a page is prepared only once the instance has
     room for it (at most `records` + 1 pages prepared and unanswered, `records` being the calls in flight)
-    and at most PAGES_PREPARED_AT_ONCE at a time. No call is answered here, so the instance fills up and
-    stops: every page holds its image and what the OCR client holds during a call (the image's data URL
-    and the JSON payload that carries it). That is the instance's fullest moment.
+    and at most PAGES_PREPARED_AT_ONCE at a time; a prepared page goes to the model while the images with
+    it fit IMAGE_BYTES_WITH_THE_MODEL (or it is alone). No call is answered here, so the instance fills up
+    and stops: every page holds its image, and each page with the model what the OCR client holds during
+    a call (the image's data URL and the JSON payload that carries it). That is the instance's fullest
+    moment.
     """
     import importlib
 
-    from ocr_pipeline.pipeline.page_recognition import PAGES_PREPARED_AT_ONCE
+    from ocr_pipeline.pipeline.page_recognition import IMAGE_BYTES_WITH_THE_MODEL, PAGES_PREPARED_AT_ONCE
 
     for module in RECOGNIZE_IMPORTS:
         importlib.import_module(module)
@@ -139,6 +141,8 @@ def child_in_flight(name: str, source: Path, records: int, pages_per_record: int
     start = threading.Barrier(records)
     unanswered = threading.BoundedSemaphore(records + 1)
     preparing = threading.BoundedSemaphore(PAGES_PREPARED_AT_ONCE)
+    with_the_model = [0]
+    calls = [0]
 
     def record(number: int) -> None:
         start.wait()
@@ -148,10 +152,19 @@ def child_in_flight(name: str, source: Path, records: int, pages_per_record: int
                 return
             with preparing:
                 image = work(number * pages_per_record + page)
+            with lock:
+                goes = with_the_model[0] == 0 or with_the_model[0] + len(image) <= IMAGE_BYTES_WITH_THE_MODEL
+                if goes:
+                    with_the_model[0] += len(image)
+                held.append(image)
+            if not goes:
+                # Waits for room with the model, which no answer here ever makes: it holds its image only.
+                continue
             data_url = "data:image/png;base64," + base64.b64encode(image).decode("ascii")
             payload = json.dumps({"image": data_url}, ensure_ascii=False).encode("utf-8")
             with lock:
-                held.extend([image, data_url, payload])
+                held.extend([data_url, payload])
+                calls[0] += 1
 
     threads = [threading.Thread(target=record, args=(number,)) for number in range(records)]
     for thread in threads:
@@ -162,7 +175,8 @@ def child_in_flight(name: str, source: Path, records: int, pages_per_record: int
         "imported_rss_kib": imported_kib,
         "peak_rss_kib": _status_kib("VmHWM"),
         "held_kib": sum(len(item) for item in held) // 1024,
-        "pages": len(held) // 3,
+        "pages": len(held) - 2 * calls[0],
+        "calls": calls[0],
     }
 
 
@@ -301,6 +315,7 @@ def in_flight_memory(
         "records": records,
         "pages_per_record": pages_per_record,
         "pages_held": probe["pages"],
+        "calls_held": probe["calls"],
         "template_malloc": template_malloc,
         "held_mb": round(probe["held_kib"] / 1024, 1),
         "imported_mb": round(probe["imported_rss_kib"] / 1024, 1),
@@ -412,10 +427,12 @@ def measure(log: Any = print) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ocr-bench-share-") as folder:
         sources = write_sources(Path(folder))
         prep = {name: timing(name, sources[name], log) for name in WORKLOADS}
-        # As many records as an instance may take at once: the most calls in flight the template allows.
-        calls = max(defaults["calls_per_instance_allowed"] or CALLS_IN_FLIGHT)
-        cases = [(name, 1, 1) for name in WORKLOADS] + [(name, calls, 1) for name in WORKLOADS]
-        cases += [(name, calls, chunk) for name in WORKLOADS]
+        # As many records as an instance takes at once: the template's default calls in flight, and the most it
+        # allows (the size must hold that too, since the calls are a parameter and the size is not).
+        most = max(defaults["calls_per_instance_allowed"] or CALLS_IN_FLIGHT)
+        cases = [(name, 1, 1) for name in WORKLOADS]
+        for calls in sorted({defaults["calls_per_instance_default"], most}):
+            cases += [(name, calls, 1) for name in WORKLOADS] + [(name, calls, chunk) for name in WORKLOADS]
         memory = {
             f"{name} {records}x{pages}": in_flight_memory(name, sources[name], records, pages, log)
             for name, records, pages in cases

@@ -242,7 +242,8 @@ def _memory_rows(r: dict[str, Any]) -> list[Row]:
         rows.append(
             (
                 f"Memory: {entry['workload']}, {entry['records']} record(s) x {entry['pages_per_record']} page(s), "
-                f"instance full ({entry.get('pages_held', '?')} pages held)",
+                f"instance full ({entry.get('pages_held', '?')} pages held, "
+                f"{entry.get('calls_held', '?')} of them with the model)",
                 f"peak {entry['peak_mb']} MB resident",
                 "",
                 "—",

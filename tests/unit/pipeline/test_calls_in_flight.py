@@ -12,6 +12,7 @@ import time
 
 import pytest
 from ocr_pipeline.errors import OcrServerError
+from ocr_pipeline.pipeline.concurrency import ByteBudget
 from ocr_pipeline.pipeline.model import PageWork
 from ocr_pipeline.pipeline.upload import UploadedObject
 
@@ -198,6 +199,73 @@ def test_the_records_of_a_delivery_share_one_bound_on_pages_prepared_and_drawn_a
     # And every page was recognized and billed once, and the document completed
     assert sorted(e.data["page"] for e in p.bus.of_type("usage.recorded")) == list(range(1, 10))
     assert len(p.bus.of_type("document.completed")) == 1
+
+
+def test_calls_for_heavy_images_are_held_to_the_instances_byte_budget_and_the_rest_still_end():
+    # Given a 4-page TIFF in one message, four calls per instance, and a budget that holds one page's image
+    p = Pipeline(page_chunk_size=4, calls_per_instance=4)
+    upload(p, "docs/fax.tiff", multipage_tiff(4))
+    prepare = p.pages._prepare
+    sizes: list[int] = []
+
+    def measured_prepare(spec, page, source):
+        image = prepare(spec, page, source)
+        sizes.append(len(image.data))
+        return image
+
+    p.pages._prepare = measured_prepare  # type: ignore[method-assign]
+    p.pages._with_the_model = ByteBudget(1)
+    lock = threading.Lock()
+    open_calls = {"now": 0, "peak": 0}
+    answer = p.ocr.recognize
+
+    def counted(call, *, deadline=None):
+        with lock:
+            open_calls["now"] += 1
+            open_calls["peak"] = max(open_calls["peak"], open_calls["now"])
+        time.sleep(0.05)
+        try:
+            return answer(call, deadline=deadline)
+        finally:
+            with lock:
+                open_calls["now"] -= 1
+
+    p.ocr.recognize = counted  # type: ignore[method-assign]
+
+    # When the message is processed
+    p.drain()
+
+    # Then each image, larger than the budget, went to the model alone, and every page ended once
+    assert min(sizes) > 1
+    assert open_calls["peak"] == 1
+    assert sorted(e.data["page"] for e in p.bus.of_type("usage.recorded")) == [1, 2, 3, 4]
+    assert len(p.bus.of_type("document.completed")) == 1
+
+
+def test_a_byte_budget_lets_claims_share_it_up_to_its_limit_and_a_large_claim_run_alone():
+    budget = ByteBudget(10)
+    with budget.claim(4) as first, budget.claim(6) as second:
+        # Together they fill it: one more byte does not fit before a deadline that has passed
+        with budget.claim(1, deadline=time.monotonic()) as third:
+            assert (first, second, third) == (True, True, False)
+    # A claim larger than the limit fits once it is alone, and holds the budget meanwhile
+    with budget.claim(25) as large:
+        with budget.claim(1, deadline=time.monotonic() + 0.05) as small:
+            assert (large, small) == (True, False)
+    released = threading.Event()
+
+    def hold_then_release() -> None:
+        with budget.claim(10):
+            released.wait(timeout=5)
+
+    holder = threading.Thread(target=hold_then_release)
+    holder.start()
+    time.sleep(0.05)
+    threading.Timer(0.1, released.set).start()
+    # A claim that waits gets its room when the holder ends
+    with budget.claim(5, deadline=time.monotonic() + 5) as later:
+        assert later is True
+    holder.join()
 
 
 def test_work_handed_to_another_thread_keeps_the_log_keys_of_its_unit_of_work():

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from ..catalog import Region
-from ..errors import OcrPipelineError
+from ..errors import OcrPipelineError, OcrTimeout
 from ..imaging import PreparationLimits, PreparedImage
 from ..recognition import Recognizer, budget_for
 from ..tasks import OcrTask
 from ..truncation import read_in_halves
 from ..usage import ZERO_USAGE
 from .assembly import PageResult
-from .concurrency import in_context
+from .concurrency import ByteBudget, in_context
 from .config import PipelineSettings, TruncationPolicy
 from .documents import prepare_page
 from .events import ErrorInfo
@@ -42,6 +42,11 @@ RecognizerFactory = Callable[[str, Region], Recognizer]
 # reads from S3 overlap the other's drawing. So the memory a size must hold does not grow with the
 # calls in flight: only the prepared images waiting for their call do, and they are small.
 PAGES_PREPARED_AT_ONCE = 2
+# Bytes of prepared images with the model at once, per instance. A call holds its image about 3.7 times
+# over (the image, its base64 data URL, the JSON request that carries it) and briefly more while it builds
+# them, so a few calls for phone photos (several MB each) weigh more than all the calls for PDF pages
+# (well under 1 MB each), which this never holds back. Measured in benchmarks/memory_share.py.
+IMAGE_BYTES_WITH_THE_MODEL = 48 * 1024 * 1024
 
 
 class PageRecognitionService:
@@ -67,6 +72,7 @@ class PageRecognitionService:
         # is room for it, so an instance holds this many page images however many records it works on.
         self._unanswered = threading.BoundedSemaphore(settings.calls_per_instance + 1)
         self._preparing = threading.BoundedSemaphore(PAGES_PREPARED_AT_ONCE)
+        self._with_the_model = ByteBudget(IMAGE_BYTES_WITH_THE_MODEL)
 
     def job_spec(self, job_id: str) -> JobSpec:
         return self.settlement.job_spec(job_id)
@@ -220,10 +226,14 @@ class PageRecognitionService:
     def _call_model(self, spec: JobSpec, page: int, image: PreparedImage, deadline: float | None) -> PageResult:
         recognizer = self.recognizers(spec.model, spec.region)
         try:
-            recognition = recognizer.recognize_prepared(image, spec.options, deadline=deadline)
-            if recognition.truncated and self.settings.truncation_policy is TruncationPolicy.SPLIT:
-                # Failures of the halves' calls are settled inside: the cut answer, paid for, is kept.
-                recognition = read_in_halves(recognizer, image, spec.options, recognition, deadline=deadline)
+            with self._with_the_model.claim(len(image.data), deadline=deadline) as room:
+                if not room:
+                    # Retryable: the message goes back to the queue and is tried when there is room again.
+                    raise OcrTimeout("no room for this page's call before the deadline")
+                recognition = recognizer.recognize_prepared(image, spec.options, deadline=deadline)
+                if recognition.truncated and self.settings.truncation_policy is TruncationPolicy.SPLIT:
+                    # Failures of the halves' calls are settled inside: the cut answer, paid for, is kept.
+                    recognition = read_in_halves(recognizer, image, spec.options, recognition, deadline=deadline)
         except OcrPipelineError as error:
             if error.retryable:
                 raise
