@@ -244,14 +244,12 @@ def test_calls_for_heavy_images_are_held_to_the_instances_byte_budget_and_the_re
 
 def test_a_byte_budget_lets_claims_share_it_up_to_its_limit_and_a_large_claim_run_alone():
     budget = ByteBudget(10)
-    with budget.claim(4) as first, budget.claim(6) as second:
-        # Together they fill it: one more byte does not fit before a deadline that has passed
-        with budget.claim(1, deadline=time.monotonic()) as third:
-            assert (first, second, third) == (True, True, False)
+    # Two claims that fill it together: one more byte does not fit before a deadline that has passed
+    with budget.claim(4) as first, budget.claim(6) as second, budget.claim(1, deadline=time.monotonic()) as third:
+        assert (first, second, third) == (True, True, False)
     # A claim larger than the limit fits once it is alone, and holds the budget meanwhile
-    with budget.claim(25) as large:
-        with budget.claim(1, deadline=time.monotonic() + 0.05) as small:
-            assert (large, small) == (True, False)
+    with budget.claim(25) as large, budget.claim(1, deadline=time.monotonic() + 0.05) as small:
+        assert (large, small) == (True, False)
     released = threading.Event()
 
     def hold_then_release() -> None:
