@@ -39,8 +39,8 @@ from .settlement import SettlementService
 RecognizerFactory = Callable[[str, Region], Recognizer]
 # Pages an instance prepares at the same moment. Preparing is CPU work (and PDFium draws one page at a
 # time anyway), and a page being drawn is the largest thing an instance holds; two let one page's
-# reads from S3 overlap the other's drawing. So the memory a size must hold does not grow with the
-# calls in flight: only the prepared images waiting for their call do, and they are small.
+# reads from S3 overlap the other's drawing. So the memory a size must hold grows with the calls in
+# flight only by the prepared images (a PDF page's well under 1 MB) and, for heavy ones, by the budget below.
 PAGES_PREPARED_AT_ONCE = 2
 # Bytes of prepared images with the model at once, per instance. A call holds its image about 3.7 times
 # over (the image, its base64 data URL, the JSON request that carries it) and briefly more while it builds
