@@ -140,8 +140,15 @@ def _same_text(recognizer: Any, ours: PreparedImage, baseline_png: bytes) -> dic
     ours_text = recognized_text(recognizer, ours.data, ours.mime_type)
     baseline_text = recognized_text(recognizer, baseline_png, "image/png")
     return {
-        "identical": ours_text == baseline_text,
+        # The engine's spaces between words shift between any two drawings of a small page (as in the PDF
+        # resolution benchmark), so the characters are compared without them; exact equality beside it.
+        "identical": _without_spaces(ours_text) == _without_spaces(baseline_text),
+        "exactly": ours_text == baseline_text,
         "lines": len(ours_text.splitlines()),
         "characters": len(ours_text),
         "baseline_characters": len(baseline_text),
     }
+
+
+def _without_spaces(text: str) -> str:
+    return "".join(text.split())

@@ -63,12 +63,13 @@ def _prep_rows(r: dict[str, Any]) -> list[Row]:
         text = r["pdf_text"]
         rows.append(
             (
-                "1. … recognized text on the emulator",
+                "1. … recognized text on the emulator (spaces between words aside)",
                 "identical" if text["identical"] else "different",
                 "identical",
                 _status(text["identical"]),
                 f"{text['lines']} lines, {text['characters']} characters"
-                + ("" if text["identical"] else f" (baseline {text['baseline_characters']})"),
+                + ("" if text["identical"] else f" (baseline {text['baseline_characters']})")
+                + ("" if text.get("exactly", True) else "; the same characters, spaces between words aside"),
             )
         )
         rows.append(
