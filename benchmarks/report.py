@@ -417,7 +417,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "back to the kernel and cannot hide what the work needs. The baseline draws each page with pdf2image (pdftoppm) at the same "
         "pixel size and saves it with Pillow's PNG defaults; the naive photo path is open, convert to RGB, "
         "Lanczos resize to the same size, save PNG. Recognized text compares page 1 (or the photo) prepared "
-        "both ways, read by the emulator's OCR engine.",
+        "both ways, read by the emulator's OCR engine, spaces between words aside (exact equality noted).",
         "- **Throughput**: the local stack (moto server, Lambda-like runner, emulator) from template.yaml, "
         "with the emulator answering each call L after it arrived (its own decoding and OCR included, as a "
         "real API's response time) and OcrMaxConcurrency = C. The PDF repeats 4 distinct pages and "
