@@ -53,6 +53,36 @@ class OpenCalls:
                 self.open -= 1
 
 
+class Gauge:
+    """A count that goes up and down on several threads, and the highest it reached."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+    def add(self, amount: int) -> None:
+        with self._lock:
+            self.now += amount
+            self.peak = max(self.peak, self.now)
+
+
+def answer_slowly(p: Pipeline, gauge: Gauge, *, count_the_call: bool) -> None:
+    """The model answers after 50 ms; `gauge` goes down as each answer comes (and up as each call starts)."""
+    answer = p.ocr.recognize
+
+    def slowly(call, *, deadline=None):
+        if count_the_call:
+            gauge.add(1)
+        time.sleep(0.05)
+        try:
+            return answer(call, deadline=deadline)
+        finally:
+            gauge.add(-1)
+
+    p.ocr.recognize = slowly  # type: ignore[method-assign]
+
+
 def test_a_messages_pages_are_with_the_model_at_once_up_to_the_calls_per_instance():
     # Given a 4-page TIFF in one message, and two calls per instance
     p = Pipeline(page_chunk_size=4, calls_per_instance=2)
@@ -156,33 +186,20 @@ def test_the_records_of_a_delivery_share_one_bound_on_pages_prepared_and_drawn_a
     p = Pipeline(page_chunk_size=3, calls_per_instance=2)
     upload(p, "docs/fax.tiff", multipage_tiff(9))
     works = [PageWork.model_validate_json(body) for body in p.queue.bodies]
-    lock = threading.Lock()
-    counts = {"waiting": 0, "waiting_peak": 0, "preparing": 0, "preparing_peak": 0}
-    prepare, answer = p.pages._prepare, p.ocr.recognize
+    preparing, unanswered = Gauge(), Gauge()
+    prepare = p.pages._prepare
 
     def counted_prepare(spec, page, source):
-        with lock:
-            counts["preparing"] += 1
-            counts["preparing_peak"] = max(counts["preparing_peak"], counts["preparing"])
+        preparing.add(1)
         try:
             time.sleep(0.02)
             return prepare(spec, page, source)
         finally:
-            with lock:
-                counts["preparing"] -= 1
-                counts["waiting"] += 1
-                counts["waiting_peak"] = max(counts["waiting_peak"], counts["waiting"])
-
-    def slow_answer(call, *, deadline=None):
-        time.sleep(0.05)
-        try:
-            return answer(call, deadline=deadline)
-        finally:
-            with lock:
-                counts["waiting"] -= 1
+            preparing.add(-1)
+            unanswered.add(1)
 
     p.pages._prepare = counted_prepare  # type: ignore[method-assign]
-    p.ocr.recognize = slow_answer  # type: ignore[method-assign]
+    answer_slowly(p, unanswered, count_the_call=False)
 
     # When the three messages are processed at once, as the records of one delivery are
     threads = [threading.Thread(target=p.pages.process, args=(work,)) for work in works]
@@ -194,8 +211,8 @@ def test_the_records_of_a_delivery_share_one_bound_on_pages_prepared_and_drawn_a
     # Then the instance held at most one page more than its calls, and drew at most two at a time,
     # not three records' worth of each
     assert len(works) == 3
-    assert counts["waiting_peak"] <= 3
-    assert counts["preparing_peak"] <= 2
+    assert unanswered.peak <= 3
+    assert preparing.peak <= 2
     # And every page was recognized and billed once, and the document completed
     assert sorted(e.data["page"] for e in p.bus.of_type("usage.recorded")) == list(range(1, 10))
     assert len(p.bus.of_type("document.completed")) == 1
@@ -215,29 +232,15 @@ def test_calls_for_heavy_images_are_held_to_the_instances_byte_budget_and_the_re
 
     p.pages._prepare = measured_prepare  # type: ignore[method-assign]
     p.pages._with_the_model = ByteBudget(1)
-    lock = threading.Lock()
-    open_calls = {"now": 0, "peak": 0}
-    answer = p.ocr.recognize
-
-    def counted(call, *, deadline=None):
-        with lock:
-            open_calls["now"] += 1
-            open_calls["peak"] = max(open_calls["peak"], open_calls["now"])
-        time.sleep(0.05)
-        try:
-            return answer(call, deadline=deadline)
-        finally:
-            with lock:
-                open_calls["now"] -= 1
-
-    p.ocr.recognize = counted  # type: ignore[method-assign]
+    open_calls = Gauge()
+    answer_slowly(p, open_calls, count_the_call=True)
 
     # When the message is processed
     p.drain()
 
     # Then each image, larger than the budget, went to the model alone, and every page ended once
     assert min(sizes) > 1
-    assert open_calls["peak"] == 1
+    assert open_calls.peak == 1
     assert sorted(e.data["page"] for e in p.bus.of_type("usage.recorded")) == [1, 2, 3, 4]
     assert len(p.bus.of_type("document.completed")) == 1
 
