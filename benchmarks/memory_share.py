@@ -48,7 +48,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,7 @@ def child_in_flight(name: str, source: Path, records: int, pages_per_record: int
     """
     import importlib
 
+    from ocr_pipeline.pipeline.concurrency import ByteBudget
     from ocr_pipeline.pipeline.page_recognition import IMAGE_BYTES_WITH_THE_MODEL, PAGES_PREPARED_AT_ONCE
 
     for module in RECOGNIZE_IMPORTS:
@@ -141,7 +142,9 @@ def child_in_flight(name: str, source: Path, records: int, pages_per_record: int
     start = threading.Barrier(records)
     unanswered = threading.BoundedSemaphore(records + 1)
     preparing = threading.BoundedSemaphore(PAGES_PREPARED_AT_ONCE)
-    with_the_model = [0]
+    with_the_model = ByteBudget(IMAGE_BYTES_WITH_THE_MODEL)
+    # Claims on the budget stay held to the end, as calls that are never answered would hold them.
+    claims = ExitStack()
     calls = [0]
 
     def record(number: int) -> None:
@@ -153,9 +156,7 @@ def child_in_flight(name: str, source: Path, records: int, pages_per_record: int
             with preparing:
                 image = work(number * pages_per_record + page)
             with lock:
-                goes = with_the_model[0] == 0 or with_the_model[0] + len(image) <= IMAGE_BYTES_WITH_THE_MODEL
-                if goes:
-                    with_the_model[0] += len(image)
+                goes = claims.enter_context(with_the_model.claim(len(image), deadline=time.monotonic()))
                 held.append(image)
             if not goes:
                 # Waits for room with the model, which no answer here ever makes: it holds its image only.
@@ -171,6 +172,7 @@ def child_in_flight(name: str, source: Path, records: int, pages_per_record: int
         thread.start()
     for thread in threads:
         thread.join()
+    claims.close()
     return {
         "imported_rss_kib": imported_kib,
         "peak_rss_kib": _status_kib("VmHWM"),
