@@ -373,13 +373,13 @@ def fault_run_environment(options: RunOptions) -> dict[str, str]:
     return {"OCR_READ_TIMEOUT_S": f"{FAULT_RUN_READ_TIMEOUT_S:g}"}
 
 
-# The template's AllowedValues of OcrCallsPerInstance.
-CALLS_PER_INSTANCE = (1, 2, 4, 8, 16, 32)
+def calls_fitting(max_concurrency: int, template: Path = TEMPLATE) -> int:
+    """The most calls per instance the template allows (OcrCallsPerInstance's AllowedValues) that leave the
+    two instances the event source mapping needs at least."""
+    from ocr_devkit.stack.cfn import load_template
 
-
-def calls_fitting(max_concurrency: int) -> int:
-    """The most calls per instance that leave the two instances the event source mapping needs at least."""
-    return max(calls for calls in CALLS_PER_INSTANCE if calls == 1 or 2 * calls <= max_concurrency)
+    allowed = load_template(template).parameters.get("OcrCallsPerInstance", {}).get("AllowedValues") or [1]
+    return max(calls for calls in map(int, allowed) if calls == 1 or 2 * calls <= max_concurrency)
 
 
 @contextmanager
@@ -401,7 +401,9 @@ def local_stack(
 
         if options.max_concurrency:
             parameters["OcrMaxConcurrency"] = str(options.max_concurrency)
-        calls = options.calls_per_instance or (options.max_concurrency and calls_fitting(options.max_concurrency))
+        calls = options.calls_per_instance or (
+            options.max_concurrency and calls_fitting(options.max_concurrency, options.template)
+        )
         if emulator is not None and not calls:
             calls = EMULATOR_RUN_CALLS_PER_INSTANCE
         if calls:

@@ -395,11 +395,12 @@ def recognize_limits(resolved: Any) -> tuple[int, int, int, int]:
     )
 
 
-def test_the_cli_knows_every_calls_per_instance_the_template_allows():
-    from ocr_devkit.run import CALLS_PER_INSTANCE
+def test_the_cli_fits_every_calls_per_instance_the_template_allows_to_two_instances():
+    from ocr_devkit.run import calls_fitting
 
     allowed = [int(v) for v in TEMPLATE.parameters["OcrCallsPerInstance"]["AllowedValues"]]
-    assert list(CALLS_PER_INSTANCE) == allowed
+    assert [calls_fitting(2 * calls) for calls in allowed] == allowed
+    assert calls_fitting(2 * max(allowed) + 1000) == max(allowed)
 
 
 def test_the_instance_table_holds_the_quotient_of_every_max_concurrency_by_every_calls_per_instance():
